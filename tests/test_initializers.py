@@ -139,7 +139,7 @@ def test_degenerate_cases_are_finite_and_normalised():
 def recover_gammas(kernels: np.ndarray, k: int) -> np.ndarray:
     """Recovers each (k, k, 1, n) kernel's gamma by nearest match in a bank of dog_kernel(k, gamma)."""
     grid = np.linspace(0.0, 1.0, 2001)
-    bank = np.stack([np.asarray(dog_kernel(k, float(g))) for g in grid]).reshape(len(grid), -1)
+    bank = np.asarray(dog_init._signed_kernels(jnp.asarray(grid), jnp.ones(len(grid)), k, k)).reshape(len(grid), -1)
     flat = kernels.reshape(k * k, -1).T
     flat = flat * np.sign(flat[:, (k * k) // 2])[:, None]  # off-centre kernels are negated on-centre ones
     errors = np.abs(flat[:, None, :] - bank[None]).max(axis=2)
