@@ -1,0 +1,42 @@
+"""An orbax checkpoint written by a short real ``train.py`` run is read and analysed (~40 s)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dog_jax.analysis import extract_depthwise_kernels, fit_dog
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_train_py_checkpoint_is_read(tmp_path):
+    if not (REPO / "train.py").exists():
+        pytest.skip("train.py is not in this checkout")
+    workdir = tmp_path / "run"
+    # One step of a 1-block, 8-channel ConvMixer with the DoG init on the built-in demo dataset.
+    # The one-cycle schedule starts at learning rate 0, so the saved kernels are still exact DoGs.
+    cmd = [sys.executable, "train.py", "--config=configs/convmixer.py:demo,init=dog", f"--workdir={workdir}",
+           "--config.num_train_steps=1", "--config.batch_size=8", "--config.model_overrides.width=8",
+           "--config.model_overrides.depth=1"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    messages = []
+    layers = extract_depthwise_kernels(workdir, progress=messages.append)  # the run directory itself
+    assert [layer.name for layer in layers] == ["state/params/blocks/0/dw/kernel"]
+    assert layers[0].source_shape == (7, 7, 1, 8) and layers[0].layout == "HWIO"
+    assert any("optimiser-state" in m for m in messages)
+    fit = fit_dog(layers[0].kernels)
+    assert np.all(fit.r2 > 0.99)
+    assert np.all((fit.gamma > 0) & (fit.gamma <= 0.5 + 0.01))
+
+    out = tmp_path / "analysis"
+    proc = subprocess.run([sys.executable, "-m", "dog_jax.analysis", str(workdir), "--out", str(out), "--no-figures"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "depthwise 7x7: 8 kernels" in proc.stdout
+    assert (out / "summary.json").exists() and (out / "clusters.csv").exists()
