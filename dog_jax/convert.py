@@ -1,0 +1,434 @@
+"""PyTorch <-> dog_jax weight conversion for ConvMixer, ConvNeXt V1/V2 and HorNet.
+
+* :func:`load_torch_state_dict` fills a model from a PyTorch state dict with timm names or the
+  official names (facebookresearch ConvNeXt / ConvNeXt-V2, raoyongming HorNet, locuslab
+  ConvMixer's bare ``nn.Sequential`` indices), also when nested under "state_dict", "model" or
+  "model_ema", with torch tensors or NumPy arrays as values.
+* :func:`to_torch_state_dict` is the reverse: NumPy arrays keyed and shaped as timm (or the
+  official code) expects, so ``timm_model.load_state_dict({k: torch.from_numpy(v) ...},
+  strict=True)`` succeeds.
+* :func:`read_state_dict` reads ``.safetensors`` (no torch needed), ``.npz``, or
+  ``.pth``/``.pt``/``.bin``/``.ckpt`` (needs torch; loaded with ``weights_only=True``).
+
+Layouts: torch conv weights (O, I/groups, kh, kw) <-> HWIO (kh, kw, I/groups, O); linear
+weights (out, in) <-> (in, out); 1×1 conv weights (out, in, 1, 1) <-> (in, out). ConvNeXt-V2's
+official GRN parameters (1, 1, 1, C) and timm's (C,) both map to (C,).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from dog_jax.models.convmixer import ConvMixer
+from dog_jax.models.convnext import ConvNeXt
+from dog_jax.models.hornet import HorNet
+from dog_jax.models.layers import BatchNorm, DepthwiseConv2D, LayerNorm
+
+__all__ = [
+    "LoadReport",
+    "StateDictMismatchError",
+    "load_torch_checkpoint",
+    "load_torch_state_dict",
+    "read_state_dict",
+    "save_safetensors",
+    "to_torch_state_dict",
+]
+
+NAMINGS = ("timm", "official")
+_NESTING_KEYS = ("state_dict", "model", "model_ema")
+_KEY_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+
+
+class StateDictMismatchError(ValueError):
+    """A state dict does not fit the model; the message lists every problem key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadReport:
+    """What :func:`load_torch_state_dict` did.
+
+    Attributes:
+      naming: the naming scheme the keys were read with ("timm" or "official").
+      loaded: torch keys copied into the model.
+      missing: keys the model needs that the state dict lacks.
+      unexpected: state-dict keys the model has no place for.
+      mismatched: (key, checkpoint shape, expected torch shape) for keys of the wrong shape.
+    """
+
+    naming: str
+    loaded: tuple[str, ...]
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+
+# --------------------------------------------------------------------------------------------
+# Key tables: torch key -> model variable, with the layout transform.
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Slot:
+    """One torch tensor and the model variable it maps to.
+
+    kind: "conv" (OIHW <-> HWIO), "dense" ((out, in) or (out, in, 1, 1) <-> (in, out)),
+    "vector" (any shape with C elements and singleton other dims <-> (C,)), or "count"
+    (BatchNorm ``num_batches_tracked``: accepted, not stored; exported as 0).
+    """
+
+    variable: nnx.Variable | None
+    kind: str
+    torch_shape: tuple[int, ...]
+
+
+class _Table:
+    """Ordered torch-key -> :class:`_Slot` mapping, built from a model's modules."""
+
+    def __init__(self):
+        self.slots: dict[str, _Slot] = {}
+
+    def conv(self, prefix: str, layer: nnx.Conv | DepthwiseConv2D) -> None:
+        kernel = layer.kernel
+        kh, kw, i, o = kernel.shape
+        self.slots[f"{prefix}.weight"] = _Slot(kernel, "conv", (o, i, kh, kw))
+        self.vector(f"{prefix}.bias", layer.bias)
+
+    def dense(self, prefix: str, layer: nnx.Linear, *, as_conv1x1: bool = False) -> None:
+        i, o = layer.kernel.shape
+        self.slots[f"{prefix}.weight"] = _Slot(layer.kernel, "dense", (o, i, 1, 1) if as_conv1x1 else (o, i))
+        self.vector(f"{prefix}.bias", layer.bias)
+
+    def vector(self, key: str, variable: nnx.Variable | None, torch_shape: tuple[int, ...] | None = None) -> None:
+        if variable is not None:
+            self.slots[key] = _Slot(variable, "vector", torch_shape or tuple(variable.shape))
+
+    def layer_norm(self, prefix: str, norm: LayerNorm) -> None:
+        self.vector(f"{prefix}.weight", norm.scale)
+        self.vector(f"{prefix}.bias", norm.bias)
+
+    def batch_norm(self, prefix: str, norm: BatchNorm) -> None:
+        self.vector(f"{prefix}.weight", norm.scale)
+        self.vector(f"{prefix}.bias", norm.bias)
+        self.vector(f"{prefix}.running_mean", norm.mean)
+        self.vector(f"{prefix}.running_var", norm.var)
+        self.slots[f"{prefix}.num_batches_tracked"] = _Slot(None, "count", ())
+
+
+def _convmixer_table(model: ConvMixer, naming: str) -> _Table:
+    # timm: stem.{0 conv, 2 BN}, blocks.i.{0.fn.0 dw, 0.fn.2 BN, 1 conv1x1, 3 BN}, head.
+    # locuslab: one nn.Sequential: 0 conv, 2 BN, 3+i blocks, depth+5 head (pool, flatten between).
+    t = _Table()
+    stem = ("stem.0", "stem.2") if naming == "timm" else ("0", "2")
+    t.conv(stem[0], model.stem_conv)
+    t.batch_norm(stem[1], model.stem_norm)
+    for i, block in enumerate(model.blocks):
+        p = f"blocks.{i}" if naming == "timm" else f"{3 + i}"
+        t.conv(f"{p}.0.fn.0", block.dw)
+        t.batch_norm(f"{p}.0.fn.2", block.dw_norm)
+        t.dense(f"{p}.1", block.pw, as_conv1x1=True)
+        t.batch_norm(f"{p}.3", block.pw_norm)
+    if model.head is not None:
+        t.dense("head" if naming == "timm" else f"{model.config.depth + 5}", model.head)
+    return t
+
+
+def _convnext_table(model: ConvNeXt, naming: str) -> _Table:
+    t = _Table()
+    timm = naming == "timm"
+    conv_mlp = timm and model.config.conv_mlp
+    t.conv("stem.0" if timm else "downsample_layers.0.0", model.stem.conv)
+    t.layer_norm("stem.1" if timm else "downsample_layers.0.1", model.stem.norm)
+    for s, stage in enumerate(model.stages):
+        if stage.downsample is not None:
+            p = f"stages.{s}.downsample" if timm else f"downsample_layers.{s}"
+            t.layer_norm(f"{p}.0", stage.downsample.norm)
+            t.conv(f"{p}.1", stage.downsample.conv)
+        for b, block in enumerate(stage.blocks):
+            p = f"stages.{s}.blocks.{b}" if timm else f"stages.{s}.{b}"
+            t.conv(f"{p}.conv_dw" if timm else f"{p}.dwconv", block.dw)
+            t.layer_norm(f"{p}.norm", block.norm)
+            t.dense(f"{p}.mlp.fc1" if timm else f"{p}.pwconv1", block.mlp.fc1, as_conv1x1=conv_mlp)
+            if block.mlp.grn is not None:
+                c = block.mlp.grn.scale.shape[0]
+                if timm:
+                    t.vector(f"{p}.mlp.grn.weight", block.mlp.grn.scale)
+                    t.vector(f"{p}.mlp.grn.bias", block.mlp.grn.bias)
+                else:
+                    t.vector(f"{p}.grn.gamma", block.mlp.grn.scale, (1, 1, 1, c))
+                    t.vector(f"{p}.grn.beta", block.mlp.grn.bias, (1, 1, 1, c))
+            t.dense(f"{p}.mlp.fc2" if timm else f"{p}.pwconv2", block.mlp.fc2, as_conv1x1=conv_mlp)
+            t.vector(f"{p}.gamma", block.gamma)
+    t.layer_norm("head.norm" if timm else "norm", model.head.norm)
+    if model.head.fc is not None:
+        t.dense("head.fc" if timm else "head", model.head.fc)
+    return t
+
+
+def _hornet_table(model: HorNet, naming: str) -> _Table:
+    if naming != "official":
+        raise ValueError("timm has no HorNet; use naming='official' (raoyongming/HorNet key names).")
+    t = _Table()
+    t.conv("downsample_layers.0.0", model.stem.conv)
+    t.layer_norm("downsample_layers.0.1", model.stem.norm)
+    for s, stage in enumerate(model.stages):
+        if stage.downsample is not None:
+            t.layer_norm(f"downsample_layers.{s}.0", stage.downsample.norm)
+            t.conv(f"downsample_layers.{s}.1", stage.downsample.conv)
+        for b, block in enumerate(stage.blocks):
+            p = f"stages.{s}.{b}"
+            t.vector(f"{p}.gamma1", block.gamma1)
+            t.vector(f"{p}.gamma2", block.gamma2)
+            t.layer_norm(f"{p}.norm1", block.norm1)
+            t.dense(f"{p}.gnconv.proj_in", block.gnconv.proj_in, as_conv1x1=True)
+            t.conv(f"{p}.gnconv.dwconv", block.gnconv.dw)
+            t.dense(f"{p}.gnconv.proj_out", block.gnconv.proj_out, as_conv1x1=True)
+            for j, pw in enumerate(block.gnconv.pws):
+                t.dense(f"{p}.gnconv.pws.{j}", pw, as_conv1x1=True)
+            t.layer_norm(f"{p}.norm2", block.norm2)
+            t.dense(f"{p}.pwconv1", block.mlp.fc1)
+            t.dense(f"{p}.pwconv2", block.mlp.fc2)
+    t.layer_norm("norm", model.head.norm)
+    if model.head.fc is not None:
+        t.dense("head", model.head.fc)
+    return t
+
+
+def _table(model: nnx.Module, naming: str) -> _Table:
+    if naming not in NAMINGS:
+        raise ValueError(f"naming must be one of {', '.join(NAMINGS)}, got {naming!r}.")
+    if isinstance(model, ConvMixer):
+        return _convmixer_table(model, naming)
+    if isinstance(model, ConvNeXt):
+        return _convnext_table(model, naming)
+    if isinstance(model, HorNet):
+        return _hornet_table(model, naming)
+    raise ValueError(f"No PyTorch key mapping for {type(model).__name__}; expected a model from "
+                     "dog_jax.models.create_model (ConvMixer, ConvNeXt or HorNet).")
+
+
+def _namings_for(model: nnx.Module) -> tuple[str, ...]:
+    return ("official",) if isinstance(model, HorNet) else NAMINGS
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """torch tensor / jax array / array-like -> NumPy, without importing torch."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # torch.Tensor
+        value = value.detach().cpu()
+        try:
+            return value.numpy().copy()  # .numpy() shares the tensor's storage
+        except TypeError:  # bfloat16 and friends have no NumPy dtype
+            return value.float().numpy()
+    return np.asarray(value)
+
+
+def _unwrap(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Descends into "state_dict" / "model" / "model_ema" and strips DDP/compile prefixes."""
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"Expected a state dict (a mapping of names to tensors), got {type(state_dict).__name__}.")
+    sd: Mapping[str, Any] = state_dict
+    while True:
+        nested = next((k for k in _NESTING_KEYS if isinstance(sd.get(k), Mapping)), None)
+        if nested is None:
+            break
+        sd = sd[nested]
+    out = dict(sd)
+    for prefix in _KEY_PREFIXES:
+        if out and all(isinstance(k, str) and k.startswith(prefix) for k in out):
+            out = {k[len(prefix):]: v for k, v in out.items()}
+    return out
+
+
+def _to_model_layout(kind: str, value: np.ndarray) -> np.ndarray | None:
+    """Torch layout -> model layout; None when the value cannot have this kind's layout."""
+    if kind == "conv":
+        return value.transpose(2, 3, 1, 0) if value.ndim == 4 else None
+    if kind == "dense":
+        if value.ndim == 4 and value.shape[2:] == (1, 1):
+            value = value.reshape(value.shape[:2])
+        return value.T if value.ndim == 2 else None
+    if kind == "vector":
+        if value.ndim == 0 or sum(d != 1 for d in value.shape) > 1:
+            return None
+        return value.reshape(-1)
+    raise AssertionError(kind)
+
+
+def _pick_naming(model: nnx.Module, keys: set[str], naming: str) -> tuple[str, _Table]:
+    if naming != "auto":
+        if naming not in _namings_for(model):
+            _table(model, naming)  # raises the specific error
+        return naming, _table(model, naming)
+    candidates = [(n, _table(model, n)) for n in _namings_for(model)]
+    return max(candidates, key=lambda c: len(keys & set(c[1].slots)))
+
+
+def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *, naming: str = "auto",
+                          strict: bool = True) -> LoadReport:
+    """Copies PyTorch weights into ``model`` in place.
+
+    Loading pretrained weights is fastest into an abstract model, which skips the random init:
+    ``model = nnx.eval_shape(lambda: create_model(name, rngs=nnx.Rngs(0)))`` then
+    ``load_torch_state_dict(model, sd)`` fills every variable with a concrete array.
+
+    Args:
+      model: a ConvMixer / ConvNeXt / HorNet from :func:`dog_jax.models.create_model` with the
+        same architecture as the checkpoint (concrete, or abstract from ``nnx.eval_shape``).
+      state_dict: ``{name: tensor}`` with torch tensors or NumPy arrays, possibly nested under
+        "state_dict", "model" or "model_ema" and prefixed by "module."; BatchNorm
+        ``num_batches_tracked`` entries are accepted and ignored.
+      naming: "timm", "official" or "auto" (the scheme matching most keys).
+      strict: when True (default) any missing, unexpected or mis-shaped key raises one
+        :class:`StateDictMismatchError` listing them all and nothing is copied; when False the
+        matching keys are copied and the report lists the rest.
+
+    Returns:
+      A :class:`LoadReport`.
+    """
+    sd = _unwrap(state_dict)
+    naming, table = _pick_naming(model, set(sd), naming)
+    missing = [k for k, slot in table.slots.items() if k not in sd and slot.kind != "count"]
+    unexpected = [k for k in sd if k not in table.slots]
+    mismatched, updates = [], []
+    for key, slot in table.slots.items():
+        if key not in sd or slot.kind == "count":
+            continue
+        value = _to_numpy(sd[key])
+        converted = _to_model_layout(slot.kind, value)
+        if converted is None or converted.shape != tuple(slot.variable.shape):
+            mismatched.append((key, tuple(value.shape), slot.torch_shape))
+            continue
+        updates.append((key, slot.variable, converted))
+    report = LoadReport(naming, tuple(k for k, _, _ in updates), tuple(missing), tuple(unexpected),
+                        tuple(mismatched))
+    if strict and not report.ok:
+        raise StateDictMismatchError(_describe_mismatch(type(model).__name__, report))
+    for _, variable, value in updates:
+        # jnp.array copies: on CPU jnp.asarray may alias the NumPy buffer, which for torch
+        # tensors is the tensor's own storage (torch would then update our BatchNorm stats).
+        variable.set_value(jnp.array(value, dtype=variable.get_value().dtype, copy=True))
+    abstract = [p for p, v in nnx.to_flat_state(nnx.state(model)) if isinstance(v.get_value(), jax.ShapeDtypeStruct)]
+    if abstract:
+        raise ValueError(f"{len(abstract)} variables of this abstract (nnx.eval_shape) model got no value from the "
+                         f"state dict, e.g. {'/'.join(map(str, abstract[0]))}; build the model with random init "
+                         "(create_model without eval_shape) when loading only part of it.")
+    return report
+
+
+def _describe_mismatch(model_name: str, report: LoadReport, limit: int = 20) -> str:
+    def listing(items: list[str]) -> str:
+        more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+        return ", ".join(items[:limit]) + more
+
+    parts = []
+    if report.missing:
+        parts.append(f"missing {len(report.missing)}: {listing(list(report.missing))}")
+    if report.unexpected:
+        parts.append(f"unexpected {len(report.unexpected)}: {listing(list(report.unexpected))}")
+    if report.mismatched:
+        parts.append(f"mis-shaped {len(report.mismatched)}: " + listing(
+            [f"{k} {got} (expected {want})" for k, got, want in report.mismatched]))
+    return (f"State dict does not match this {model_name} ({report.naming} names): " + "; ".join(parts)
+            + ". Check the model name and overrides (num_classes, depths, dims, ...) or pass strict=False.")
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------------
+
+def _to_torch_layout(kind: str, value: np.ndarray, torch_shape: tuple[int, ...]) -> np.ndarray:
+    if kind == "conv":
+        value = value.transpose(3, 2, 0, 1)
+    elif kind == "dense":
+        value = value.T
+    return np.array(value.reshape(torch_shape), order="C", copy=True)  # writable for torch.from_numpy
+
+
+def to_torch_state_dict(model: nnx.Module, naming: str = "timm") -> dict[str, np.ndarray]:
+    """The model's weights as a PyTorch-style state dict of NumPy arrays.
+
+    Args:
+      model: a ConvMixer / ConvNeXt / HorNet from :func:`dog_jax.models.create_model`.
+      naming: "timm" (loads into the timm model of the same name with ``strict=True``) or
+        "official" (facebookresearch ConvNeXt(-V2), raoyongming HorNet, locuslab ConvMixer).
+        HorNet only has "official" names.
+
+    Returns:
+      ``{key: array}`` in module order; floating arrays are float32 (bfloat16 parameters are
+      widened), BatchNorm ``num_batches_tracked`` is int64 0 (PyTorch only reads it when
+      momentum is None).
+    """
+    out: dict[str, np.ndarray] = {}
+    for key, slot in _table(model, naming).slots.items():
+        if slot.kind == "count":
+            out[key] = np.zeros((), np.int64)
+            continue
+        value = np.asarray(jnp.asarray(slot.variable.get_value(), jnp.float32))
+        out[key] = _to_torch_layout(slot.kind, value, slot.torch_shape)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """Reads a checkpoint file into a ``{name: array}`` mapping (nesting kept as in the file).
+
+    ``.safetensors`` (read with the ``safetensors`` package, no torch needed; bfloat16 is widened
+    to float32) and ``.npz`` give NumPy arrays; ``.pth``/``.pt``/``.bin``/``.ckpt``/``.tar`` need
+    PyTorch and are loaded on CPU with ``weights_only=True`` (no pickled code is run).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No checkpoint file at {path!r}.")
+    lower = path.lower()
+    if lower.endswith(".safetensors"):
+        from safetensors.flax import load_file  # handles bfloat16, unlike safetensors.numpy
+
+        out = {}
+        for k, v in load_file(path).items():
+            arr = np.asarray(v)
+            out[k] = arr.astype(np.float32) if arr.dtype == jnp.bfloat16 else arr
+        return out
+    if lower.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    if lower.endswith(_TORCH_SUFFIXES):
+        try:
+            import torch
+        except ImportError as e:
+            raise ImportError(f"Reading {os.path.basename(path)} needs PyTorch (pip install torch), or convert "
+                              "the file to .safetensors on a machine that has it.") from e
+        return torch.load(path, map_location="cpu", weights_only=True)
+    raise ValueError(f"Unknown checkpoint format {os.path.basename(path)!r}; expected .safetensors, .npz, "
+                     f"or a PyTorch file ({', '.join(_TORCH_SUFFIXES)}).")
+
+
+def load_torch_checkpoint(model: nnx.Module, path: str | os.PathLike, **kwargs: Any) -> LoadReport:
+    """:func:`read_state_dict` then :func:`load_torch_state_dict` (keyword arguments go to it)."""
+    return load_torch_state_dict(model, read_state_dict(path), **kwargs)
+
+
+def save_safetensors(model: nnx.Module, path: str | os.PathLike, naming: str = "timm") -> None:
+    """Writes :func:`to_torch_state_dict` to a ``.safetensors`` file that timm can load."""
+    from safetensors.numpy import save_file
+
+    save_file(to_torch_state_dict(model, naming), os.fspath(path))

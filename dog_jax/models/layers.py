@@ -1,0 +1,353 @@
+"""Layers shared by the model families, with PyTorch/timm numerics.
+
+Everything here works on NHWC activations and stores convolution kernels in HWIO layout.
+The layers exist (instead of the stock ``flax.nnx`` ones) where the reference semantics
+differ from Flax's defaults:
+
+* :class:`DepthwiseConv2D` routes every depthwise convolution through
+  :func:`dog_jax.ops.depthwise_conv2d` and keeps its kernel as an ``nnx.Param`` named
+  ``kernel`` of shape ``(kh, kw, 1, C)``, so analysis code can find depthwise kernels and
+  initializers can target exactly them (:func:`iter_depthwise_convs`).
+* :class:`BatchNorm` follows ``torch.nn.BatchNorm2d``: eps 1e-5, momentum 0.1 in PyTorch's
+  convention, two-pass variance, and running variance updated with the *unbiased* batch
+  variance (``flax.nnx.BatchNorm`` uses the biased one).
+* :class:`LayerNorm` uses eps 1e-6 and the two-pass variance (Flax's fast variance
+  E[x²]−E[x]² loses precision for inputs with a large mean).
+* :func:`gelu` is the exact erf form (Flax defaults to the tanh approximation).
+
+Normalisation statistics are always computed in float32, also when the compute ``dtype``
+is bfloat16; the result is cast back to the compute dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from dog_jax.ops import depthwise_conv2d
+
+Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
+
+__all__ = [
+    "BatchNorm",
+    "Downsample",
+    "PatchStem",
+    "check_stages",
+    "DepthwiseConv2D",
+    "DropPath",
+    "GlobalResponseNorm",
+    "LayerNorm",
+    "Mlp",
+    "PoolNormHead",
+    "gelu",
+    "iter_depthwise_convs",
+    "linear_drop_path_rates",
+    "torch_default_bias_init",
+    "zeros_init",
+]
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact (erf) GELU, as ``torch.nn.GELU()``; Flax's default is the tanh approximation."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+def relu(x: jax.Array) -> jax.Array:
+    """ReLU, as ``torch.nn.ReLU``."""
+    return jax.nn.relu(x)
+
+
+ACTIVATIONS: Mapping[str, Callable[[jax.Array], jax.Array]] = MappingProxyType({"gelu": gelu, "relu": relu})
+
+
+def zeros_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """All-zeros initializer (bias, GRN parameters)."""
+    del key
+    return jnp.zeros(shape, dtype)
+
+
+def torch_default_bias_init(fan_in: int) -> Initializer:
+    """PyTorch's default bias init of ``nn.Conv2d`` / ``nn.Linear``: U(−1/√fan_in, 1/√fan_in).
+
+    Args:
+      fan_in: number of inputs of one output unit (in_channels/groups · kh · kw, or in_features).
+    """
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, jnp.float32, -bound, bound).astype(dtype)
+
+    return init
+
+
+def check_stages(family: str, depths: tuple[int, ...], dims: tuple[int, ...]) -> None:
+    """Raises ValueError unless ``depths`` and ``dims`` are equally long tuples of positive ints."""
+    if len(depths) != len(dims) or not depths:
+        raise ValueError(f"{family} needs one depth per stage width; got depths={depths}, dims={dims}.")
+    if any((not isinstance(v, int)) or v < 1 for v in depths + dims):
+        raise ValueError(f"{family} depths and dims must be positive ints; got depths={depths}, dims={dims}.")
+
+
+def linear_drop_path_rates(max_rate: float, num_blocks: int) -> list[float]:
+    """Drop-path rate of each block, rising linearly from 0 to ``max_rate`` (timm/official).
+
+    Matches ``torch.linspace(0, max_rate, num_blocks)`` (computed in float32 like PyTorch).
+    """
+    if not 0.0 <= max_rate < 1.0:
+        raise ValueError(f"drop_path_rate must be in [0, 1), got {max_rate}.")
+    return [float(r) for r in np.linspace(0.0, max_rate, num_blocks, dtype=np.float32)]
+
+
+class DepthwiseConv2D(nnx.Module):
+    """Depthwise k×k convolution, stride 1, "SAME" padding, optional bias.
+
+    Input (N, H, W, C) -> output (N, H, W, C) in the compute ``dtype``. Parameters:
+    ``kernel`` (kh, kw, 1, C) and ``bias`` (C,), in ``param_dtype``. For odd kernels "SAME"
+    equals PyTorch's ``padding=(k-1)//2``; for even kernels it equals ``padding="same"``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int | tuple[int, int],
+        *,
+        use_bias: bool = True,
+        kernel_init: Initializer,
+        bias_init: Initializer = zeros_init,
+        dtype: Any = jnp.float32,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        self.channels = channels
+        self.kernel_size = (kh, kw)
+        self.dtype = dtype
+        kernel = kernel_init(rngs.params(), (kh, kw, 1, channels), param_dtype)
+        if tuple(kernel.shape) != (kh, kw, 1, channels):
+            raise ValueError(
+                f"dw_kernel_init returned shape {tuple(kernel.shape)} for a depthwise kernel of "
+                f"shape {(kh, kw, 1, channels)}; an initializer must return the requested shape.")
+        self.kernel = nnx.Param(jnp.asarray(kernel, param_dtype))
+        self.bias = nnx.Param(bias_init(rngs.params(), (channels,), param_dtype)) if use_bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.astype(self.dtype)
+        y = depthwise_conv2d(x, self.kernel[...].astype(self.dtype), strides=1, padding="SAME")
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+def iter_depthwise_convs(model: nnx.Module) -> Iterator[tuple[tuple[Any, ...], DepthwiseConv2D]]:
+    """Yields ``(path, layer)`` for every :class:`DepthwiseConv2D` in ``model``, in graph order."""
+    for path, module in nnx.iter_modules(model):
+        if isinstance(module, DepthwiseConv2D):
+            yield path, module
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm over the last (channel) axis, two-pass variance, statistics in float32.
+
+    Equals ``torch.nn.LayerNorm(C, eps)`` on channels-last input and timm's ``LayerNorm2d`` /
+    the official channels-first LayerNorm on the corresponding NCHW input. Parameters
+    ``scale`` (C,) initialised to 1 and ``bias`` (C,) initialised to 0.
+    """
+
+    def __init__(self, num_features: int, *, eps: float = 1e-6, dtype: Any = jnp.float32,
+                 param_dtype: Any = jnp.float32):
+        self.eps = eps
+        self.dtype = dtype
+        self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        centred = x32 - mean
+        var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
+        y = centred * jax.lax.rsqrt(var + self.eps)
+        y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+        return y.astype(self.dtype)
+
+
+class BatchNorm(nnx.Module):
+    """``torch.nn.BatchNorm2d`` semantics for NHWC input (statistics over N, H, W).
+
+    Training (``use_running_average=False``, set by ``model.train()``): normalises with the
+    biased batch variance and updates ``running = (1 − momentum)·running + momentum·batch``,
+    using the *unbiased* batch variance for ``var`` as PyTorch does. Evaluation
+    (``model.eval()``): normalises with the running statistics.
+
+    Args:
+      num_features: channels C.
+      momentum: PyTorch convention (weight of the new batch statistic), default 0.1.
+      eps: added to the variance, default 1e-5.
+      axis_name: optional mapped axis name to average batch statistics over (``shard_map``/
+        ``pmap``); under plain ``jit`` with a sharded batch the mean is already global.
+    """
+
+    def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5,
+                 use_running_average: bool = False, axis_name: str | None = None,
+                 dtype: Any = jnp.float32, param_dtype: Any = jnp.float32):
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"BatchNorm momentum (PyTorch convention) must be in [0, 1], got {momentum}.")
+        self.momentum = momentum
+        self.eps = eps
+        self.use_running_average = use_running_average
+        self.axis_name = axis_name
+        self.dtype = dtype
+        self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
+        self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+
+    def _batch_mean(self, v: jax.Array) -> jax.Array:
+        m = jnp.mean(v, axis=tuple(range(v.ndim - 1)))
+        if self.axis_name is not None:
+            m = jax.lax.pmean(m, self.axis_name)
+        return m
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        if self.use_running_average:
+            mean, var = self.mean[...], self.var[...]
+        else:
+            mean = self._batch_mean(x32)
+            var = self._batch_mean(jnp.square(x32 - mean))  # two-pass, biased
+            count = math.prod(x.shape[:-1])
+            if self.axis_name is not None:
+                count *= jax.lax.psum(1, self.axis_name)
+            unbiased = var * (count / max(count - 1, 1))
+            m = self.momentum
+            self.mean[...] = (1.0 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
+            self.var[...] = (1.0 - m) * self.var[...] + m * jax.lax.stop_gradient(unbiased)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+        y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+        return y.astype(self.dtype)
+
+
+class DropPath(nnx.Module):
+    """Stochastic depth: zeroes whole samples with probability ``rate`` and rescales the rest
+    by 1/(1 − rate), only in training (``deterministic=False``, set by ``model.train()``).
+
+    Randomness comes from the ``dropout`` stream of the ``nnx.Rngs`` given at construction
+    (falls back to ``default``). With ``rate == 0`` the layer is the identity and holds no RNG.
+    """
+
+    def __init__(self, rate: float, *, deterministic: bool = False, rngs: nnx.Rngs):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"drop path rate must be in [0, 1), got {rate}.")
+        self.rate = float(rate)
+        self.deterministic = deterministic
+        self.rngs = rngs["dropout"].fork() if self.rate > 0.0 else nnx.data(None)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.rate == 0.0 or self.deterministic:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.rngs(), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
+
+
+class GlobalResponseNorm(nnx.Module):
+    """ConvNeXt-V2 Global Response Normalization on NHWC input.
+
+    Gx = ‖x‖₂ over (H, W) per channel; Nx = Gx / (mean_c Gx + eps); out = γ·(x·Nx) + β + x.
+    ``scale`` (γ) and ``bias`` (β) have shape (C,) and start at zero (block starts as identity).
+    """
+
+    def __init__(self, num_features: int, *, eps: float = 1e-6, dtype: Any = jnp.float32,
+                 param_dtype: Any = jnp.float32):
+        self.eps = eps
+        self.dtype = dtype
+        self.scale = nnx.Param(jnp.zeros((num_features,), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        gx = jnp.sqrt(jnp.sum(jnp.square(x32), axis=(1, 2), keepdims=True))
+        nx = gx / (jnp.mean(gx, axis=-1, keepdims=True) + self.eps)
+        y = self.scale[...].astype(jnp.float32) * (x32 * nx) + self.bias[...].astype(jnp.float32) + x32
+        return y.astype(self.dtype)
+
+
+class Mlp(nnx.Module):
+    """Channel MLP of ConvNeXt/HorNet blocks: Linear C→H → exact GELU → [GRN] → Linear H→C."""
+
+    def __init__(self, dim: int, hidden: int, *, use_grn: bool = False, kernel_init: Initializer,
+                 dtype: Any = jnp.float32, param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
+        kw = dict(kernel_init=kernel_init, bias_init=zeros_init, dtype=dtype,
+                  param_dtype=param_dtype, rngs=rngs)
+        self.fc1 = nnx.Linear(dim, hidden, **kw)
+        self.grn = (GlobalResponseNorm(hidden, dtype=dtype, param_dtype=param_dtype)
+                    if use_grn else None)
+        self.fc2 = nnx.Linear(hidden, dim, **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = gelu(self.fc1(x))
+        if self.grn is not None:
+            x = self.grn(x)
+        return self.fc2(x)
+
+
+class PatchStem(nnx.Module):
+    """Conv p×p stride p → LayerNorm: (N, H, W, in_chans) -> (N, H/p, W/p, dim)."""
+
+    def __init__(self, in_chans: int, dim: int, patch_size: int, *, kernel_init: Initializer,
+                 dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        p = patch_size
+        self.conv = nnx.Conv(in_chans, dim, (p, p), strides=(p, p), padding="VALID", kernel_init=kernel_init,
+                             bias_init=zeros_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.norm = LayerNorm(dim, dtype=dtype, param_dtype=param_dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.norm(self.conv(x))
+
+
+class Downsample(nnx.Module):
+    """LayerNorm → Conv 2×2 stride 2: (N, H, W, C_in) -> (N, H/2, W/2, C_out)."""
+
+    def __init__(self, in_dim: int, out_dim: int, *, kernel_init: Initializer, dtype: Any,
+                 param_dtype: Any, rngs: nnx.Rngs):
+        self.norm = LayerNorm(in_dim, dtype=dtype, param_dtype=param_dtype)
+        self.conv = nnx.Conv(in_dim, out_dim, (2, 2), strides=(2, 2), padding="VALID", kernel_init=kernel_init,
+                             bias_init=zeros_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.conv(self.norm(x))
+
+
+class PoolNormHead(nnx.Module):
+    """ConvNeXt/HorNet head: global average pool → LayerNorm → Linear.
+
+    (N, H, W, C) -> float32 logits (N, num_classes); ``num_classes=0`` returns the normalised
+    pooled features (N, C) instead.
+    """
+
+    def __init__(self, dim: int, num_classes: int, *, kernel_init: Initializer,
+                 head_init_scale: float = 1.0, dtype: Any = jnp.float32,
+                 param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
+        self.dtype = dtype
+        self.norm = LayerNorm(dim, dtype=dtype, param_dtype=param_dtype)
+
+        def scaled_init(key, shape, dt=jnp.float32):
+            return (kernel_init(key, shape, dt) * head_init_scale).astype(dt)
+
+        # The references multiply the (zero) bias by head_init_scale too: it stays zero.
+        self.fc = (nnx.Linear(dim, num_classes, kernel_init=scaled_init, bias_init=zeros_init,
+                              dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                   if num_classes > 0 else None)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
+        feats = self.norm(pooled)
+        if self.fc is None:
+            return feats.astype(jnp.float32)
+        return self.fc(feats).astype(jnp.float32)
