@@ -26,17 +26,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dog_jax.initializers import trunc_normal_02
+from dog_jax.models.hierarchical import HierarchicalNet
 from dog_jax.models.layers import (
-    Downsample,
-    PatchStem,
-    check_stages,
     DepthwiseConv2D,
     DropPath,
     Initializer,
     LayerNorm,
     Mlp,
-    PoolNormHead,
-    linear_drop_path_rates,
+    check_stages,
     zeros_init,
 )
 
@@ -137,28 +134,7 @@ class HorNetBlock(nnx.Module):
         return x + self.drop_path(y * self.gamma2[...].astype(y.dtype))
 
 
-class HorNetStage(nnx.Module):
-    """[Downsample] followed by ``depth`` identical blocks."""
-
-    def __init__(self, in_dim: int, dim: int, depth: int, order: int, cfg: HorNetConfig, *, downsample: bool,
-                 dw_kernel_init: Initializer, drop_path_rates: list[float], dtype: Any, param_dtype: Any,
-                 rngs: nnx.Rngs):
-        self.downsample = (Downsample(in_dim, dim, kernel_init=trunc_normal_02(), dtype=dtype,
-                                      param_dtype=param_dtype, rngs=rngs) if downsample else None)
-        self.blocks = nnx.List([
-            HorNetBlock(dim, order, cfg, dw_kernel_init=dw_kernel_init, drop_path=drop_path_rates[i], dtype=dtype,
-                        param_dtype=param_dtype, rngs=rngs)
-            for i in range(depth)])
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        if self.downsample is not None:
-            x = self.downsample(x)
-        for block in self.blocks:
-            x = block(x)
-        return x
-
-
-class HorNet(nnx.Module):
+class HorNet(HierarchicalNet):
     """HorNet classifier: (N, H, W, in_chans) -> (N, num_classes) float32 logits.
 
     H and W should be multiples of ``patch_size · 2^(stages−1)`` (32 for the standard models).
@@ -169,32 +145,11 @@ class HorNet(nnx.Module):
                  drop_path_rate: float = 0.0, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
                  rngs: nnx.Rngs):
         self.config = cfg
-        self.num_classes = num_classes
-        self.dtype = dtype
-        self.stem = PatchStem(cfg.in_chans, cfg.dims[0], cfg.patch_size, kernel_init=trunc_normal_02(),
-                              dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        rates = linear_drop_path_rates(drop_path_rate, sum(cfg.depths))
-        stages, start, in_dim = [], 0, cfg.dims[0]
-        for i, (depth, dim, order) in enumerate(zip(cfg.depths, cfg.dims, cfg.orders)):
-            stages.append(HorNetStage(in_dim, dim, depth, order, cfg, downsample=i > 0,
-                                      dw_kernel_init=dw_kernel_init, drop_path_rates=rates[start:start + depth],
-                                      dtype=dtype, param_dtype=param_dtype, rngs=rngs))
-            start, in_dim = start + depth, dim
-        self.stages = nnx.List(stages)
-        self.head = PoolNormHead(cfg.dims[-1], num_classes, kernel_init=trunc_normal_02(),
-                                 head_init_scale=cfg.head_init_scale, dtype=dtype, param_dtype=param_dtype,
-                                 rngs=rngs)
 
-    def forward_features(self, x: jax.Array) -> jax.Array:
-        """(N, H, W, in_chans) -> last-stage feature map (N, H/32, W/32, dims[-1])."""
-        x = self.stem(x.astype(self.dtype))
-        for stage in self.stages:
-            x = stage(x)
-        return x
+        def make_block(stage: int, dim: int, drop_path: float, rngs: nnx.Rngs) -> HorNetBlock:
+            return HorNetBlock(dim, cfg.orders[stage], cfg, dw_kernel_init=dw_kernel_init, drop_path=drop_path,
+                               dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
-    def forward_head(self, x: jax.Array) -> jax.Array:
-        """Feature map -> float32 logits (or normalised pooled features when ``num_classes == 0``)."""
-        return self.head(x)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.forward_head(self.forward_features(x))
+        super().__init__(in_chans=cfg.in_chans, patch_size=cfg.patch_size, depths=cfg.depths, dims=cfg.dims,
+                         make_block=make_block, num_classes=num_classes, drop_path_rate=drop_path_rate,
+                         head_init_scale=cfg.head_init_scale, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
