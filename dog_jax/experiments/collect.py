@@ -1,0 +1,135 @@
+"""Collects a sweep's ``summary.json`` files into ``results.csv`` and ``results.md``.
+
+``results.csv`` has one row per run (missing runs included, with their status);
+``results.md`` one row per config: mean ± sample std over the finished seeds of the final and
+best eval top-1, plus the paper's ImageNet number of the row when the config file knows it
+(``experiment_info(arg)`` in ``configs/paper.py``).
+"""
+
+import csv
+import importlib.util
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from dog_jax.experiments.sweep import Run, Sweep, read_summary, run_status
+
+CSV_FIELDS = ("label", "seed", "status", "config", "overrides", "experiment", "group", "dw_init", "scale",
+              "final_top1", "final_top5", "final_loss", "best_top1", "best_step", "final_step", "total_steps",
+              "wall_time_s", "num_params", "paper_row_top1", "workdir")
+
+
+def config_info(config_path: str, config_arg: str) -> dict[str, Any]:
+    """``experiment_info(arg)`` of the config file if it defines one (``configs/paper.py`` does), else {}."""
+    spec = importlib.util.spec_from_file_location(f"dog_jax_config_{Path(config_path).stem}", config_path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception:  # noqa: BLE001 - metadata only; a broken config shows up when training.
+        return {}
+    info = getattr(module, "experiment_info", None)
+    try:
+        return dict(info(config_arg)) if callable(info) else {}
+    except ValueError:
+        return {}
+
+
+def run_row(run: Run, info: dict[str, Any]) -> dict[str, Any]:
+    """One ``results.csv`` row."""
+    summary = read_summary(run.workdir) or {}
+    final, best = summary.get("final_eval") or {}, summary.get("best_eval") or {}
+    overrides = {k: v for k, v in run.overrides.items() if k != "seed"}
+    return {
+        "label": run.label, "seed": run.seed, "status": run_status(run.workdir), "config": run.config_string,
+        "overrides": json.dumps(overrides, sort_keys=True, default=str) if overrides else "",
+        "experiment": info.get("experiment", ""), "group": info.get("group", ""),
+        "dw_init": info.get("dw_init", summary.get("config", {}).get("dw_init", "")),
+        "scale": info.get("scale", ""),
+        "final_top1": final.get("eval_top1"), "final_top5": final.get("eval_top5"),
+        "final_loss": final.get("eval_loss"),
+        "best_top1": best.get("eval_top1"), "best_step": best.get("step"),
+        "final_step": summary.get("final_step"), "total_steps": summary.get("total_steps"),
+        "wall_time_s": summary.get("wall_time_s"), "num_params": summary.get("num_params"),
+        "paper_row_top1": info.get("paper_row_top1"), "workdir": run.workdir,
+    }
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1; nan for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _pct(mean: float, std: float) -> str:
+    return f"{100 * mean:.2f}" if math.isnan(std) else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS})
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Per-config table: mean ± std over finished seeds (top-1 in %)."""
+    lines = ["| config | init | seeds | final top-1 (%) | best top-1 (%) | per seed (final) | "
+             "min / run | paper row, ImageNet (%) |",
+             "|---|---|---|---|---|---|---|---|"]
+    labels = list(dict.fromkeys(row["label"] for row in rows))
+    for label in labels:
+        mine = [r for r in rows if r["label"] == label]
+        done = [r for r in mine if r["status"] == "done" and r["final_top1"] is not None]
+        init = mine[0]["dw_init"] or "?"
+        if mine[0]["dw_init"] == "dog" and mine[0]["experiment"]:
+            init = f"dog ({mine[0]['experiment']})"
+        seeds = f"{len(done)}/{len(mine)}"
+        if done:
+            final = _pct(*mean_std([r["final_top1"] for r in done]))
+            best = _pct(*mean_std([r["best_top1"] for r in done]))
+            per_seed = ", ".join(f"{100 * r['final_top1']:.1f}" for r in done)
+            minutes = f"{mean_std([r['wall_time_s'] or 0.0 for r in done])[0] / 60:.1f}"
+        else:
+            final = best = per_seed = minutes = "—"
+        paper = mine[0]["paper_row_top1"]
+        paper = f"{paper:.2f}" if isinstance(paper, (int, float)) else "—"
+        lines.append(f"| `{label}` | {init} | {seeds} | {final} | {best} | {per_seed} | {minutes} | {paper} |")
+    return "\n".join(lines)
+
+
+def collect(runs: Sequence[Run], sweep: Sweep, out_dir: str | os.PathLike, *, title: str,
+            curves: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Writes results.csv, results.md and (if ``curves``) learning-curve PNGs into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    infos: dict[str, dict[str, Any]] = {}
+    rows = []
+    for run in runs:
+        key = run.config_string
+        if key not in infos:
+            infos[key] = config_info(run.config_path, run.config_arg)
+        rows.append(run_row(run, infos[key]))
+    write_csv(rows, out_dir / "results.csv")
+    done = sum(r["status"] == "done" for r in rows)
+    text = [f"# {title}", ""]
+    if sweep.description:
+        text += [sweep.description.strip(), ""]
+    text += [f"{done} of {len(rows)} runs finished. Top-1 on the eval split at the end of training "
+             "(final) and the best over the evaluations (best): mean ± sample std over seeds.", "",
+             markdown_table(rows), ""]
+    written = [out_dir / "results.csv", out_dir / "results.md"]
+    if curves and done:
+        from dog_jax.experiments.curves import write_curve_figures  # matplotlib + TF: only when needed.
+
+        figures = write_curve_figures(runs, out_dir / "curves")
+        written += figures
+        text += ["## Learning curves", ""] + [f"![{f.stem}](curves/{f.name})" for f in figures] + [""]
+    (out_dir / "results.md").write_text("\n".join(text))
+    say(f"Collected {done}/{len(rows)} finished runs into {out_dir}/results.csv and results.md"
+        + (f" (+{len(written) - 2} figures)" if len(written) > 2 else ""))
+    return {"rows": rows, "written": written}

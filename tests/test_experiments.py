@@ -1,0 +1,186 @@
+"""dog_jax.experiments: sweep files, run planning, --only / --shard, skip / resume, collecting.
+
+Training is stubbed (dependency injection of ``train_fn``); tests/test_experiments_e2e.py runs
+one real sweep through train.py.
+"""
+
+import csv
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dog_jax.experiments import (Entry, Sweep, SweepError, collect, load_sweep, mean_std, parse_shard, plan_runs,
+                                 run_status, run_sweep, select_runs)
+from dog_jax.experiments.__main__ import main
+from dog_jax.experiments.sweep import format_flag_value
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_sweep(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "my_sweep.py"
+    path.write_text("from dog_jax.experiments import Entry, Sweep\n" + textwrap.dedent(body))
+    return path
+
+
+SIMPLE = f"""
+SWEEP = Sweep(entries=[Entry("{ROOT}/configs/paper.py:table2_kaiming,demo", name="kaiming"),
+                       Entry("{ROOT}/configs/paper.py:table2_gamma0-0.5_onoff,demo", {{"num_epochs": 2.0}})],
+              seeds=(0, 1, 2), overrides={{"num_epochs": 1.0, "dog.gamma_range": (0.0, 0.5)}})
+"""
+
+
+def fake_summary(workdir: str, top1: float, *, interrupted: bool = False, history=None) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    summary = {"final_step": 2 if interrupted else 4, "total_steps": 4, "interrupted": interrupted,
+               "final_eval": {"eval_top1": top1, "eval_top5": 1.0, "eval_loss": 1.0},
+               "best_eval": {"eval_top1": top1, "step": 4}, "wall_time_s": 60.0, "num_params": 10,
+               "train_history": history or [{"step": 2, "loss": 2.0}, {"step": 4, "loss": 1.5}],
+               "eval_history": [{"step": 4, "eval_top1": top1}], "config": {"dw_init": "dog"}}
+    Path(workdir, "summary.json").write_text(json.dumps(summary))
+
+
+def test_plan_labels_workdirs_overrides(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, SIMPLE))
+    runs = plan_runs(sweep, tmp_path / "my_sweep.py", tmp_path / "root")
+    assert [r.key for r in runs] == [
+        "kaiming/seed_0", "kaiming/seed_1", "kaiming/seed_2", "paper.table2_gamma0-0.5_onoff.demo/seed_0",
+        "paper.table2_gamma0-0.5_onoff.demo/seed_1", "paper.table2_gamma0-0.5_onoff.demo/seed_2"]
+    assert runs[4].workdir == str(tmp_path / "root" / "paper.table2_gamma0-0.5_onoff.demo" / "seed_1")
+    assert runs[0].overrides["num_epochs"] == 1.0 and runs[4].overrides["num_epochs"] == 2.0  # entry wins
+    flags = runs[4].flags()
+    assert flags[0] == f"--config={ROOT}/configs/paper.py:table2_gamma0-0.5_onoff,demo"
+    assert "--config.seed=1" in flags and "--config.dog.gamma_range=(0.0, 0.5)" in flags
+    assert format_flag_value(True) == "true" and format_flag_value((3,)) == "(3,)"
+
+
+def test_relative_config_paths_resolve_against_the_repository(tmp_path, monkeypatch):
+    sweeps = ROOT / "configs" / "sweeps"
+    monkeypatch.chdir(tmp_path)  # not the repository: the sweep file's repository is used.
+    runs = plan_runs(load_sweep(sweeps / "demo_repro.py"), sweeps / "demo_repro.py", tmp_path)
+    assert len(runs) == 18 and runs[0].config_path == str(ROOT / "configs" / "paper.py")
+    assert {r.label for r in runs} == {f"{m}_{i}" for m in ("convmixer", "convnext")
+                                       for i in ("kaiming-he", "reference", "dog")}
+
+
+@pytest.mark.parametrize("body, message", [
+    ("X = 1\n", "must define SWEEP"),
+    ("SWEEP = Sweep(entries=[Entry('a.py'), Entry('b/a.py')])\n", "share the label 'a'"),
+    ("SWEEP = Sweep(entries=[Entry('a.py')], seeds=(1, 1))\n", "duplicates"),
+    ("SWEEP = Sweep(entries=[Entry('configs/nowhere.py:x')])\n", "Config file 'configs/nowhere.py'"),
+])
+def test_bad_sweep_files(tmp_path, body, message):
+    path = write_sweep(tmp_path, body)
+    with pytest.raises(SweepError, match=message):
+        plan_runs(load_sweep(path), path, tmp_path)
+
+
+def test_only_and_shards_partition_the_runs(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, SIMPLE))
+    runs = plan_runs(sweep, tmp_path / "my_sweep.py", tmp_path)
+    assert [r.key for r in select_runs(runs, only="kaiming/seed_[01]")] == ["kaiming/seed_0", "kaiming/seed_1"]
+    shards = [select_runs(runs, shard=(i, 4)) for i in range(4)]
+    keys = [r.key for shard in shards for r in shard]
+    assert sorted(keys) == sorted(r.key for r in runs) and len(set(keys)) == len(runs)
+    assert [r.index for r in shards[1]] == [1, 5]
+    assert parse_shard(" 2/3 ") == (2, 3)
+    for bad in ("3/3", "1", "a/b", "-1/2"):
+        with pytest.raises(SweepError, match="must be i/n"):
+            parse_shard(bad)
+    with pytest.raises(SweepError, match="not a valid regular expression"):
+        select_runs(runs, only="(")
+
+
+def test_run_skips_finished_resumes_partial_and_survives_failures(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, SIMPLE))
+    runs = plan_runs(sweep, tmp_path / "my_sweep.py", tmp_path / "root")
+    fake_summary(runs[0].workdir, 0.5)                       # finished earlier
+    fake_summary(runs[1].workdir, 0.1, interrupted=True)     # stopped: resume from its checkpoint
+    os.makedirs(os.path.join(runs[1].workdir, "checkpoints", "2"))
+    assert [run_status(r.workdir) for r in runs[:3]] == ["done", "partial", "pending"]
+    calls = []
+
+    def train(run, log):
+        calls.append(run.key)
+        log.write("training\n")
+        if run.seed == 2 and run.label == "kaiming":
+            log.write("error: boom\n")
+            return 1
+        fake_summary(run.workdir, 0.6 + 0.1 * run.seed)
+        return 0
+
+    out = tmp_path / "console.txt"
+    with open(out, "w") as console:
+        result = run_sweep(runs, train, out=console)
+    text = out.read_text()
+    assert calls == [r.key for r in runs[1:]]
+    assert "kaiming/seed_0: finished earlier, skipped" in text and "kaiming/seed_1: resuming" in text
+    assert "kaiming/seed_2: FAILED" in text and "error: boom" in text
+    assert (len(result["done"]), len(result["skipped"]), len(result["failed"])) == (4, 1, 1)
+    assert "==== " in Path(runs[1].workdir, "train.log").read_text()
+    calls.clear()
+    with open(out, "w") as console:
+        run_sweep(runs, train, out=console)
+    assert calls == ["kaiming/seed_2"]  # only the failed one is retried
+
+
+def test_collect_table_csv_and_curves(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, SIMPLE))
+    runs = plan_runs(sweep, tmp_path / "my_sweep.py", tmp_path / "root")
+    for run, top1 in zip(runs, (0.5, 0.7, None, 0.8, 0.8, 0.8)):
+        if top1 is not None:
+            fake_summary(run.workdir, top1)
+    result = collect(runs, sweep, tmp_path / "root", title="T", say=lambda _: None)
+    with open(tmp_path / "root" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and rows[2]["status"] == "pending" and rows[0]["experiment"] == "table2_kaiming"
+    assert rows[3]["paper_row_top1"] == "66.34" and rows[3]["overrides"] == (
+        '{"dog.gamma_range": [0.0, 0.5], "num_epochs": 2.0}')
+    table = (tmp_path / "root" / "results.md").read_text()
+    assert "| `kaiming` | reference | 2/3 | 60.00 ± 14.14 | 60.00 ± 14.14 | 50.0, 70.0 | 1.0 | 64.00 |" in table
+    assert "| 3/3 | 80.00 ± 0.00 |" in table and "5 of 6 runs finished" in table
+    figures = {p.name for p in result["written"] if p.suffix == ".png"}
+    assert figures == {"kaiming.png", "paper.table2_gamma0-0.5_onoff.demo.png", "all_configs.png"}
+    assert mean_std([1.0]) [0] == 1.0 and mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    path = write_sweep(tmp_path, SIMPLE)
+    assert main([str(path), "--shard", "4/4"]) == 2
+    assert main([str(path), "--only", "nothing-matches"]) == 2
+    assert main([str(tmp_path / "missing.py")]) == 2
+    bad = tmp_path / "bad_override.py"
+    bad.write_text(f"from dog_jax.experiments import Entry, Sweep\n"
+                   f"SWEEP = Sweep(entries=[Entry('{ROOT}/configs/paper.py:table2_kaiming,demo', "
+                   f"{{'optimizer.lr': 1.0}})])\n")
+    assert main([str(bad), "--dry-run", "--workdir-root", str(tmp_path / "r")]) == 2
+    typo = tmp_path / "typo.py"
+    typo.write_text(f"from dog_jax.experiments import Entry, Sweep\n"
+                    f"SWEEP = Sweep(entries=[Entry('{ROOT}/configs/paper.py:table2_kaiminq,demo')])\n")
+    assert main([str(typo), "--dry-run", "--workdir-root", str(tmp_path / "r")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 5
+    assert "--shard '4/4' must be i/n" in errors[0] and "no runs selected (of 6)" in errors[1]
+    assert "does not exist" in errors[2] and "override 'optimizer.lr' is not a config field" in errors[3]
+    assert "Unknown experiment 'table2_kaiminq'" in errors[4]
+
+
+def test_cli_dry_run_and_collect(tmp_path, capsys):
+    path = write_sweep(tmp_path, SIMPLE)
+    root = tmp_path / "root"
+    assert main([str(path), "--dry-run", "--workdir-root", str(root), "--shard", "0/2"]) == 0
+    out = capsys.readouterr().out
+    assert "3 of 6 runs selected" in out and "[pending] kaiming/seed_0" in out
+    assert f"train.py --config={ROOT}/configs/paper.py:table2_kaiming,demo --workdir={root}/kaiming/seed_0" in out
+    assert not root.exists()  # a dry run writes nothing
+    fake_summary(str(root / "kaiming" / "seed_0"), 0.9)
+    published = tmp_path / "docs_results"
+    assert main([str(path), "--collect", "--no-curves", "--workdir-root", str(root), "--publish", str(published)]) == 0
+    assert "1 of 6 runs finished" in (root / "results.md").read_text()
+    assert (published / "results.md").read_text() == (root / "results.md").read_text()
+    commands = (published / "commands.md").read_text()
+    assert "1 of 6 runs have a summary; their trainer wall times add up to 1m00s" in commands
+    assert "python train.py --config=configs/paper.py:table2_kaiming,demo --workdir=" in commands
