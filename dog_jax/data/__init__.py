@@ -1,0 +1,11 @@
+"""Input pipeline: dataset sources, per-example augmentation (tf.data), on-device mixing."""
+
+from dog_jax.data.mixing import MixConfig, mix_batch, smooth_one_hot
+from dog_jax.data.pipeline import TrainAugmentation, eval_dataset, eval_num_batches, train_dataset
+from dog_jax.data.sources import DatasetError, Source, get_builder, local_source, num_classes, split_size
+
+__all__ = [
+    "DatasetError", "MixConfig", "Source", "TrainAugmentation", "eval_dataset", "eval_num_batches",
+    "get_builder", "local_source", "mix_batch", "num_classes", "smooth_one_hot", "split_size",
+    "train_dataset",
+]

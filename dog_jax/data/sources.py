@@ -1,0 +1,155 @@
+"""Where examples come from: tfds datasets by name, ImageNet (manual download), image folders.
+
+A *source* is the encoded (not yet decoded) example stream of one split for this process,
+plus its size. Decoding and augmentation happen in ``pipeline.py`` so that JPEGs are only
+decoded inside the crop window.
+
+Dataset names accepted by :func:`get_builder`:
+
+* ``"dog_jax_demo"`` (``"dog_jax_demo/tiny"`` for tests) -- the built-in procedural dataset,
+  generated on first use;
+* ``"imagenet2012"`` -- needs the two ILSVRC2012 tar files in the manual directory; the
+  error raised when they are missing says exactly where and how;
+* any other tfds image-classification dataset (``"cifar10"``, ``"imagenette/320px-v2"``,
+  ...), downloaded and prepared by tfds on first use;
+* ``"folder:/path/to/root"`` -- ``root/<split>/<class name>/<image>`` via
+  ``tfds.folder_dataset.ImageFolder`` (splits are the sub-directory names).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+IMAGENET_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+FOLDER_PREFIX = "folder:"
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be used as configured; the message is one line that says how to fix it."""
+
+
+def imagenet_manual_dir(data_dir: str | None, manual_dir: str | None = None) -> str:
+    """The directory in which tfds expects the ImageNet tar files."""
+    if manual_dir:
+        return manual_dir
+    root = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+    return os.path.join(root, "downloads", "manual")
+
+
+def _prepare_imagenet(builder: tfds.core.DatasetBuilder, data_dir: str | None, manual_dir: str | None) -> None:
+    manual = imagenet_manual_dir(data_dir, manual_dir)
+    missing = [name for name in IMAGENET_FILES if not tf.io.gfile.exists(os.path.join(manual, name))]
+    if missing:
+        data_flag = f" --data_dir={data_dir}" if data_dir else ""
+        raise DatasetError(
+            f"{builder.name} is not prepared in {builder.data_dir} and {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} missing from {manual}: download "
+            f"{' and '.join(IMAGENET_FILES)} from https://image-net.org/download-images into {manual}, "
+            f"then run `tfds build {builder.name}{data_flag} --manual_dir={manual}` "
+            "(or rerun training, which prepares it), or set config.dataset='dog_jax_demo' for the demo.")
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+
+
+def get_builder(name: str, data_dir: str | None = None, *, manual_dir: str | None = None,
+                prepare: bool = True) -> tfds.core.DatasetBuilder:
+    """Returns a prepared tfds builder for ``name`` (see the module docstring for names).
+
+    Args:
+      name: dataset name.
+      data_dir: tfds data directory (``None``: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+      manual_dir: where manually downloaded files live (ImageNet); default
+        ``<data_dir>/downloads/manual``.
+      prepare: generate / download the dataset if it is not prepared yet.
+
+    Raises:
+      DatasetError: unknown name, missing ImageNet files, missing or empty image folder.
+    """
+    if name.startswith(FOLDER_PREFIX):
+        root = os.path.expanduser(name[len(FOLDER_PREFIX):])
+        if not tf.io.gfile.isdir(root):
+            raise DatasetError(f"Image folder {root!r} does not exist; expected {root}/<split>/<class>/<image>.")
+        builder = tfds.folder_dataset.ImageFolder(root)
+        if not builder.info.splits:
+            raise DatasetError(f"Image folder {root!r} holds no images; expected {root}/<split>/<class>/<image>.")
+        return builder
+    if name.split("/")[0] == "dog_jax_demo":
+        from dog_jax.data import demo_dataset  # noqa: F401  (registers the builder)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise DatasetError(
+            f"Unknown dataset {name!r}: use a tfds name (see `tfds.list_builders()`), 'dog_jax_demo', "
+            "or 'folder:/path/to/root' for an image folder.") from None
+    if prepare and not builder.is_prepared():
+        if name.split("/")[0].startswith("imagenet2012"):
+            _prepare_imagenet(builder, data_dir, manual_dir)
+        else:
+            builder.download_and_prepare()
+    return builder
+
+
+def num_classes(builder: tfds.core.DatasetBuilder) -> int:
+    """Number of classes of the ``label`` feature."""
+    label = builder.info.features["label"]
+    if not isinstance(label, tfds.features.ClassLabel):
+        raise DatasetError(f"{builder.name}: feature 'label' is not a class label; only image "
+                           "classification datasets with 'image' and 'label' features are supported.")
+    return label.num_classes
+
+
+def split_size(builder: tfds.core.DatasetBuilder, split: str) -> int:
+    """Number of examples in ``split`` (any tfds split string)."""
+    try:
+        return builder.info.splits[split].num_examples
+    except (KeyError, ValueError) as error:
+        known = ", ".join(builder.info.splits.keys()) or "none"
+        raise DatasetError(f"{builder.name} has no split {split!r} (known splits: {known}); "
+                           f"set config.train_split / config.eval_split accordingly.") from error
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """This process's share of one split: encoded examples ``{'image': bytes, 'label': int64}``."""
+
+    dataset: tf.data.Dataset
+    num_examples: int
+
+
+def local_source(builder: tfds.core.DatasetBuilder, split: str, *, process_index: int, process_count: int,
+                 drop_remainder: bool) -> Source:
+    """Reads this process's shard of ``split`` without decoding images.
+
+    tfds datasets use ``tfds.split_for_jax_process`` (each process reads only its files);
+    image folders, which have no sub-split support, use ``Dataset.shard``. With
+    ``drop_remainder`` all processes get the same number of examples; without it the
+    first ``total % process_count`` processes get one more.
+    """
+    total = split_size(builder, split)
+    if total < process_count:
+        raise DatasetError(f"Split {split!r} of {builder.name} has {total} examples, fewer than the "
+                           f"{process_count} processes; use a larger split.")
+    decoders = {"image": tfds.decode.SkipDecoding()}
+    read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=16)
+    if isinstance(builder, tfds.folder_dataset.ImageFolder):
+        dataset = builder.as_dataset(split=split, decoders=decoders, shuffle_files=False)
+        dataset = dataset.shard(process_count, process_index)
+        count = total // process_count + (process_index < total % process_count)
+        if drop_remainder:
+            count = total // process_count
+            dataset = dataset.take(count)
+    else:
+        subsplit = tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count,
+                                              drop_remainder=drop_remainder)
+        dataset = builder.as_dataset(split=subsplit, decoders=decoders, shuffle_files=False,
+                                     read_config=read_config)
+        count = split_size(builder, subsplit)
+    dataset = dataset.map(_select_features, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return Source(dataset, count)
+
+
+def _select_features(example):
+    return {"image": example["image"], "label": tf.cast(example["label"], tf.int32)}

@@ -1,0 +1,185 @@
+"""The training configuration: its fields, config-string parsing, and validation.
+
+Every ``configs/*.py`` file starts from :func:`base_config` and overrides the fields of
+its model's recipe. The fields (all of them; unknown keys are rejected when the config
+is locked by ``ml_collections``):
+
+================================  ==========================================================
+``model``                         registered name (``dog_jax.models.list_models()``)
+``model_overrides``               architecture overrides passed to ``create_model``
+``dw_init``                       depthwise kernel init: "reference", "dog", "kaiming", ...
+``dog.*``                         DoG parameters: gamma_range, on_fraction, norm, balanced
+``drop_path_rate``                stochastic depth of the last block
+``dataset`` / ``data_dir``        tfds name, "dog_jax_demo" or "folder:/path"; tfds data dir
+``manual_dir``                    ImageNet tar files (default ``<data_dir>/downloads/manual``)
+``train_split`` / ``eval_split``  tfds split strings
+``image_size`` / ``eval_crop_pct``  train/eval resolution; eval centre-crop fraction
+``batch_size``                    *global* batch over all devices and processes
+``num_epochs`` / ``num_train_steps``  length; steps win when > 0
+``optimizer.*``                   AdamW: learning_rate, weight_decay, b1, b2, eps,
+                                  grad_clip_norm (0 = off), schedule ("cosine" | "onecycle"),
+                                  warmup_epochs, min_learning_rate
+``augment.*``                     crop_area_min, flip, rand_augment, random_erasing,
+                                  mixup_alpha, cutmix_alpha, mix_prob, switch_prob,
+                                  label_smoothing
+``precision``                     "float32" or "bfloat16" (compute; parameters stay float32)
+``log_every_steps``               console + TensorBoard training metrics
+``eval_every_steps``              0 = once per epoch
+``checkpoint_every_steps``        0 = once per epoch; always at the end
+``keep_checkpoints``              last K kept (plus the best by eval top-1)
+``shuffle_buffer`` / ``cache_data``  tf.data shuffle buffer; cache the encoded shard in RAM
+``seed``                          model init, data order, augmentation, mixing, drop path
+================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from dog_jax.initializers import INITIALIZER_NAMES
+
+PRECISIONS = ("float32", "bfloat16")
+SCHEDULES = ("cosine", "onecycle")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message is one line naming the field and the fix."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults shared by all configs: ImageNet-1k, 50 epochs (the paper), timm-style recipe."""
+    c = ml_collections.ConfigDict()
+    c.model = "convmixer_512_12"
+    c.model_overrides = ml_collections.ConfigDict()
+    c.dw_init = "reference"
+    c.dog = ml_collections.ConfigDict(dict(gamma_range=(0.0, 0.5), on_fraction=0.5, norm="paper", balanced=False))
+    c.drop_path_rate = 0.0
+
+    c.dataset = "imagenet2012"
+    c.data_dir = ml_collections.config_dict.placeholder(str)
+    c.manual_dir = ml_collections.config_dict.placeholder(str)
+    c.train_split = "train"
+    c.eval_split = "validation"
+    c.image_size = 224
+    c.eval_crop_pct = 0.875
+    c.shuffle_buffer = 16_384
+    c.cache_data = False
+
+    c.batch_size = 1024
+    c.num_epochs = 50.0
+    c.num_train_steps = 0
+
+    c.optimizer = ml_collections.ConfigDict(dict(
+        learning_rate=1e-3, weight_decay=0.05, b1=0.9, b2=0.999, eps=1e-8, grad_clip_norm=0.0,
+        schedule="cosine", warmup_epochs=5.0, min_learning_rate=1e-6))
+    c.augment = ml_collections.ConfigDict(dict(
+        crop_area_min=0.08, flip=True, rand_augment="rand-m9-mstd0.5-inc1", random_erasing=0.25,
+        mixup_alpha=0.8, cutmix_alpha=1.0, mix_prob=1.0, switch_prob=0.5, label_smoothing=0.1))
+
+    c.precision = "float32"
+    c.log_every_steps = 50
+    c.eval_every_steps = 0
+    c.checkpoint_every_steps = 0
+    c.keep_checkpoints = 3
+    c.seed = 0
+    return c
+
+
+def parse_config_string(arg: str | None, allowed: dict[str, type]) -> dict[str, object]:
+    """Parses ``"key=value,key2=value2,flag"`` (the part after ``:`` in ``--config=file.py:...``).
+
+    A bare word ``flag`` means ``flag=True``. Values are converted with the type in
+    ``allowed``; unknown keys raise :class:`ConfigError` listing the known ones.
+    """
+    result: dict[str, object] = {}
+    for item in filter(None, (part.strip() for part in (arg or "").split(","))):
+        key, _, value = item.partition("=")
+        if key not in allowed:
+            raise ConfigError(f"Unknown config-string key {key!r} in {arg!r}; "
+                              f"known keys: {', '.join(sorted(allowed))}.")
+        kind = allowed[key]
+        if kind is bool:
+            if value.lower() not in ("", "true", "1", "false", "0"):
+                raise ConfigError(f"Config-string key {key!r} takes true/false, got {value!r}.")
+            result[key] = value.lower() in ("", "true", "1")
+        else:
+            if not value:
+                raise ConfigError(f"Config-string key {key!r} needs a value, e.g. {key}=...")
+            try:
+                result[key] = kind(value)
+            except ValueError:
+                raise ConfigError(f"Config-string key {key!r} takes a {kind.__name__}, got {value!r}.") from None
+    return result
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int = 1) -> None:
+    """Checks values that would otherwise fail deep inside training; raises :class:`ConfigError`."""
+    from dog_jax import models  # local: keeps this module importable from config files cheaply.
+
+    if config.model not in models.list_models():
+        try:
+            models.get_model_config(config.model)
+        except ValueError as error:
+            raise ConfigError(f"config.model: {error}") from None
+    try:
+        models.get_model_config(config.model, **dict(config.model_overrides))
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"config.model_overrides: {error}") from None
+    allowed_inits = ("reference",) + tuple(INITIALIZER_NAMES)
+    _require(config.dw_init in allowed_inits,
+             f"config.dw_init={config.dw_init!r} is unknown; use one of {', '.join(allowed_inits)}.")
+    lo, hi = config.dog.gamma_range
+    _require(0.0 <= lo < hi <= 1.0, f"config.dog.gamma_range={tuple(config.dog.gamma_range)} must satisfy "
+             "0 <= low < high <= 1 (the paper uses (0, 0.5)).")
+    _require(0.0 <= config.dog.on_fraction <= 1.0, "config.dog.on_fraction must be in [0, 1].")
+    _require(0.0 <= config.drop_path_rate < 1.0, f"config.drop_path_rate={config.drop_path_rate} must be in [0, 1).")
+
+    _require(isinstance(config.batch_size, int) and config.batch_size > 0,
+             f"config.batch_size={config.batch_size!r} must be a positive int (the global batch).")
+    _require(config.batch_size % device_count == 0,
+             f"config.batch_size={config.batch_size} is not divisible by the {device_count} devices; "
+             f"use a multiple of {device_count}, e.g. "
+             f"--config.batch_size={max(1, config.batch_size // device_count) * device_count}.")
+    _require(config.batch_size % process_count == 0,
+             f"config.batch_size={config.batch_size} is not divisible by the {process_count} processes.")
+    _require(config.num_train_steps > 0 or config.num_epochs > 0,
+             "Set config.num_epochs > 0 or config.num_train_steps > 0.")
+    _require(isinstance(config.image_size, int) and config.image_size >= 8,
+             f"config.image_size={config.image_size!r} must be an int >= 8.")
+    patch = dict(config.model_overrides).get("patch_size", models.get_model_config(config.model).patch_size)
+    _require(config.image_size >= patch, f"config.image_size={config.image_size} is smaller than the model's "
+             f"patch size {patch}; raise image_size or lower model_overrides.patch_size.")
+    _require(0.0 < config.eval_crop_pct <= 1.0, f"config.eval_crop_pct={config.eval_crop_pct} must be in (0, 1].")
+
+    opt = config.optimizer
+    _require(opt.learning_rate > 0, f"config.optimizer.learning_rate={opt.learning_rate} must be > 0.")
+    _require(opt.weight_decay >= 0, f"config.optimizer.weight_decay={opt.weight_decay} must be >= 0.")
+    _require(opt.grad_clip_norm >= 0, f"config.optimizer.grad_clip_norm={opt.grad_clip_norm} must be >= 0 (0 = off).")
+    _require(opt.schedule in SCHEDULES,
+             f"config.optimizer.schedule={opt.schedule!r}; use one of {', '.join(SCHEDULES)}.")
+    _require(opt.warmup_epochs >= 0, "config.optimizer.warmup_epochs must be >= 0.")
+
+    aug = config.augment
+    _require(0.0 < aug.crop_area_min <= 1.0, f"config.augment.crop_area_min={aug.crop_area_min} must be in (0, 1].")
+    _require(0.0 <= aug.random_erasing <= 1.0, "config.augment.random_erasing is a probability in [0, 1].")
+    _require(0.0 <= aug.label_smoothing < 1.0, "config.augment.label_smoothing must be in [0, 1).")
+    _require(aug.mixup_alpha >= 0 and aug.cutmix_alpha >= 0, "config.augment mixup/cutmix alphas must be >= 0.")
+    if aug.rand_augment:
+        from dog_jax.data.randaugment import parse_rand_augment
+        try:
+            parse_rand_augment(aug.rand_augment)
+        except ValueError as error:
+            raise ConfigError(f"config.augment.rand_augment: {error}") from None
+
+    _require(config.precision in PRECISIONS,
+             f"config.precision={config.precision!r}; use one of {', '.join(PRECISIONS)}.")
+    for name in ("log_every_steps",):
+        _require(config[name] > 0, f"config.{name} must be > 0.")
+    for name in ("eval_every_steps", "checkpoint_every_steps"):
+        _require(config[name] >= 0, f"config.{name} must be >= 0 (0 = once per epoch).")
+    _require(config.keep_checkpoints >= 1, "config.keep_checkpoints must be >= 1.")

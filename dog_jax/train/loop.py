@@ -1,0 +1,232 @@
+"""``train_and_evaluate(config, workdir)``: the whole training run, resumable from ``workdir``.
+
+What happens, in order:
+
+1. validate the config against the devices (one-line :class:`ConfigError` on bad values);
+2. open the dataset (preparing it if needed) and derive steps from epochs;
+3. build model + optimizer state replicated over the mesh (``steps.init_train_state``);
+4. if ``<workdir>/checkpoints`` holds a checkpoint, restore the latest into the current
+   shardings and continue from its step (the data stream is rebuilt at that step);
+5. train with the single jitted step; log every ``log_every_steps``; evaluate and
+   checkpoint at their intervals and at the end; write ``summary.json``.
+
+Files in ``workdir``: ``config.json`` (the resolved config), ``checkpoints/``,
+``tensorboard/``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from dog_jax import data, initializers, models
+from dog_jax.train import checkpoint as checkpoint_lib
+from dog_jax.train import config as config_lib
+from dog_jax.train import optim, reporting, sharding, steps
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """Sizes derived from the config and the dataset."""
+
+    num_classes: int
+    train_examples: int
+    eval_examples: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    eval_every: int
+    checkpoint_every: int
+    local_batch_size: int
+
+
+def _plan(config: ml_collections.ConfigDict, builder, num_classes: int) -> RunPlan:
+    train_examples = data.split_size(builder, config.train_split)
+    eval_examples = data.split_size(builder, config.eval_split)
+    if train_examples < config.batch_size:
+        raise config_lib.ConfigError(
+            f"config.batch_size={config.batch_size} exceeds the {train_examples} examples of "
+            f"{config.dataset}:{config.train_split}; lower config.batch_size.")
+    steps_per_epoch = train_examples // config.batch_size
+    total = config.num_train_steps or max(1, int(round(config.num_epochs * steps_per_epoch)))
+    return RunPlan(
+        num_classes=num_classes, train_examples=train_examples, eval_examples=eval_examples,
+        steps_per_epoch=steps_per_epoch, total_steps=total,
+        warmup_steps=int(round(config.optimizer.warmup_epochs * steps_per_epoch)),
+        eval_every=config.eval_every_steps or steps_per_epoch,
+        checkpoint_every=config.checkpoint_every_steps or steps_per_epoch,
+        local_batch_size=config.batch_size // jax.process_count())
+
+
+def model_info(config: ml_collections.ConfigDict, num_classes: int, step: int) -> dict[str, Any]:
+    """What a reader needs to rebuild the model of a checkpoint (saved next to it)."""
+    return {"model": config.model, "model_overrides": config.model_overrides.to_dict(),
+            "num_classes": num_classes, "dw_init": config.dw_init, "dog": config.dog.to_dict(),
+            "image_size": config.image_size, "dataset": config.dataset, "step": step,
+            "params_key": "state/params"}
+
+
+def depthwise_initializer(config: ml_collections.ConfigDict):
+    """``dw_kernel_init`` argument for ``create_model`` from ``config.dw_init`` / ``config.dog``."""
+    if config.dw_init == "dog":
+        return initializers.dog(tuple(config.dog.gamma_range), config.dog.on_fraction, norm=config.dog.norm,
+                                balanced=config.dog.balanced)
+    return config.dw_init
+
+
+def evaluate(state, eval_step, rng_state, eval_ds, mesh) -> dict[str, float]:
+    """Runs the eval stream once; returns eval_{top1, top5, loss, examples, time_s}."""
+    start = time.perf_counter()
+    totals = None
+    for batch in eval_ds.as_numpy_iterator():
+        sums = eval_step(state, sharding.global_batch(batch, mesh), rng_state)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    count = max(float(totals["count"]), 1.0)
+    return {"eval_top1": float(totals["top1"]) / count, "eval_top5": float(totals["top5"]) / count,
+            "eval_loss": float(totals["loss"]) / count, "eval_examples": int(totals["count"]),
+            "eval_time_s": time.perf_counter() - start}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       stop_requested: Callable[[int], bool] | None = None) -> dict[str, Any]:
+    """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the summary.
+
+    Args:
+      config: a validated-on-entry training config (``configs/*.py``).
+      workdir: run directory; rerunning with the same directory resumes.
+      stop_requested: optional ``f(step) -> bool`` polled after every step; when it returns
+        True the run checkpoints the current step and returns early with
+        ``summary["interrupted"] = True`` (a later call resumes from there).
+    """
+    run_start = time.perf_counter()
+    config_lib.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    mesh = sharding.create_mesh()
+    logging.info("Devices: %d x %s over %d process(es); mesh %s", jax.device_count(), jax.devices()[0].platform,
+                 jax.process_count(), dict(mesh.shape))
+
+    builder = data.get_builder(config.dataset, config.data_dir, manual_dir=config.manual_dir)
+    num_classes = data.num_classes(builder)
+    plan = _plan(config, builder, num_classes)
+    logging.info("Data: %s, %d train / %d eval examples, %d classes; %d steps (%d per epoch) at global batch %d",
+                 config.dataset, plan.train_examples, plan.eval_examples, num_classes, plan.total_steps,
+                 plan.steps_per_epoch, config.batch_size)
+
+    compute_dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
+    schedule = optim.learning_rate_schedule(
+        schedule=config.optimizer.schedule, peak=config.optimizer.learning_rate, total_steps=plan.total_steps,
+        warmup_steps=plan.warmup_steps, min_learning_rate=config.optimizer.min_learning_rate)
+    tx = optim.create_optimizer(
+        learning_rate=schedule, weight_decay=config.optimizer.weight_decay, b1=config.optimizer.b1,
+        b2=config.optimizer.b2, eps=config.optimizer.eps, grad_clip_norm=config.optimizer.grad_clip_norm)
+
+    def model_fn() -> nnx.Module:
+        return models.create_model(
+            config.model, num_classes=num_classes, dw_kernel_init=depthwise_initializer(config),
+            drop_path_rate=config.drop_path_rate, dtype=compute_dtype, param_dtype=jnp.float32,
+            rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **config.model_overrides.to_dict())
+
+    parts, state = steps.init_train_state(model_fn, tx, mesh)
+    num_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+    logging.info("Model: %s (%s parameters), dw_init=%s, precision=%s", config.model, f"{num_params:,}",
+                 config.dw_init, config.precision)
+
+    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+    start_step = 0
+    if ckpt.latest_step() is not None:
+        start_step = ckpt.latest_step()
+        state = ckpt.restore(start_step, steps.abstract_train_state(state))
+        logging.info("Resumed from %s at step %d", ckpt.directory, start_step)
+    reporting.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+
+    train_step = steps.make_train_step(
+        parts, tx, schedule, num_classes=num_classes, compute_dtype=compute_dtype, seed=config.seed, mesh=mesh,
+        mix=data.MixConfig(mixup_alpha=config.augment.mixup_alpha, cutmix_alpha=config.augment.cutmix_alpha,
+                           prob=config.augment.mix_prob, switch_prob=config.augment.switch_prob,
+                           label_smoothing=config.augment.label_smoothing))
+    eval_step = steps.make_eval_step(parts, compute_dtype=compute_dtype, mesh=mesh)
+
+    process, processes = jax.process_index(), jax.process_count()
+    train_source = data.local_source(builder, config.train_split, process_index=process, process_count=processes,
+                                     drop_remainder=True)
+    augmentation = data.TrainAugmentation(
+        image_size=config.image_size, crop_area_range=(config.augment.crop_area_min, 1.0), flip=config.augment.flip,
+        rand_augment=config.augment.rand_augment, random_erasing=config.augment.random_erasing)
+    train_ds = data.train_dataset(train_source, local_batch_size=plan.local_batch_size, augmentation=augmentation,
+                                  seed=config.seed, start_step=start_step, process_index=process,
+                                  shuffle_buffer=config.shuffle_buffer, cache=config.cache_data)
+    eval_source = data.local_source(builder, config.eval_split, process_index=process, process_count=processes,
+                                    drop_remainder=False)
+    eval_ds = data.eval_dataset(
+        eval_source, local_batch_size=plan.local_batch_size, image_size=config.image_size,
+        crop_pct=config.eval_crop_pct, cache=config.cache_data,
+        num_batches=data.eval_num_batches(plan.eval_examples, processes, plan.local_batch_size))
+
+    reporter = reporting.Reporter(workdir, total_steps=plan.total_steps, global_batch_size=config.batch_size)
+    info = lambda step: model_info(config, num_classes, step)  # noqa: E731
+    train_iter = train_ds.as_numpy_iterator()
+    eval_metrics: dict[str, float] = {}
+    best: dict[str, float] = {}
+    compile_time = None
+    step = start_step
+    interrupted = False
+    while step < plan.total_steps:
+        batch = sharding.global_batch(next(train_iter), mesh)
+        state, metrics = train_step(state, batch, parts.rng_state)
+        step += 1
+        reporter.add(metrics)
+        if compile_time is None:
+            jax.block_until_ready(metrics)
+            compile_time = time.perf_counter() - run_start
+            logging.info("First step done (compile + data warm-up) %.1f s after start", compile_time)
+            reporter.start(step)
+        if step % config.log_every_steps == 0 or step == plan.total_steps:
+            reporter.flush_train(step)
+        checkpoint_metrics = None
+        if step % plan.eval_every == 0 or step == plan.total_steps:
+            eval_metrics = evaluate(state, eval_step, parts.rng_state, eval_ds, mesh)
+            reporter.log_eval(step, eval_metrics)
+            checkpoint_metrics = eval_metrics
+            if eval_metrics["eval_top1"] >= best.get("eval_top1", -1.0):
+                best = {"step": step, **eval_metrics}
+        if step % plan.checkpoint_every == 0 or step == plan.total_steps or checkpoint_metrics:
+            ckpt.save(step, state, info(step), metrics=checkpoint_metrics)
+        if stop_requested is not None and step < plan.total_steps and stop_requested(step):
+            reporter.flush_train(step)
+            ckpt.save(step, state, info(step))
+            interrupted = True
+            logging.info("Stop requested: checkpointed step %d in %s; rerun to resume.", step, ckpt.directory)
+            break
+    if start_step >= plan.total_steps:
+        logging.info("Training already complete (%d steps); evaluating the final state only.", start_step)
+        eval_metrics = evaluate(state, eval_step, parts.rng_state, eval_ds, mesh)
+        reporter.log_eval(step, eval_metrics)
+        best = {"step": step, **eval_metrics}
+    ckpt.wait()
+
+    summary = {
+        "final_step": step, "total_steps": plan.total_steps, "start_step": start_step, "interrupted": interrupted,
+        "final_eval": eval_metrics, "best_eval": best, "best_checkpoint_step": ckpt.best_step(),
+        "eval_history": reporter.history, "train_history": reporter.train_history,
+        "wall_time_s": time.perf_counter() - run_start,
+        "compile_time_s": compile_time, "num_params": int(num_params), "num_classes": num_classes,
+        "devices": jax.device_count(), "processes": processes, "config": config.to_dict(),
+    }
+    reporting.write_json(os.path.join(workdir, "summary.json"), summary)
+    reporter.close()
+    ckpt.close()
+    logging.info("Done: step %d, eval top1 %.4f (best %.4f at step %s), wall %s", step,
+                 eval_metrics.get("eval_top1", float("nan")), best.get("eval_top1", float("nan")), best.get("step"),
+                 reporting.format_duration(summary["wall_time_s"]))
+    return summary

@@ -1,0 +1,61 @@
+"""AdamW with the references' details: schedules, no decay on 1-D parameters, norm clipping.
+
+* ``cosine``: linear warmup from 0 to the peak over ``warmup_steps``, then cosine decay to
+  ``min_learning_rate`` at the last step, evaluated per step (ConvNeXt / HorNet, as timm's
+  per-iteration cosine in their code).
+* ``onecycle``: ConvMixer's schedule, piecewise linear in the step:
+  0 -> peak at 2/5 of training -> peak/20 at 4/5 -> 0 at the end (locuslab/convmixer).
+* Weight decay is decoupled (AdamW) and skipped for every parameter with ndim <= 1
+  (biases, norm scales/offsets, layer scales, GRN), like timm's ``filter_bias_and_bn``.
+* Gradients are clipped by their global L2 norm before the update when
+  ``grad_clip_norm > 0``; the reported gradient norm is the one before clipping.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def learning_rate_schedule(*, schedule: str, peak: float, total_steps: int, warmup_steps: int = 0,
+                           min_learning_rate: float = 0.0) -> optax.Schedule:
+    """Step -> learning rate (float32 scalar)."""
+    total_steps = max(int(total_steps), 1)
+    if schedule == "onecycle":
+        points = jnp.array([0.0, total_steps * 2 / 5, total_steps * 4 / 5, float(total_steps)], jnp.float32)
+        values = jnp.array([0.0, peak, peak / 20.0, 0.0], jnp.float32)
+
+        def onecycle(step):
+            return jnp.interp(jnp.asarray(step, jnp.float32), points, values)
+
+        return onecycle
+    if schedule != "cosine":
+        raise ValueError(f"Unknown schedule {schedule!r}; use 'cosine' or 'onecycle'.")
+    warmup_steps = min(int(warmup_steps), total_steps)
+    decay_steps = max(total_steps - warmup_steps, 1)
+
+    def cosine(step):
+        step = jnp.asarray(step, jnp.float32)
+        warm = peak * step / max(warmup_steps, 1)
+        progress = jnp.clip((step - warmup_steps) / decay_steps, 0.0, 1.0)
+        decayed = min_learning_rate + 0.5 * (peak - min_learning_rate) * (1.0 + jnp.cos(jnp.pi * progress))
+        return jnp.where(step < warmup_steps, warm, decayed)
+
+    return cosine
+
+
+def decay_mask(params: Any) -> Any:
+    """True for parameters that get weight decay: kernels with ndim >= 2."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def create_optimizer(*, learning_rate: optax.Schedule, weight_decay: float, b1: float = 0.9, b2: float = 0.999,
+                     eps: float = 1e-8, grad_clip_norm: float = 0.0) -> optax.GradientTransformation:
+    """AdamW (decoupled decay, masked to ndim >= 2) behind optional global-norm clipping."""
+    adamw = optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask)
+    if grad_clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(grad_clip_norm), adamw)
+    return adamw

@@ -1,0 +1,149 @@
+"""Augmentation ops: timm semantics, eagerly and inside tf.data; on-device mixup/CutMix."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dog_jax.data import augment, mixing, randaugment
+
+
+def _image(seed=0, size=32):
+    rng = np.random.default_rng(seed)
+    return tf.constant(rng.integers(0, 256, (size, size, 3)).astype(np.float32))
+
+
+def test_parse_rand_augment_timm_string():
+    spec = randaugment.parse_rand_augment("rand-m9-mstd0.5-inc1")
+    assert spec == randaugment.RandAugmentSpec(num_layers=2, magnitude=9.0, magnitude_std=0.5, prob=0.5,
+                                               increasing=True)
+    assert randaugment.parse_rand_augment("rand-n3-m7-inc1-p0.3").num_layers == 3
+    with pytest.raises(ValueError, match="inc1"):
+        randaugment.parse_rand_augment("rand-m9")
+    with pytest.raises(ValueError, match="Unknown RandAugment field 'x5'"):
+        randaugment.parse_rand_augment("rand-m9-x5-inc1")
+
+
+@pytest.mark.parametrize("name", randaugment.OP_NAMES)
+def test_every_op_keeps_shape_range_and_integer_values(name):
+    image = _image()
+    out = randaugment.apply_op_by_name(image, name, 9.0).numpy()
+    assert out.shape == (32, 32, 3)
+    assert out.min() >= 0 and out.max() <= 255
+    np.testing.assert_array_equal(out, np.round(out))
+
+
+def test_op_values_follow_timm_level_maps():
+    image = _image()
+    np.testing.assert_array_equal(randaugment.apply_op_by_name(image, "Invert", 5).numpy(), 255 - image.numpy())
+    # Posterize at m=10 keeps 4 - int(4) = 0 bits; at m=5, 4 - 2 = 2 bits.
+    assert randaugment.apply_op_by_name(image, "PosterizeIncreasing", 10).numpy().max() == 0
+    two_bits = randaugment.apply_op_by_name(image, "PosterizeIncreasing", 5).numpy()
+    assert set(np.unique(two_bits)) <= {0, 64, 128, 192}
+    # Solarize at m=5: threshold 256 - int(128) = 128.
+    solarized = randaugment.apply_op_by_name(image, "SolarizeIncreasing", 5).numpy()
+    expected = np.where(image.numpy() < 128, image.numpy(), 255 - image.numpy())
+    np.testing.assert_array_equal(solarized, expected)
+    # Brightness factor at m=5, sign +1: 1 + 0.45.
+    bright = randaugment.apply_op_by_name(image, "BrightnessIncreasing", 5).numpy()
+    np.testing.assert_allclose(bright, np.clip(np.round(image.numpy() * 1.45), 0, 255))
+    # Translate by 0.45 * 10 / 10 * 32 = 14.4 px: the right part is filled with timm's mean colour.
+    shifted = randaugment.apply_op_by_name(image, "TranslateXRel", 10).numpy()
+    np.testing.assert_array_equal(shifted[:, -10:], np.broadcast_to(randaugment.FILL_COLOR, shifted[:, -10:].shape))
+    # Equalize spreads a low-contrast image over the full range.
+    flat = tf.constant(np.tile(np.arange(100, 132, dtype=np.float32)[None, :, None], (32, 1, 3)))
+    equalized = randaugment.apply_op_by_name(flat, "Equalize", 5).numpy()
+    assert equalized.min() == 0 and equalized.max() >= 240
+
+
+def test_rand_augment_is_a_function_of_the_seed():
+    spec = randaugment.parse_rand_augment("rand-m9-mstd0.5-inc1")
+    image = _image()
+    a = randaugment.rand_augment(image, tf.constant([1, 2]), spec).numpy()
+    b = randaugment.rand_augment(image, tf.constant([1, 2]), spec).numpy()
+    np.testing.assert_array_equal(a, b)
+    outputs = [randaugment.rand_augment(image, tf.constant([1, s]), spec).numpy() for s in range(12)]
+    changed = sum(not np.array_equal(o, image.numpy()) for o in outputs)
+    # Two ops, each applied with p = 0.5: P(unchanged) = 1/4 (some ops can be no-ops too).
+    assert 4 <= changed <= 12
+
+
+def test_ops_inside_tf_data_match_eager():
+    spec = randaugment.parse_rand_augment("rand-m9-mstd0.5-inc1")
+    images = np.stack([_image(i).numpy() for i in range(4)])
+
+    def pipeline(index, image):
+        seed = tf.stack([tf.constant(3, tf.int64), index])
+        out = randaugment.rand_augment(image, seed, spec)
+        out = augment.normalize(out)
+        return augment.random_erasing(out, seed, probability=0.5)
+
+    dataset = tf.data.Dataset.from_tensor_slices(images).enumerate().map(pipeline, num_parallel_calls=2)
+    graph = np.stack(list(dataset.as_numpy_iterator()))
+    eager = np.stack([pipeline(tf.constant(i, tf.int64), tf.constant(images[i])).numpy() for i in range(4)])
+    np.testing.assert_allclose(graph, eager, rtol=1e-6, atol=1e-5)
+
+
+def test_random_crop_decodes_only_the_window_and_resizes():
+    image = tf.cast(_image(size=64), tf.uint8)
+    for encoded in (tf.io.encode_jpeg(image), tf.io.encode_png(image)):
+        crop = augment.decode_and_random_crop(encoded, tf.constant([0, 1]), 24)
+        assert crop.shape == (24, 24, 3) and crop.dtype == tf.float32
+        again = augment.decode_and_random_crop(encoded, tf.constant([0, 1]), 24)
+        np.testing.assert_array_equal(crop.numpy(), again.numpy())
+    # A full-area crop of a PNG reproduces the image.
+    whole = augment.decode_and_random_crop(tf.io.encode_png(image), tf.constant([0, 1]), 64, area_range=(1.0, 1.0),
+                                           ratio_range=(1.0, 1.0))
+    np.testing.assert_allclose(whole.numpy(), image.numpy(), atol=1e-3)
+
+
+def test_center_crop_takes_the_central_fraction():
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[10:30, 10:30] = 255  # the central half
+    out = augment.decode_and_center_crop(tf.io.encode_png(image), 20, 0.5).numpy()
+    assert out.shape == (20, 20, 3) and out.min() > 250
+    with pytest.raises(ValueError, match="crop_pct"):
+        augment.decode_and_center_crop(tf.io.encode_png(image), 20, 1.5)
+
+
+def test_random_erasing_area_and_probability():
+    image = tf.zeros((32, 32, 3))
+    erased = [augment.random_erasing(image, tf.constant([5, s]), probability=0.25).numpy() for s in range(200)]
+    fractions = np.array([np.mean(e != 0) for e in erased])
+    applied = fractions > 0
+    assert 0.15 < applied.mean() < 0.35
+    assert fractions[applied].max() <= 1 / 3 + 0.05 and fractions[applied].min() >= 0.01
+
+
+def test_smooth_one_hot_matches_timm():
+    targets = mixing.smooth_one_hot(jnp.array([2]), 4, 0.1)
+    np.testing.assert_allclose(targets, [[0.025, 0.025, 0.925, 0.025]], rtol=1e-6)
+
+
+def test_mixup_mixes_images_and_targets_with_the_same_lambda():
+    images = jnp.stack([jnp.full((8, 8, 3), float(i)) for i in range(4)])
+    labels = jnp.arange(4)
+    config = mixing.MixConfig(mixup_alpha=0.8, label_smoothing=0.0)
+    out, targets = mixing.mix_batch(jax.random.key(0), images, labels, 4, config)
+    lam = float(targets[0, 0])
+    np.testing.assert_allclose(out[0], lam * 0 + (1 - lam) * 3, rtol=1e-5)
+    np.testing.assert_allclose(targets.sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(targets[0, 3], 1 - lam, rtol=1e-6)
+
+
+def test_cutmix_lambda_is_the_uncovered_area():
+    images = jnp.stack([jnp.full((16, 16, 1), float(i)) for i in range(2)])
+    config = mixing.MixConfig(cutmix_alpha=1.0)
+    for seed in range(5):
+        out, targets = mixing.mix_batch(jax.random.key(seed), images, jnp.array([0, 1]), 2, config)
+        pasted = float(jnp.mean(out[0] == 1.0))
+        np.testing.assert_allclose(targets[0, 0], 1.0 - pasted, rtol=1e-5)
+
+
+def test_mixing_disabled_only_smooths():
+    images = jnp.ones((2, 4, 4, 3))
+    out, targets = mixing.mix_batch(jax.random.key(0), images, jnp.array([0, 1]), 3,
+                                    mixing.MixConfig(label_smoothing=0.3))
+    np.testing.assert_array_equal(out, images)
+    np.testing.assert_allclose(targets[0], [0.8, 0.1, 0.1], rtol=1e-6)

@@ -1,0 +1,127 @@
+"""Dataset sources and tf.data pipelines: demo dataset, determinism/resume, eval padding, errors."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dog_jax import data
+from dog_jax.data import demo_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_builder(tmp_path_factory):
+    return data.get_builder("dog_jax_demo/tiny", str(tmp_path_factory.mktemp("tfds")))
+
+
+def test_demo_images_are_deterministic_and_classes_differ_by_structure_not_colour():
+    first = list(demo_dataset.generate_split("train", 0, 1500))
+    again = list(demo_dataset.generate_split("train", 0, 50))
+    for (_, a, la), (_, b, lb) in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+        assert la == lb
+    images = np.stack([image for _, image, _ in first]).astype(np.float32)
+    labels = np.array([label for _, _, label in first])
+    assert images.shape == (1500, 32, 32, 3) and len(set(labels)) == 10
+    # Mean colour carries no class information: a nearest-class-mean classifier on the mean
+    # RGB of an image stays near chance (10 %) on held-out images.
+    colour = images.mean(axis=(1, 2))
+    centroids = np.stack([colour[:1000][labels[:1000] == c].mean(0) for c in range(10)])
+    predicted = np.argmin(((colour[1000:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+    assert np.mean(predicted == labels[1000:]) < 0.2
+    # Train and test never share an image.
+    test_image = next(demo_dataset.generate_split("test", 0, 1))[1]
+    assert not any(np.array_equal(test_image, image) for _, image, _ in first[:10])
+
+
+def test_demo_builder_prepares_without_download(tiny_builder):
+    assert data.num_classes(tiny_builder) == 10
+    assert data.split_size(tiny_builder, "train") == 1200 and data.split_size(tiny_builder, "test") == 300
+
+
+def _train(builder, start_step=0, seed=0):
+    source = data.local_source(builder, "train[:200]", process_index=0, process_count=1, drop_remainder=True)
+    augmentation = data.TrainAugmentation(image_size=24, crop_area_range=(0.3, 1.0))
+    return data.train_dataset(source, local_batch_size=40, augmentation=augmentation, seed=seed,
+                              start_step=start_step)
+
+
+def test_train_stream_is_a_function_of_the_step(tiny_builder):
+    batches = [b for _, b in zip(range(8), _train(tiny_builder).as_numpy_iterator())]  # 8 steps > 1 epoch of 5.
+    assert batches[0]["image"].shape == (40, 24, 24, 3) and batches[0]["image"].dtype == np.float32
+    assert batches[0]["label"].dtype == np.int32
+    # Resume mid-epoch and in the next epoch: identical pixels and labels.
+    for start in (3, 6):
+        resumed = next(_train(tiny_builder, start_step=start).as_numpy_iterator())
+        np.testing.assert_array_equal(resumed["image"], batches[start]["image"])
+        np.testing.assert_array_equal(resumed["label"], batches[start]["label"])
+    # Shuffle then repeat: the first epoch (5 batches) is a permutation of the 200 examples.
+    source = data.local_source(tiny_builder, "train[:200]", process_index=0, process_count=1, drop_remainder=True)
+    source_labels = np.array([ex["label"] for ex in source.dataset.as_numpy_iterator()])
+    labels = np.concatenate([b["label"] for b in batches[:5]])
+    np.testing.assert_array_equal(np.bincount(labels, minlength=10), np.bincount(source_labels, minlength=10))
+    # The second epoch is a different permutation; a different seed a different order.
+    assert not np.array_equal(batches[5]["label"], batches[0]["label"])
+    other = next(_train(tiny_builder, seed=1).as_numpy_iterator())
+    assert not np.array_equal(other["label"], batches[0]["label"])
+
+
+def test_processes_read_disjoint_shards(tiny_builder):
+    counts = []
+    labels = []
+    for index in range(2):
+        source = data.local_source(tiny_builder, "test", process_index=index, process_count=2, drop_remainder=False)
+        counts.append(source.num_examples)
+        labels.append([ex["image"] for ex in source.dataset.as_numpy_iterator()])
+    assert counts == [150, 150]
+    assert not set(labels[0]) & set(labels[1])
+
+
+def test_eval_stream_covers_every_example_once_with_padding(tiny_builder):
+    source = data.local_source(tiny_builder, "test", process_index=0, process_count=1, drop_remainder=False)
+    num_batches = data.eval_num_batches(300, 1, 128)
+    assert num_batches == 3
+    batches = list(data.eval_dataset(source, local_batch_size=128, num_batches=num_batches, image_size=32,
+                                     crop_pct=1.0).as_numpy_iterator())
+    masks = np.concatenate([b["mask"] for b in batches])
+    assert len(batches) == 3 and masks.sum() == 300 and masks[:300].all() and not masks[300:].any()
+    again = list(data.eval_dataset(source, local_batch_size=128, num_batches=num_batches, image_size=32,
+                                   crop_pct=1.0).as_numpy_iterator())
+    np.testing.assert_array_equal(batches[0]["image"], again[0]["image"])
+
+
+def test_unknown_dataset_is_one_clear_line(tmp_path):
+    with pytest.raises(data.DatasetError, match="Unknown dataset 'imagenet2013'") as info:
+        data.get_builder("imagenet2013", str(tmp_path))
+    assert "\n" not in str(info.value)
+
+
+def test_missing_imagenet_says_where_the_files_go(tmp_path):
+    with pytest.raises(data.DatasetError) as info:
+        data.get_builder("imagenet2012", str(tmp_path))
+    message = str(info.value)
+    manual = os.path.join(str(tmp_path), "downloads", "manual")
+    assert "\n" not in message
+    assert f"ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar are missing from {manual}" in message
+    assert re.search(rf"tfds build imagenet2012 --data_dir={re.escape(str(tmp_path))} --manual_dir=", message)
+
+
+def test_image_folder_source(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("val", 3)):
+        for label in ("cat", "dog"):
+            os.makedirs(tmp_path / split / label)
+            for i in range(count):
+                image = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+                tf.io.write_file(str(tmp_path / split / label / f"{i}.jpg"), tf.io.encode_jpeg(image))
+    builder = data.get_builder(f"folder:{tmp_path}")
+    assert data.num_classes(builder) == 2 and data.split_size(builder, "train") == 12
+    source = data.local_source(builder, "train", process_index=1, process_count=2, drop_remainder=True)
+    assert source.num_examples == 6 and len(list(source.dataset)) == 6
+    batch = next(data.train_dataset(source, local_batch_size=4, seed=0,
+                                    augmentation=data.TrainAugmentation(image_size=16)).as_numpy_iterator())
+    assert batch["image"].shape == (4, 16, 16, 3)
+    with pytest.raises(data.DatasetError, match="does not exist"):
+        data.get_builder(f"folder:{tmp_path}/nowhere")

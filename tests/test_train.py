@@ -1,0 +1,160 @@
+"""The trainer end to end: mock ImageNet, the demo, resume, 1 vs 8 devices, CLI errors."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from dog_jax import data
+from dog_jax.train import train_and_evaluate
+from tests.test_configs import load
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def tiny_data_dir(tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    data.get_builder("dog_jax_demo/tiny", data_dir)
+    return data_dir
+
+
+def tiny_config(data_dir, **changes):
+    """A ConvMixer with BatchNorm, the full augmentation path and mixing, a few steps."""
+    c = load("convmixer", "demo")
+    c.dataset = "dog_jax_demo/tiny"
+    c.data_dir = data_dir
+    c.model_overrides.width = 16
+    c.model_overrides.depth = 2
+    c.model_overrides.kernel_size = 5
+    c.batch_size = 16
+    c.num_train_steps = 6
+    c.log_every_steps = 1
+    c.eval_every_steps = 6
+    c.checkpoint_every_steps = 2
+    c.augment.mixup_alpha = 0.5
+    c.augment.cutmix_alpha = 0.5
+    c.cache_data = False
+    for key, value in changes.items():
+        c[key] = value
+    return c
+
+
+def _losses(summary, first=1):
+    return {h["step"]: (h["loss"], h["learning_rate"]) for h in summary["train_history"] if h["step"] >= first}
+
+
+_SUBPROCESS_RUN = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {root!r})
+    from tests.test_train import tiny_config
+    from dog_jax.train import train_and_evaluate
+    import jax
+    assert jax.device_count() == 8, jax.devices()
+    summary = train_and_evaluate(tiny_config({data_dir!r}), {workdir!r}, stop_requested=lambda step: step == 3)
+    print("SUMMARY" + json.dumps(summary["train_history"]))
+""")
+
+
+def test_resume_and_device_count(tiny_data_dir, tmp_path):
+    """8 simulated devices and this process's devices give the same losses; a run stopped at
+    step 3 on 8 devices resumes here (other device count) at step 3 with the same lr and losses."""
+    reference = train_and_evaluate(tiny_config(tiny_data_dir), str(tmp_path / "reference"))
+    assert reference["final_step"] == 6 and not reference["interrupted"]
+    expected = _losses(reference)
+    assert sorted(expected) == [1, 2, 3, 4, 5, 6]
+
+    workdir = str(tmp_path / "resumed")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    script = _SUBPROCESS_RUN.format(root=ROOT, data_dir=tiny_data_dir, workdir=workdir)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = json.loads(result.stdout.split("SUMMARY", 1)[1])
+    eight = {h["step"]: (h["loss"], h["learning_rate"]) for h in history}
+    assert sorted(eight) == [1, 2, 3]
+    for step in (1, 2, 3):
+        np.testing.assert_allclose(eight[step], expected[step], rtol=2e-4, err_msg=f"step {step}")
+
+    resumed = train_and_evaluate(tiny_config(tiny_data_dir), workdir)
+    assert resumed["start_step"] == 3 and resumed["final_step"] == 6
+    got = _losses(resumed)
+    assert sorted(got) == [4, 5, 6]
+    for step in (4, 5, 6):
+        np.testing.assert_allclose(got[step], expected[step], rtol=2e-4, err_msg=f"step {step}")
+    np.testing.assert_allclose(resumed["final_eval"]["eval_top1"], reference["final_eval"]["eval_top1"], atol=0.01)
+
+
+def _write_imagenet_metadata(data_dir, train=24, validation=24):
+    """The metadata a prepared imagenet2012 would have (split sizes), so the real code path runs."""
+    builder = tfds.builder("imagenet2012", data_dir=data_dir)
+    builder.info.set_splits(tfds.core.SplitDict([
+        tfds.core.SplitInfo(name="train", shard_lengths=[train], num_bytes=0),
+        tfds.core.SplitInfo(name="validation", shard_lengths=[validation], num_bytes=0)]))
+    os.makedirs(builder.data_dir, exist_ok=True)
+    builder.info.write_to_directory(builder.data_dir)
+
+
+def test_imagenet2012_code_path_under_mock_data(tmp_path):
+    data_dir = str(tmp_path / "tfds")
+    _write_imagenet_metadata(data_dir)
+    c = load("convmixer")  # the real ImageNet config: imagenet2012, RandAugment, mixup/CutMix, ...
+    c.data_dir = data_dir
+    c.model_overrides.width = 8
+    c.model_overrides.depth = 1
+    c.model_overrides.kernel_size = 3
+    c.image_size = 28
+    c.batch_size = 8
+    c.num_train_steps = 2
+    c.log_every_steps = 1
+    c.precision = "bfloat16"
+    with tfds.testing.mock_data(num_examples=24, data_dir=data_dir, policy=tfds.testing.MockPolicy.USE_FILES):
+        summary = train_and_evaluate(c, str(tmp_path / "run"))
+    assert summary["num_classes"] == 1000 and summary["final_step"] == 2
+    assert summary["final_eval"]["eval_examples"] == 24
+    assert np.isfinite(summary["train_history"][-1]["loss"])
+
+
+def test_demo_run_writes_checkpoints_logs_and_summary(tiny_data_dir, tmp_path):
+    c = load("convmixer", "demo,init=dog")
+    c.dataset = "dog_jax_demo/tiny"
+    c.data_dir = tiny_data_dir
+    c.num_train_steps = 40
+    c.batch_size = 64
+    c.log_every_steps = 10
+    workdir = str(tmp_path / "demo")
+    summary = train_and_evaluate(c, workdir)
+    written = json.load(open(os.path.join(workdir, "summary.json")))
+    assert written["final_step"] == 40 and written["config"]["dw_init"] == "dog"
+    assert written["final_eval"]["eval_examples"] == 300
+    assert summary["final_eval"]["eval_top1"] > 0.2  # chance is 0.1
+    losses = [h["loss"] for h in summary["train_history"]]
+    assert losses[-1] < losses[0]
+    assert json.load(open(os.path.join(workdir, "config.json")))["model"] == "convmixer_512_12"
+    events = glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
+    tags = {value.tag for path in events for event in tf.compat.v1.train.summary_iterator(path)
+            for value in event.summary.value}
+    assert {"train/loss", "train/learning_rate", "train/grad_norm", "eval/top1", "eval/top5"} <= tags
+    steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+    assert steps[-1] == 40 and len(steps) <= c.keep_checkpoints + 1
+    model_json = json.load(open(os.path.join(workdir, "checkpoints", "40", "model", "metadata")))
+    assert model_json["model"] == "convmixer_512_12" and model_json["num_classes"] == 10
+    # Rerunning the finished run resumes at the end and only evaluates.
+    again = train_and_evaluate(c, workdir)
+    assert again["start_step"] == 40 and again["final_eval"]["eval_top1"] == summary["final_eval"]["eval_top1"]
+
+
+def test_cli_bad_config_is_one_error_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train.py"), "--config=" + os.path.join(ROOT, "configs/convmixer.py:demo"),
+         "--config.model=convmixer_9000", f"--workdir={tmp_path}"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: config.model: Unknown model 'convmixer_9000'"), result.stderr[-2000:]

@@ -1,0 +1,48 @@
+"""Train a model: ``python train.py --config=configs/convmixer.py:demo --workdir=/tmp/demo``.
+
+Intentionally thin: all logic lives in :mod:`dog_jax.train` so it can be imported and tested.
+Override any config field on the command line, e.g. ``--config.batch_size=256``.
+Rerunning the same command with the same ``--workdir`` resumes from the latest checkpoint.
+Multi-process (Cloud TPU pod slices, multi-node GPU): run the same command on every host
+with ``--multiprocess`` (calls ``jax.distributed.initialize()``).
+"""
+
+import logging as logging_std
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally with ':arguments'.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, TensorBoard logs, summary.json.")
+_MULTIPROCESS = flags.DEFINE_bool("multiprocess", None,
+                                  "Call jax.distributed.initialize() "
+                                  "(default: only if JAX_COORDINATOR_ADDRESS is set).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _ProjectLogFilter(logging_std.Filter):
+    """Console shows this project's INFO lines and everyone's warnings (orbax/tfds INFO is noise)."""
+
+    def filter(self, record: logging_std.LogRecord) -> bool:
+        return record.levelno >= logging_std.WARNING or "dog_jax" in record.pathname
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    # Import after flag parsing so that --help is fast and distributed init comes first.
+    from dog_jax.train import ConfigError, sharding, train_and_evaluate
+    from dog_jax.data import DatasetError
+
+    sharding.maybe_initialize_distributed(_MULTIPROCESS.value)
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().addFilter(_ProjectLogFilter())
+    try:
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (ConfigError, DatasetError) as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+if __name__ == "__main__":
+    app.run(main)
