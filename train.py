@@ -8,6 +8,8 @@ with ``--multiprocess`` (calls ``jax.distributed.initialize()``).
 """
 
 import logging as logging_std
+import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -28,6 +30,40 @@ class _ProjectLogFilter(logging_std.Filter):
         return record.levelno >= logging_std.WARNING or "dog_jax" in record.pathname
 
 
+def _config_error(error: BaseException) -> BaseException | None:
+    """The project's ConfigError behind a flag-parsing error, if any.
+
+    ml_collections re-raises errors from ``get_config`` with a formatted traceback as message and
+    absl wraps that again; the original error is further down the exception context chain.
+    """
+    found = None
+    while error is not None:
+        if type(error).__name__ == "ConfigError":
+            found = error
+        error = error.__cause__ or error.__context__
+    return found
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with config errors reported as one line instead of a traceback."""
+    for arg in argv[1:]:
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1].split(":", 1)[0]
+            if not os.path.isfile(path):
+                sys.exit(f"error: config file {path!r} not found; pass e.g. --config=configs/convmixer.py:demo")
+    try:
+        return flags.FLAGS(argv)
+    except AttributeError as error:  # an override of a field the config does not have
+        detail = " ".join(str(error).strip("'").replace("\\n", " ").replace("\\'", "'").split())
+        sys.exit(f"error: unknown config field {detail}")
+    except flags.Error as error:
+        config_error = _config_error(error)
+        if config_error is not None:
+            sys.exit(f"error: {config_error}")
+        sys.stderr.write(f"FATAL Flags parsing error: {error}\nPass --helpshort or --helpfull to see help on flags.\n")
+        sys.exit(1)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -45,4 +81,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

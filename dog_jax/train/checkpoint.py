@@ -27,6 +27,11 @@ from orbax.checkpoint import checkpoint_managers
 BEST_METRIC = "eval_top1"
 
 
+def absolute_dir(path: str) -> str:
+    """Absolute form of a local path; URLs such as ``gs://bucket/run`` are returned unchanged."""
+    return path if "://" in path else os.path.abspath(path)
+
+
 class Checkpointer:
     """Thin wrapper around ``ocp.CheckpointManager`` with the trainer's policy."""
 
@@ -38,7 +43,7 @@ class Checkpointer:
         ])
         options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=asynchronous,
                                                create=True)
-        self.directory = os.path.abspath(directory)
+        self.directory = absolute_dir(directory)
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "model"))
 
     def latest_step(self) -> int | None:

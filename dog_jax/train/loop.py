@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 from flax import nnx
 
 from dog_jax import data, initializers, models
@@ -110,8 +111,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     """
     run_start = time.perf_counter()
     config_lib.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    workdir = checkpoint_lib.absolute_dir(workdir)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local or gs://
     mesh = sharding.create_mesh()
     logging.info("Devices: %d x %s over %d process(es); mesh %s", jax.device_count(), jax.devices()[0].platform,
                  jax.process_count(), dict(mesh.shape))
