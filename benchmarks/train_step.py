@@ -1,0 +1,166 @@
+"""Training-step throughput: dog_jax (Flax NNX, jit) vs timm/PyTorch eager, same machine, same batch.
+
+One step = forward, cross-entropy loss, backward, AdamW update (fp32, random images and labels,
+224x224, model in training mode: BatchNorm batch statistics, no drop path). Reports images/s from
+the median of the timed steps, and for dog_jax the compile time of the step (``lower().compile()``)
+apart from the timed steps. All candidates of a model are built first, warmed up once, then stepped
+round-robin (A, B, C, A, B, C, ...) so that load from other jobs affects them alike.
+
+PyTorch counterparts: ``convmixer_512_12`` is timm's ``ConvMixer(dim=512, depth=12, kernel_size=9,
+patch_size=7)`` (timm registers no 512/12 variant), ``convnext_tiny`` is timm's; HorNet has no
+timm model and the official code is not a package, so ``hornet_tiny_7x7`` is timed in dog_jax only.
+PyTorch runs in its default (NCHW) layout and with ``channels_last``.
+
+    .venv/bin/python benchmarks/train_step.py --models convmixer_512_12 convnext_tiny --batch 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from benchmarks.depthwise import cpu_model  # noqa: E402
+from dog_jax.models import create_model  # noqa: E402
+
+MODELS = ("convmixer_512_12", "convnext_tiny", "hornet_tiny_7x7")
+LEARNING_RATE, WEIGHT_DECAY = 1e-3, 0.05
+
+
+def dog_jax_step(name: str, batch: int) -> tuple[str, tuple[float, float], callable]:
+    """(label, (compile wall s, compile CPU s), run_one_step) for the dog_jax model; run_one_step blocks."""
+    model = create_model(name, rngs=nnx.Rngs(0))
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+    tx = optax.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    opt_state = tx.init(params)
+
+    def step(params, rest, opt_state, images, labels):
+        def loss_fn(params):
+            logits, new_rest = _apply(graphdef, params, rest, images)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), new_rest
+
+        (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), new_rest, opt_state, loss
+
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.standard_normal((batch, 224, 224, 3), np.float32))
+    labels = jnp.asarray(rng.integers(0, 1000, batch), jnp.int32)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    compiled = jax.jit(step, donate_argnums=(0, 1, 2)).lower(params, rest, opt_state, images, labels).compile()
+    # Wall clock, and CPU seconds (less sensitive to other jobs on a shared machine).
+    compile_s = (time.perf_counter() - start, time.process_time() - start_cpu)
+    carry = [params, rest, opt_state]
+
+    def run_one_step():
+        *carry[:], loss = compiled(*carry, images, labels)  # new params, rest, opt_state
+        if not np.isfinite(float(loss)):
+            raise FloatingPointError(f"{name}: non-finite loss")
+
+    return "dog_jax (depthwise impl auto)", compile_s, run_one_step
+
+
+def _apply(graphdef, params, rest, images):
+    model = nnx.merge(graphdef, params, rest)
+    logits = model(images).astype(jnp.float32)
+    _, _, new_rest = nnx.split(model, nnx.Param, ...)  # BatchNorm statistics, RNG counters
+    return logits, nnx.to_pure_dict(new_rest)
+
+
+def torch_model(name: str):
+    import timm
+    from timm.models.convmixer import ConvMixer
+
+    if name == "convmixer_512_12":
+        return ConvMixer(dim=512, depth=12, kernel_size=9, patch_size=7)
+    if name == "convnext_tiny":
+        return timm.create_model("convnext_tiny")
+    return None
+
+
+def torch_step(name: str, batch: int, threads: int, channels_last: bool) -> tuple[str, None, callable] | None:
+    """(label, None, run_one_step) for the timm model, or None where there is none."""
+    import torch
+
+    torch.set_num_threads(threads)
+    model = torch_model(name)
+    if model is None:
+        return None
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.train().to(memory_format=fmt)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    images = torch.randn(batch, 3, 224, 224).to(memory_format=fmt)
+    labels = torch.randint(0, 1000, (batch,))
+
+    def run_one_step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+
+    return "timm eager" + (" channels_last" if channels_last else ""), None, run_one_step
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per framework (after one warm-up)")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-channels-last", action="store_true", help="skip the PyTorch channels_last runs")
+    parser.add_argument("--channels-last-only", action="store_true", help="skip the PyTorch NCHW runs")
+    args = parser.parse_args(argv)
+
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    versions = f"jax {jax.__version__}"
+    if not args.no_torch:
+        import timm
+        import torch
+        versions += f", torch {torch.__version__}, timm {timm.__version__}"
+    print(f"# {cpu_model()}, {threads} threads, {versions}, batch {args.batch}, fp32, AdamW, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"# command: python benchmarks/train_step.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    print("| model | framework | compile (s) | step (s) | images/s | vs timm eager (best layout) |")
+    print("|---|---|---|---|---|---|")
+    for name in args.models:
+        candidates = [dog_jax_step(name, args.batch)]
+        if not args.no_torch:
+            layouts = ((True,) if args.channels_last_only else
+                       (False,) if args.no_channels_last else (False, True))
+            for channels_last in layouts:
+                built = torch_step(name, args.batch, threads, channels_last)
+                if built:
+                    candidates.append(built)
+        for _, _, run in candidates:
+            run()  # warm-up: first call allocates buffers (and, for PyTorch, picks kernels)
+        times = {label: [] for label, _, _ in candidates}
+        for _ in range(args.steps):  # round-robin, so that load from other jobs hits all alike
+            for label, _, run in candidates:
+                start = time.perf_counter()
+                run()
+                times[label].append(time.perf_counter() - start)
+        medians = {label: statistics.median(t) for label, t in times.items()}
+        torch_times = [t for label, t in medians.items() if label.startswith("timm")]
+        best_torch = min(torch_times) if torch_times else None
+        for label, compile_s, _ in candidates:
+            compile_text = f"{compile_s[0]:.1f} ({compile_s[1]:.1f} CPU)" if compile_s is not None else "-"
+            ratio = f"{best_torch / medians[label]:.2f}x" if best_torch else "no PyTorch model"
+            print(f"| {name} | {label} | {compile_text} | {medians[label]:.2f} | "
+                  f"{args.batch / medians[label]:.2f} | {ratio} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
