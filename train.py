@@ -3,6 +3,8 @@
 Intentionally thin: all logic lives in :mod:`dog_jax.train` so it can be imported and tested.
 Override any config field on the command line, e.g. ``--config.batch_size=256``.
 Rerunning the same command with the same ``--workdir`` resumes from the latest checkpoint.
+Exit codes: 0 finished; 1 error (one ``error: ...`` line); 75 stopped by SIGTERM after
+checkpointing (rerun to resume; see docs/reliability.md).
 Multi-process (Cloud TPU pod slices, multi-node GPU): run the same command on every host
 with ``--multiprocess`` (calls ``jax.distributed.initialize()``).
 """
@@ -60,24 +62,31 @@ def _parse_flags(argv: list[str]) -> list[str]:
         config_error = _config_error(error)
         if config_error is not None:
             sys.exit(f"error: {config_error}")
-        sys.stderr.write(f"FATAL Flags parsing error: {error}\nPass --helpshort or --helpfull to see help on flags.\n")
-        sys.exit(1)
+        detail = " ".join(str(error).split())  # e.g. a wrong type: "flag --config.batch_size=x: invalid literal..."
+        sys.exit(f"error: {detail} (see --helpshort for the flags)")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     # Import after flag parsing so that --help is fast and distributed init comes first.
-    from dog_jax.train import ConfigError, sharding, train_and_evaluate
     from dog_jax.data import DatasetError
+    from dog_jax.train import ConfigError, sharding, train_and_evaluate
+    from dog_jax.train.checkpoint import CheckpointError
+    from dog_jax.train.preemption import EXIT_PREEMPTED, StopOnSignal
+    from dog_jax.train.reporting import NonFiniteError
 
     sharding.maybe_initialize_distributed(_MULTIPROCESS.value)
     logging.set_verbosity(logging.INFO)
     logging.get_absl_handler().addFilter(_ProjectLogFilter())
     try:
-        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (ConfigError, DatasetError) as error:
+        with StopOnSignal() as stop:
+            summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value, stop_requested=stop)
+    except (ConfigError, DatasetError, CheckpointError, NonFiniteError) as error:
         raise SystemExit(f"error: {error}") from None
+    if summary["interrupted"]:
+        # Exit code documented in docs/reliability.md: checkpointed, rerun to resume.
+        sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ Dataset names accepted by :func:`get_builder`:
 * any other tfds image-classification dataset (``"cifar10"``, ``"imagenette/320px-v2"``,
   ...), downloaded and prepared by tfds on first use;
 * ``"folder:/path/to/root"`` -- ``root/<split>/<class name>/<image>`` via
-  ``tfds.folder_dataset.ImageFolder`` (splits are the sub-directory names).
+  ``tfds.folder_dataset.ImageFolder`` (splits are the sub-directory names). Every image
+  file is checked when the dataset is opened (signature and, for JPEG, the end-of-image
+  marker: one open and two small reads per file), and a damaged one is an error naming
+  it -- not skipped -- because skipping would silently change the data a run sees.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import tensorflow_datasets as tfds
 
 IMAGENET_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 FOLDER_PREFIX = "folder:"
+_JPEG_EXTENSIONS = (".jpg", ".jpeg")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class DatasetError(ValueError):
@@ -75,6 +80,7 @@ def get_builder(name: str, data_dir: str | None = None, *, manual_dir: str | Non
         builder = tfds.folder_dataset.ImageFolder(root)
         if not builder.info.splits:
             raise DatasetError(f"Image folder {root!r} holds no images; expected {root}/<split>/<class>/<image>.")
+        check_image_folder(root)
         return builder
     if name.split("/")[0] == "dog_jax_demo":
         from dog_jax.data import demo_dataset  # noqa: F401  (registers the builder)
@@ -90,6 +96,40 @@ def get_builder(name: str, data_dir: str | None = None, *, manual_dir: str | Non
         else:
             builder.download_and_prepare()
     return builder
+
+
+def _image_problem(path: str) -> str | None:
+    """Why ``path`` is not a complete JPEG/PNG file, or None if it looks complete."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        head = f.read(8)
+        size = f.size()
+        if path.lower().endswith(_JPEG_EXTENSIONS):
+            if not head.startswith(b"\xff\xd8\xff"):
+                return "not a JPEG (no start-of-image marker)"
+            # Some writers pad after the end-of-image marker; a truncated file has none.
+            f.seek(max(0, size - 1024))
+            if b"\xff\xd9" not in f.read():
+                return "truncated JPEG (no end-of-image marker)"
+        elif not head.startswith(_PNG_SIGNATURE):
+            return "not a PNG (bad signature)"
+    return None
+
+
+def check_image_folder(root: str) -> None:
+    """Raises :class:`DatasetError` naming the first damaged image (and how many there are)."""
+    bad = []
+    for directory, _, names in tf.io.gfile.walk(root):
+        for name in sorted(names):
+            if name.lower().endswith(_JPEG_EXTENSIONS + (".png",)):
+                path = os.path.join(directory, name)
+                problem = _image_problem(path)
+                if problem:
+                    bad.append((path, problem))
+    if bad:
+        path, problem = sorted(bad)[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise DatasetError(f"Image folder {root!r}: {path} is damaged: {problem}{more}; delete or replace it "
+                           "and rerun.")
 
 
 def num_classes(builder: tfds.core.DatasetBuilder) -> int:

@@ -4,6 +4,9 @@ Entry point: :func:`train_and_evaluate` (``python train.py --config=... --workdi
 """
 
 from dog_jax.train.config import ConfigError, base_config, parse_config_string, validate
+from dog_jax.train.checkpoint import CheckpointError
 from dog_jax.train.loop import train_and_evaluate
+from dog_jax.train.reporting import NonFiniteError
 
-__all__ = ["ConfigError", "base_config", "parse_config_string", "train_and_evaluate", "validate"]
+__all__ = ["CheckpointError", "ConfigError", "NonFiniteError", "base_config", "parse_config_string",
+           "train_and_evaluate", "validate"]

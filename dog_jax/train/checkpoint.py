@@ -14,17 +14,49 @@ Layout under ``<workdir>/checkpoints/<step>/``:
 Checkpoints are written by all processes together (orbax coordinates); restoring takes
 an abstract target whose leaves carry the *current* shardings, so a run resumes on a
 different number of devices.
+
+Reliability (see ``docs/reliability.md``): orbax writes each step into a temporary
+directory and renames it when complete, so a process killed mid-write leaves no
+half-written ``<step>/`` (the temporary directory is removed on the next start). A
+committed checkpoint that cannot be read (truncated or deleted files) is moved to
+``<workdir>/damaged_checkpoints/`` with a one-line warning and the previous one is
+used; if checkpoints exist but none is readable the run stops instead of starting over.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 BEST_METRIC = "eval_top1"
+# model_info keys that decide parameter shapes; a checkpoint that differs cannot be resumed.
+_ARCHITECTURE_KEYS = ("model", "model_overrides", "num_classes")
+
+
+class CheckpointError(RuntimeError):
+    """The workdir cannot be written, or its checkpoints cannot be resumed (one-line message)."""
+
+
+def check_writable(workdir: str) -> None:
+    """Creates ``workdir`` and writes + deletes a probe file, so a read-only or full disk (or a
+    bucket without write permission) fails at start-up instead of at the first checkpoint."""
+    path = epath.Path(workdir)
+    probe = path / f".write_probe_{uuid.uuid4().hex}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except Exception as error:  # OSError locally; gcsfs / tf.io errors for buckets.
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise CheckpointError(f"workdir {workdir!r} is not writable ({reason}); pass a --workdir you can "
+                              "write to, or fix its permissions / free disk space.") from None
 
 
 def absolute_dir(path: str) -> str:
@@ -41,10 +73,15 @@ class Checkpointer:
             checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC], reverse=False, n=1,
                                       keep_checkpoints_without_metrics=False),
         ])
-        options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=asynchronous,
-                                               create=True)
+        # cleanup_tmp_directories: removes what a process killed mid-write left behind.
+        self._options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy, enable_async_checkpointing=asynchronous, create=True,
+            cleanup_tmp_directories=True)
         self.directory = absolute_dir(directory)
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "model"))
+        self._manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(self.directory, options=self._options, item_names=("state", "model"))
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -67,6 +104,56 @@ class Checkpointer:
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
         return self._manager.restore(step, args=args)["state"]
 
+    def restore_latest(self, abstract_state: Any, model_info: dict[str, Any]) -> tuple[int, Any] | None:
+        """(step, state) of the newest readable checkpoint; None if there is none at all.
+
+        Unreadable checkpoints are moved aside with a one-line warning each, newest first.
+
+        Raises:
+          CheckpointError: the newest readable checkpoint is of another architecture
+            (``model_info`` differs in model / overrides / classes), or checkpoints exist
+            but none of them can be read.
+        """
+        tried = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                stored = self.restore_model_info(step)
+            except Exception as error:  # noqa: BLE001 -- any read failure means "damaged".
+                self._set_aside(step, error)
+                tried.append(step)
+                continue
+            _check_same_architecture(stored, model_info, step, self.directory)
+            try:
+                return step, self.restore(step, abstract_state)
+            except Exception as error:  # noqa: BLE001
+                self._set_aside(step, error)
+                tried.append(step)
+        if tried:
+            raise CheckpointError(
+                f"none of the checkpoints in {self.directory} (steps {', '.join(map(str, tried))}) is readable "
+                f"(moved to {self._damaged_dir()}); delete that workdir's checkpoints/ to start over from step 0.")
+        return None
+
+    def _damaged_dir(self) -> str:
+        return os.path.join(os.path.dirname(self.directory.rstrip("/")), "damaged_checkpoints")
+
+    def _set_aside(self, step: int, error: BaseException) -> None:
+        """Moves the damaged ``<step>/`` out of the checkpoint directory (kept for inspection;
+        left in place, its step would be skipped by later saves) and reopens the manager."""
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        target = os.path.join(self._damaged_dir(), f"{step}-{uuid.uuid4().hex[:8]}")
+        logging.warning("Checkpoint at step %d in %s is damaged (%s: %s); moved it to %s and trying the "
+                        "previous one.", step, self.directory, type(error).__name__, reason, target)
+        if jax.process_index() == 0:
+            source = epath.Path(self.directory) / str(step)
+            epath.Path(self._damaged_dir()).mkdir(parents=True, exist_ok=True)
+            source.rename(target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(f"dog_jax_set_aside_{step}")
+        self._manager.close()
+        self._manager = self._open()
+
     def restore_model_info(self, step: int) -> dict[str, Any]:
         return self._manager.restore(step, args=ocp.args.Composite(model=ocp.args.JsonRestore()))["model"]
 
@@ -76,3 +163,13 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _check_same_architecture(stored: dict[str, Any], current: dict[str, Any], step: int, directory: str) -> None:
+    differs = [key for key in _ARCHITECTURE_KEYS if stored.get(key) != current.get(key)]
+    if differs:
+        saved = ", ".join(f"{key}={stored.get(key)!r}" for key in differs)
+        wanted = ", ".join(f"{key}={current.get(key)!r}" for key in differs)
+        raise CheckpointError(
+            f"workdir checkpoint {directory}/{step} is of another model ({saved}) than the config ({wanted}); "
+            "use a new --workdir, or the config that wrote it.")

@@ -28,6 +28,8 @@ is locked by ``ml_collections``):
 ``checkpoint_every_steps``        0 = once per epoch; always at the end
 ``keep_checkpoints``              last K kept (plus the best by eval top-1)
 ``shuffle_buffer`` / ``cache_data``  tf.data shuffle buffer; cache the encoded shard in RAM
+``nonfinite_policy``               NaN/inf loss or gradient: "stop" (error naming the step)
+                                  or "skip" (leave the state unchanged, count the step)
 ``seed``                          model init, data order, augmentation, mixing, drop path
 ================================  ==========================================================
 """
@@ -40,6 +42,7 @@ from dog_jax.initializers import INITIALIZER_NAMES
 
 PRECISIONS = ("float32", "bfloat16")
 SCHEDULES = ("cosine", "onecycle")
+NONFINITE_POLICIES = ("stop", "skip")
 
 
 class ConfigError(ValueError):
@@ -81,6 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every_steps = 0
     c.checkpoint_every_steps = 0
     c.keep_checkpoints = 3
+    c.nonfinite_policy = "stop"
     c.seed = 0
     return c
 
@@ -183,3 +187,5 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     for name in ("eval_every_steps", "checkpoint_every_steps"):
         _require(config[name] >= 0, f"config.{name} must be >= 0 (0 = once per epoch).")
     _require(config.keep_checkpoints >= 1, "config.keep_checkpoints must be >= 1.")
+    _require(config.nonfinite_policy in NONFINITE_POLICIES,
+             f"config.nonfinite_policy={config.nonfinite_policy!r}; use one of {', '.join(NONFINITE_POLICIES)}.")

@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from etils import epath
 from flax import nnx
 
 from dog_jax import data, initializers, models
@@ -98,6 +97,23 @@ def evaluate(state, eval_step, rng_state, eval_ds, mesh) -> dict[str, float]:
             "eval_time_s": time.perf_counter() - start}
 
 
+def _should_stop(stop_requested: Callable[[int], bool] | None, step: int, every: int) -> bool:
+    """Whether to checkpoint and return now.
+
+    With several processes every one must stop at the same step (or the others hang in the
+    next collective), but a SIGTERM reaches each at a different step: the local flags are
+    combined with one all-gather every ``every`` steps (the log interval, which syncs anyway).
+    """
+    if jax.process_count() == 1:
+        return stop_requested is not None and bool(stop_requested(step))
+    if step % every:
+        return False
+    # Every process must take part in the all-gather, also one that was given no stop_requested.
+    from jax.experimental import multihost_utils
+    local = np.asarray([stop_requested is not None and bool(stop_requested(step))], np.int32)
+    return bool(np.any(multihost_utils.process_allgather(local)))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        stop_requested: Callable[[int], bool] | None = None) -> dict[str, Any]:
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the summary.
@@ -105,14 +121,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     Args:
       config: a validated-on-entry training config (``configs/*.py``).
       workdir: run directory; rerunning with the same directory resumes.
-      stop_requested: optional ``f(step) -> bool`` polled after every step; when it returns
+      stop_requested: optional ``f(step) -> bool`` polled after every step (with several
+        processes: every ``log_every_steps``, agreed over all of them); when it returns
         True the run checkpoints the current step and returns early with
         ``summary["interrupted"] = True`` (a later call resumes from there).
+
+    Raises:
+      ConfigError, DatasetError: bad config / dataset (one-line messages).
+      CheckpointError: workdir not writable; its checkpoints are of another model or all damaged.
+      NonFiniteError: NaN/inf loss or gradient with ``config.nonfinite_policy == "stop"``.
     """
     run_start = time.perf_counter()
     config_lib.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
     workdir = checkpoint_lib.absolute_dir(workdir)
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local or gs://
+    checkpoint_lib.check_writable(workdir)  # local or gs://; fails now, not at the first checkpoint.
     mesh = sharding.create_mesh()
     logging.info("Devices: %d x %s over %d process(es); mesh %s", jax.device_count(), jax.devices()[0].platform,
                  jax.process_count(), dict(mesh.shape))
@@ -145,14 +167,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
     start_step = 0
-    if ckpt.latest_step() is not None:
-        start_step = ckpt.latest_step()
-        state = ckpt.restore(start_step, steps.abstract_train_state(state))
+    restored = ckpt.restore_latest(steps.abstract_train_state(state), model_info(config, num_classes, 0))
+    if restored is not None:
+        start_step, state = restored
         logging.info("Resumed from %s at step %d", ckpt.directory, start_step)
     reporting.write_json(os.path.join(workdir, "config.json"), config.to_dict())
 
     train_step = steps.make_train_step(
         parts, tx, schedule, num_classes=num_classes, compute_dtype=compute_dtype, seed=config.seed, mesh=mesh,
+        skip_nonfinite=config.nonfinite_policy == "skip",
         mix=data.MixConfig(mixup_alpha=config.augment.mixup_alpha, cutmix_alpha=config.augment.cutmix_alpha,
                            prob=config.augment.mix_prob, switch_prob=config.augment.switch_prob,
                            label_smoothing=config.augment.label_smoothing))
@@ -174,7 +197,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         crop_pct=config.eval_crop_pct, cache=config.cache_data,
         num_batches=data.eval_num_batches(plan.eval_examples, processes, plan.local_batch_size))
 
-    reporter = reporting.Reporter(workdir, total_steps=plan.total_steps, global_batch_size=config.batch_size)
+    reporter = reporting.Reporter(workdir, total_steps=plan.total_steps, global_batch_size=config.batch_size,
+                                  nonfinite_policy=config.nonfinite_policy)
     info = lambda step: model_info(config, num_classes, step)  # noqa: E731
     train_iter = train_ds.as_numpy_iterator()
     eval_metrics: dict[str, float] = {}
@@ -186,7 +210,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         batch = sharding.global_batch(next(train_iter), mesh)
         state, metrics = train_step(state, batch, parts.rng_state)
         step += 1
-        reporter.add(metrics)
+        reporter.add(step, metrics)
         if compile_time is None:
             jax.block_until_ready(metrics)
             compile_time = time.perf_counter() - run_start
@@ -202,8 +226,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             if eval_metrics["eval_top1"] >= best.get("eval_top1", -1.0):
                 best = {"step": step, **eval_metrics}
         if step % plan.checkpoint_every == 0 or step == plan.total_steps or checkpoint_metrics:
+            reporter.check_finite()  # never checkpoint a NaN state
             ckpt.save(step, state, info(step), metrics=checkpoint_metrics)
-        if stop_requested is not None and step < plan.total_steps and stop_requested(step):
+        if step < plan.total_steps and _should_stop(stop_requested, step, config.log_every_steps):
             reporter.flush_train(step)
             ckpt.save(step, state, info(step))
             interrupted = True
@@ -220,6 +245,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         "final_step": step, "total_steps": plan.total_steps, "start_step": start_step, "interrupted": interrupted,
         "final_eval": eval_metrics, "best_eval": best, "best_checkpoint_step": ckpt.best_step(),
         "eval_history": reporter.history, "train_history": reporter.train_history,
+        "skipped_steps": reporter.skipped_steps, "nonfinite_policy": config.nonfinite_policy,
         "wall_time_s": time.perf_counter() - run_start,
         "compile_time_s": compile_time, "num_params": int(num_params), "num_classes": num_classes,
         "devices": jax.device_count(), "processes": processes, "config": config.to_dict(),

@@ -35,21 +35,32 @@ def format_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
+class NonFiniteError(FloatingPointError):
+    """Training produced a NaN/inf loss or gradient (policy "stop"); the message names the step."""
+
+
 class Reporter:
     """Aggregates step metrics between log points and writes them out.
+
+    Non-finite steps are found from the per-step ``nonfinite`` metric when metrics are
+    fetched anyway (log lines, and before checkpoints), never with an extra per-step sync.
 
     Args:
       workdir: run directory; TensorBoard files go to ``<workdir>/tensorboard``.
       total_steps: length of training, for the percentage and ETA.
       global_batch_size: examples per step over all processes, for images/s.
+      nonfinite_policy: "stop" raises :class:`NonFiniteError` naming the first bad step and
+        metric; "skip" (the step already left the state unchanged) counts it.
     """
 
-    def __init__(self, workdir: str, *, total_steps: int, global_batch_size: int):
+    def __init__(self, workdir: str, *, total_steps: int, global_batch_size: int, nonfinite_policy: str = "stop"):
         self.total_steps = total_steps
         self.global_batch_size = global_batch_size
+        self.nonfinite_policy = nonfinite_policy
+        self.skipped_steps = 0
         self.is_writer = jax.process_index() == 0
         self._writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if self.is_writer else None
-        self._pending: list[dict[str, jax.Array]] = []
+        self._pending: list[tuple[int, dict[str, jax.Array]]] = []
         self._mark_time: float | None = None
         self._mark_step: int | None = None
         self.history: list[dict[str, Any]] = []
@@ -62,22 +73,51 @@ class Reporter:
         """
         self._mark_time, self._mark_step = time.perf_counter(), step
 
-    def add(self, metrics: dict[str, jax.Array]) -> None:
-        """Records one step's device metrics without synchronising."""
-        self._pending.append(metrics)
+    def add(self, step: int, metrics: dict[str, jax.Array]) -> None:
+        """Records the device metrics of ``step`` (the step count after it) without synchronising."""
+        self._pending.append((step, metrics))
+
+    def check_finite(self) -> None:
+        """Raises :class:`NonFiniteError` if a pending step was non-finite (policy "stop").
+
+        Fetches only the pending ``nonfinite`` flags; called before a checkpoint so that a
+        NaN state is never saved.
+        """
+        if self.nonfinite_policy == "stop" and self._pending:
+            flags = jax.device_get([m["nonfinite"] for _, m in self._pending])
+            if any(flags):
+                self._raise_nonfinite(jax.device_get(self._pending))
+
+    def _raise_nonfinite(self, fetched: list[tuple[int, dict[str, Any]]]) -> None:
+        step, metrics = next((s, m) for s, m in fetched if m["nonfinite"])
+        key = "loss" if not np.isfinite(metrics["loss"]) else "grad_norm"
+        raise NonFiniteError(
+            f"non-finite training {key} ({float(metrics[key])}) at step {step}; nothing after step {step - 1} was "
+            "checkpointed. Lower config.optimizer.learning_rate, set config.optimizer.grad_clip_norm, or set "
+            "config.nonfinite_policy='skip' to skip such updates.")
 
     def flush_train(self, step: int) -> dict[str, float]:
-        """Averages the pending metrics (one host sync), logs a console line and scalars."""
+        """Averages the pending metrics (one host sync), logs a console line and scalars.
+
+        Steps skipped as non-finite are counted (``skipped``) and left out of the means.
+        """
         if not self._pending:
             return {}
-        stacked = jax.device_get(self._pending)
-        means = {key: float(np.mean([m[key] for m in stacked])) for key in stacked[0]}
-        means["learning_rate"] = float(stacked[-1]["learning_rate"])
+        fetched = jax.device_get(self._pending)
         self._pending.clear()
-        for key, value in means.items():
-            if not np.isfinite(value):
-                raise FloatingPointError(f"Non-finite training {key} ({value}) at step {step}; lower "
-                                         "config.optimizer.learning_rate or enable grad clipping.")
+        bad = [m for _, m in fetched if m["nonfinite"]]
+        if bad and self.nonfinite_policy == "stop":
+            self._raise_nonfinite(fetched)
+        good = [m for _, m in fetched if not m["nonfinite"]] or [fetched[-1][1]]
+        means = {key: float(np.mean([m[key] for m in good])) for key in good[0] if key != "nonfinite"}
+        means["learning_rate"] = float(fetched[-1][1]["learning_rate"])
+        self.skipped_steps += len(bad)
+        means["skipped"] = float(len(bad))
+        skipped_note = ""
+        if bad:
+            skipped_note = f" | skipped {len(bad)} non-finite (total {self.skipped_steps})"
+            logging.warning("Skipped %d non-finite update(s) among steps %d-%d (total %d).", len(bad),
+                            fetched[0][0], step, self.skipped_steps)
         now = time.perf_counter()
         steps = step - (self._mark_step if self._mark_step is not None else step)
         step_time = (now - self._mark_time) / steps if steps > 0 and self._mark_time else float("nan")
@@ -88,9 +128,10 @@ class Reporter:
             means["images_per_s"] = self.global_batch_size / step_time
             speed = f"{step_time:.3f} s/step {means['images_per_s']:.0f} img/s"
             eta = format_duration((self.total_steps - step) * step_time)
-        logging.info("step %*d/%d (%5.1f%%) | loss %.4f acc %.3f | lr %.2e gnorm %.3g | %s | ETA %s",
+        logging.info("step %*d/%d (%5.1f%%) | loss %.4f acc %.3f | lr %.2e gnorm %.3g | %s | ETA %s%s",
                      len(str(self.total_steps)), step, self.total_steps, 100.0 * step / self.total_steps,
-                     means["loss"], means["accuracy"], means["learning_rate"], means["grad_norm"], speed, eta)
+                     means["loss"], means["accuracy"], means["learning_rate"], means["grad_norm"], speed, eta,
+                     skipped_note)
         self.write_scalars(step, {f"train/{key}": value for key, value in means.items()})
         self.train_history.append({"step": step, **means})
         return means

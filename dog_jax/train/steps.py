@@ -94,7 +94,8 @@ def _rng_for_step(rng_state: Any, step: jax.Array) -> Any:
 
 
 def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
-                    num_classes: int, mix: MixConfig, compute_dtype: Any, seed: int, mesh: Mesh):
+                    num_classes: int, mix: MixConfig, compute_dtype: Any, seed: int, mesh: Mesh,
+                    skip_nonfinite: bool = False):
     """Returns ``train_step(state, batch, rng_state) -> (state, metrics)``, jitted with explicit shardings.
 
     ``rng_state`` is ``parts.rng_state`` (an argument, not a closure, so that it stays a
@@ -102,7 +103,12 @@ def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedul
     ``batch``: ``{"image": float32 (B, H, W, 3), "label": int32 (B,)}`` sharded over
     ``"data"``; the state is donated. Metrics (replicated float32 scalars): ``loss``
     (mixed-target cross-entropy), ``accuracy`` (top-1 against the un-mixed labels),
-    ``grad_norm`` (before clipping), ``learning_rate`` (used for this update).
+    ``grad_norm`` (before clipping), ``learning_rate`` (used for this update),
+    ``nonfinite`` (1.0 if the loss or any gradient was NaN/inf, else 0.0).
+
+    ``skip_nonfinite``: on a non-finite step keep params, batch statistics and optimizer
+    state unchanged (only ``step`` advances, so the data stream moves on). Decided on the
+    device with ``jnp.where``: no host synchronisation.
     """
     mix_key = jax.random.key(seed)
 
@@ -123,11 +129,18 @@ def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedul
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         new_state = {"step": step + 1, "params": optax.apply_updates(state["params"], updates),
                      "batch_stats": batch_stats, "opt_state": opt_state}
+        grad_norm = optax.tree.norm(grads)  # non-finite iff some gradient is.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if skip_nonfinite:
+            kept = {key: state[key] for key in ("params", "batch_stats", "opt_state")}
+            updated = {key: new_state[key] for key in kept}
+            new_state.update(jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept))
         metrics = {
             "loss": loss,
             "accuracy": jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)),
-            "grad_norm": optax.tree.norm(grads),
+            "grad_norm": grad_norm,
             "learning_rate": jnp.asarray(schedule(step), jnp.float32),
+            "nonfinite": 1.0 - finite.astype(jnp.float32),
         }
         return new_state, metrics
 
