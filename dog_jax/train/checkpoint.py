@@ -64,6 +64,22 @@ def absolute_dir(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
+def remove_unfinished_checkpoints(directory: str) -> None:
+    """Deletes the ``<step>.orbax-checkpoint-tmp-*`` folders a process killed mid-write left behind.
+
+    Done synchronously before the manager opens (process 0 only) rather than with orbax's
+    asynchronous ``cleanup_tmp_directories``, whose background listing raced with directory
+    creation in tests run under ``tfds.testing.mock_data``.
+    """
+    root = epath.Path(directory)
+    if jax.process_index() != 0 or not root.exists():
+        return
+    for path in root.iterdir():
+        if ".orbax-checkpoint-tmp" in path.name:
+            logging.warning("Removing unfinished checkpoint %s (left by an interrupted save).", path)
+            path.rmtree()
+
+
 class Checkpointer:
     """Thin wrapper around ``ocp.CheckpointManager`` with the trainer's policy."""
 
@@ -73,11 +89,10 @@ class Checkpointer:
             checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC], reverse=False, n=1,
                                       keep_checkpoints_without_metrics=False),
         ])
-        # cleanup_tmp_directories: removes what a process killed mid-write left behind.
         self._options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy, enable_async_checkpointing=asynchronous, create=True,
-            cleanup_tmp_directories=True)
+            preservation_policy=policy, enable_async_checkpointing=asynchronous, create=True)
         self.directory = absolute_dir(directory)
+        remove_unfinished_checkpoints(self.directory)
         self._manager = self._open()
 
     def _open(self) -> ocp.CheckpointManager:
