@@ -26,7 +26,7 @@ code; the paper's "Kaiming" baseline most likely is this default; ``init=kaiming
 
 import ml_collections
 
-from dog_jax.train.config import base_config, parse_config_string
+from dog_jax.train.config import apply_demo_recipe, base_config, parse_config_string
 
 _ARGS = {"init": str, "demo": bool, "epochs": float, "kernel": int}
 
@@ -55,21 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def _demo(c: ml_collections.ConfigDict, args: dict) -> None:
     """A ConvMixer-96/4 (patch 4, 7x7 kernels) on the built-in 32 px dataset: minutes on a 2-core CPU."""
-    c.dataset = "dog_jax_demo"
-    c.train_split, c.eval_split = "train", "test"
-    c.image_size = 32
-    c.eval_crop_pct = 1.0
+    apply_demo_recipe(c, epochs=args.get("epochs", 3.0))
     c.model_overrides = ml_collections.ConfigDict(
         {"width": 96, "depth": 4, "kernel_size": args.get("kernel", 7), "patch_size": 4})
-    c.batch_size = 128
-    c.num_epochs = args.get("epochs", 3.0)
     c.optimizer.learning_rate = 0.01
-    c.augment.crop_area_min = 0.35
-    c.augment.rand_augment = "rand-m5-mstd0.5-inc1"
-    c.augment.random_erasing = 0.1
-    c.augment.mixup_alpha = 0.0
-    c.augment.cutmix_alpha = 0.0
-    c.shuffle_buffer = 4096
-    c.cache_data = True
-    c.log_every_steps = 25
-    c.keep_checkpoints = 2

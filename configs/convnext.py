@@ -25,7 +25,7 @@ baseline is ambiguous here (``init=kaiming`` gives He normal on the depthwise ke
 
 import ml_collections
 
-from dog_jax.train.config import base_config, parse_config_string
+from dog_jax.train.config import apply_demo_recipe, base_config, parse_config_string
 
 _ARGS = {"init": str, "model": str, "demo": bool, "epochs": float}
 
@@ -59,21 +59,6 @@ def _demo(c: ml_collections.ConfigDict, args: dict) -> None:
     c.model = args.get("model", "convnext_atto")
     c.model_overrides = ml_collections.ConfigDict(
         {"depths": (1, 1, 2, 1), "dims": (32, 64, 128, 256), "patch_size": 4, "kernel_size": 7})
-    c.dataset = "dog_jax_demo"
-    c.train_split, c.eval_split = "train", "test"
-    c.image_size = 32
-    c.eval_crop_pct = 1.0
-    c.drop_path_rate = 0.0
-    c.batch_size = 128
-    c.num_epochs = args.get("epochs", 3.0)
+    apply_demo_recipe(c, epochs=args.get("epochs", 3.0))
     c.optimizer.learning_rate = 4e-3
     c.optimizer.warmup_epochs = 0.3
-    c.augment.crop_area_min = 0.35
-    c.augment.rand_augment = "rand-m5-mstd0.5-inc1"
-    c.augment.random_erasing = 0.1
-    c.augment.mixup_alpha = 0.0
-    c.augment.cutmix_alpha = 0.0
-    c.shuffle_buffer = 4096
-    c.cache_data = True
-    c.log_every_steps = 25
-    c.keep_checkpoints = 2

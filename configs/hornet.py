@@ -22,7 +22,7 @@ in proportion (20 -> 3.33 epochs). Not implemented: the model EMA of the origina
 
 import ml_collections
 
-from dog_jax.train.config import base_config, parse_config_string
+from dog_jax.train.config import apply_demo_recipe, base_config, parse_config_string
 
 _ARGS = {"init": str, "model": str, "demo": bool, "epochs": float}
 
@@ -55,21 +55,6 @@ def _demo(c: ml_collections.ConfigDict, args: dict) -> None:
     """A 4-stage HorNet, one block per stage, 7x7 gnconv (widths 32-256, patch 4, orders 2-5), 32 px demo data."""
     c.model_overrides = ml_collections.ConfigDict(
         {"depths": (1, 1, 1, 1), "dims": (32, 64, 128, 256), "patch_size": 4, "kernel_size": 7})
-    c.dataset = "dog_jax_demo"
-    c.train_split, c.eval_split = "train", "test"
-    c.image_size = 32
-    c.eval_crop_pct = 1.0
-    c.drop_path_rate = 0.0
-    c.batch_size = 128
-    c.num_epochs = args.get("epochs", 3.0)
+    apply_demo_recipe(c, epochs=args.get("epochs", 3.0))
     c.optimizer.learning_rate = 4e-3
     c.optimizer.warmup_epochs = 0.3
-    c.augment.crop_area_min = 0.35
-    c.augment.rand_augment = "rand-m5-mstd0.5-inc1"
-    c.augment.random_erasing = 0.1
-    c.augment.mixup_alpha = 0.0
-    c.augment.cutmix_alpha = 0.0
-    c.shuffle_buffer = 4096
-    c.cache_data = True
-    c.log_every_steps = 25
-    c.keep_checkpoints = 2

@@ -89,6 +89,28 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def apply_demo_recipe(c: ml_collections.ConfigDict, *, epochs: float = 3.0) -> None:
+    """The data and training settings every ``:demo`` config shares: the built-in 32 px
+    ``dog_jax_demo`` dataset, batch 128, light augmentation (no mixup/CutMix), cached data,
+    frequent logging. Each family config sets its small model and learning rate on top."""
+    c.dataset = "dog_jax_demo"
+    c.train_split, c.eval_split = "train", "test"
+    c.image_size = 32
+    c.eval_crop_pct = 1.0
+    c.drop_path_rate = 0.0
+    c.batch_size = 128
+    c.num_epochs = epochs
+    c.augment.crop_area_min = 0.35
+    c.augment.rand_augment = "rand-m5-mstd0.5-inc1"
+    c.augment.random_erasing = 0.1
+    c.augment.mixup_alpha = 0.0
+    c.augment.cutmix_alpha = 0.0
+    c.shuffle_buffer = 4096
+    c.cache_data = True
+    c.log_every_steps = 25
+    c.keep_checkpoints = 2
+
+
 def parse_config_string(arg: str | None, allowed: dict[str, type]) -> dict[str, object]:
     """Parses ``"key=value,key2=value2,flag"`` (the part after ``:`` in ``--config=file.py:...``).
 
