@@ -53,7 +53,7 @@ def measure(jpegs: list[bytes], *, threads: int, batch_size: int, batches: int, 
     """
     labels = np.arange(len(jpegs), dtype=np.int32) % 1000
     examples = tf.data.Dataset.from_tensor_slices({"image": jpegs, "label": labels})
-    dataset = train_dataset(Source(examples, len(jpegs)), local_batch_size=batch_size, seed=0,
+    dataset = train_dataset([Source(examples, len(jpegs))], shard_indices=[0], shard_batch_size=batch_size, seed=0,
                             augmentation=TrainAugmentation(image_size=224, rand_augment=rand_augment), cache=True)
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads  # overrides the pipeline's default (all cores)

@@ -42,10 +42,10 @@ def test_demo_builder_prepares_without_download(tiny_builder):
 
 
 def _train(builder, start_step=0, seed=0):
-    source = data.local_source(builder, "train[:200]", process_index=0, process_count=1, drop_remainder=True)
+    source = data.local_source(builder, "train[:200]", shard_index=0, shard_count=1, drop_remainder=True)
     augmentation = data.TrainAugmentation(image_size=24, crop_area_range=(0.3, 1.0))
-    return data.train_dataset(source, local_batch_size=40, augmentation=augmentation, seed=seed,
-                              start_step=start_step)
+    return data.train_dataset([source], shard_indices=[0], shard_batch_size=40, augmentation=augmentation,
+                              seed=seed, start_step=start_step)
 
 
 def test_train_stream_is_a_function_of_the_step(tiny_builder):
@@ -58,7 +58,7 @@ def test_train_stream_is_a_function_of_the_step(tiny_builder):
         np.testing.assert_array_equal(resumed["image"], batches[start]["image"])
         np.testing.assert_array_equal(resumed["label"], batches[start]["label"])
     # Shuffle then repeat: the first epoch (5 batches) is a permutation of the 200 examples.
-    source = data.local_source(tiny_builder, "train[:200]", process_index=0, process_count=1, drop_remainder=True)
+    source = data.local_source(tiny_builder, "train[:200]", shard_index=0, shard_count=1, drop_remainder=True)
     source_labels = np.array([ex["label"] for ex in source.dataset.as_numpy_iterator()])
     labels = np.concatenate([b["label"] for b in batches[:5]])
     np.testing.assert_array_equal(np.bincount(labels, minlength=10), np.bincount(source_labels, minlength=10))
@@ -68,11 +68,46 @@ def test_train_stream_is_a_function_of_the_step(tiny_builder):
     assert not np.array_equal(other["label"], batches[0]["label"])
 
 
+def _sharded_batches(builder, shard_indices, *, steps, start_step=0):
+    """This process's batches when it owns the devices ``shard_indices`` of 4 (5 examples per device)."""
+    sources = [data.local_source(builder, "train[:200]", shard_index=d, shard_count=4, drop_remainder=True)
+               for d in shard_indices]
+    stream = data.train_dataset(sources, shard_indices=shard_indices, shard_batch_size=5, seed=3,
+                                start_step=start_step, shuffle_buffer=50,
+                                augmentation=data.TrainAugmentation(image_size=16, rand_augment=""))
+    return [b for _, b in zip(range(steps), stream.as_numpy_iterator())]
+
+
+def test_global_batch_does_not_depend_on_how_devices_are_spread_over_processes(tiny_builder):
+    # 12 steps = 1.2 epochs of a 50-example device shard.
+    one_process = _sharded_batches(tiny_builder, [0, 1, 2, 3], steps=12)
+    two_processes = [_sharded_batches(tiny_builder, blocks, steps=12) for blocks in ([0, 1], [2, 3])]
+    four_processes = [_sharded_batches(tiny_builder, [d], steps=12) for d in range(4)]
+    for step, batch in enumerate(one_process):
+        assert batch["image"].shape == (20, 16, 16, 3)
+        for key in ("image", "label"):
+            np.testing.assert_array_equal(
+                batch[key], np.concatenate([two_processes[0][step][key], two_processes[1][step][key]]))
+            np.testing.assert_array_equal(batch[key], np.concatenate([p[step][key] for p in four_processes]))
+    # Block d of every batch comes from device shard d: an epoch of block d is a permutation of shard d.
+    for d in range(4):
+        shard = data.local_source(tiny_builder, "train[:200]", shard_index=d, shard_count=4, drop_remainder=True)
+        labels = np.concatenate([b["label"][5 * d:5 * d + 5] for b in one_process[:10]])
+        expected = [ex["label"] for ex in shard.dataset.as_numpy_iterator()]
+        np.testing.assert_array_equal(np.sort(labels), np.sort(expected))
+    # Blocks of different shards are not copies of one another (each shard has its own order and seeds).
+    assert not np.array_equal(one_process[0]["image"][:5], one_process[0]["image"][5:10])
+    # Resuming with several local shards continues every shard where it was.
+    resumed = _sharded_batches(tiny_builder, [2, 3], steps=2, start_step=10)
+    for offset in range(2):
+        np.testing.assert_array_equal(resumed[offset]["image"], one_process[10 + offset]["image"][10:])
+
+
 def test_processes_read_disjoint_shards(tiny_builder):
     counts = []
     labels = []
     for index in range(2):
-        source = data.local_source(tiny_builder, "test", process_index=index, process_count=2, drop_remainder=False)
+        source = data.local_source(tiny_builder, "test", shard_index=index, shard_count=2, drop_remainder=False)
         counts.append(source.num_examples)
         labels.append([ex["image"] for ex in source.dataset.as_numpy_iterator()])
     assert counts == [150, 150]
@@ -80,7 +115,7 @@ def test_processes_read_disjoint_shards(tiny_builder):
 
 
 def test_eval_stream_covers_every_example_once_with_padding(tiny_builder):
-    source = data.local_source(tiny_builder, "test", process_index=0, process_count=1, drop_remainder=False)
+    source = data.local_source(tiny_builder, "test", shard_index=0, shard_count=1, drop_remainder=False)
     num_batches = data.eval_num_batches(300, 1, 128)
     assert num_batches == 3
     batches = list(data.eval_dataset(source, local_batch_size=128, num_batches=num_batches, image_size=32,
@@ -118,9 +153,9 @@ def test_image_folder_source(tmp_path):
                 tf.io.write_file(str(tmp_path / split / label / f"{i}.jpg"), tf.io.encode_jpeg(image))
     builder = data.get_builder(f"folder:{tmp_path}")
     assert data.num_classes(builder) == 2 and data.split_size(builder, "train") == 12
-    source = data.local_source(builder, "train", process_index=1, process_count=2, drop_remainder=True)
+    source = data.local_source(builder, "train", shard_index=1, shard_count=2, drop_remainder=True)
     assert source.num_examples == 6 and len(list(source.dataset)) == 6
-    batch = next(data.train_dataset(source, local_batch_size=4, seed=0,
+    batch = next(data.train_dataset([source], shard_indices=[1], shard_batch_size=4, seed=0,
                                     augmentation=data.TrainAugmentation(image_size=16)).as_numpy_iterator())
     assert batch["image"].shape == (4, 16, 16, 3)
     with pytest.raises(data.DatasetError, match="does not exist"):

@@ -120,6 +120,8 @@ def test_nonfinite_policy(data_dir, tmp_path, policy):
     ({"dog.gamma_range": (0.5, 1.5)}, "must satisfy 0 <= low < high <= 1"),
     ({"dog.gamma_range": (0.4, 0.2)}, "must satisfy 0 <= low < high <= 1"),
     ({"nonfinite_policy": "ignore"}, "use one of stop, skip"),
+    ({"data_shards": -1}, "config.data_shards=-1 must be an int >= 0 (0 = one per device)"),
+    ({"data_shards": 3}, "is not divisible by config.data_shards=3; use a divisor of the batch size"),
 ])
 def test_impossible_values_are_one_line(data_dir, change, expected):
     c = small(data_dir, 2)

@@ -1,7 +1,7 @@
 """Two processes x two simulated CPU devices, coordinated by ``jax.distributed.initialize`` on
 localhost (gloo CPU collectives): disjoint data shards, identical metrics on both processes, a
 stop requested on one process only is agreed by both, the checkpoint is written once and both
-processes restore it.
+processes restore it, and the losses equal those of one process with four devices.
 """
 
 import json
@@ -11,20 +11,25 @@ import subprocess
 import sys
 import textwrap
 
+import types
+
 import numpy as np
+import pytest
 
 from dog_jax import data
-from tests.test_train import ROOT
+from dog_jax.train import ConfigError, sharding, validate
+from tests.test_train import ROOT, tiny_config
 
 _WORKER = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {root!r})
     import jax
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize("localhost:{port}", num_processes=2, process_id={process})
+    if {processes} > 1:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize("localhost:{port}", num_processes={processes}, process_id={process})
     from tests.test_train import tiny_config
     from dog_jax.train import train_and_evaluate
-    assert jax.process_count() == 2 and jax.device_count() == 4 and jax.local_device_count() == 2
+    assert jax.process_count() == {processes} and jax.device_count() == 4
     config = tiny_config({data_dir!r}, num_train_steps=4, eval_every_steps=4, checkpoint_every_steps=4)
     stop = (lambda step: step == {stop_at}) if {stop_at} else None
     summary = train_and_evaluate(config, {workdir!r}, stop_requested=stop)
@@ -39,16 +44,18 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _run_pair(data_dir, workdir, stop_at_process0):
+def _run_processes(data_dir, workdir, stop_at_process0, processes=2):
+    """Trains with ``processes`` processes sharing 4 CPU devices; returns each one's summary."""
     port = _free_port()
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // processes}")
     # Output to files, not pipes: a process blocked on a full pipe would hang the other in a collective.
-    logs = [open(os.path.join(workdir + f".process{process}.log"), "w+") for process in (0, 1)]
+    logs = [open(os.path.join(workdir + f".process{process}.log"), "w+") for process in range(processes)]
     procs = [subprocess.Popen(
-        [sys.executable, "-c", _WORKER.format(root=ROOT, port=port, process=process, data_dir=data_dir,
-                                              workdir=workdir, stop_at=stop_at_process0 if process == 0 else 0)],
-        env=env, cwd=ROOT, stdout=logs[process], stderr=subprocess.STDOUT, text=True) for process in (0, 1)]
+        [sys.executable, "-c", _WORKER.format(root=ROOT, port=port, process=process, processes=processes,
+                                              data_dir=data_dir, workdir=workdir,
+                                              stop_at=stop_at_process0 if process == 0 else 0)],
+        env=env, cwd=ROOT, stdout=logs[process], stderr=subprocess.STDOUT, text=True) for process in range(processes)]
     summaries = []
     try:
         for proc in procs:
@@ -73,11 +80,29 @@ def _metrics(summary):
     return [{key: h[key] for key in keys} for h in summary["train_history"]]
 
 
+def _mesh_of_processes(owners):
+    """A stand-in mesh: only ``devices[i].process_index`` is read (this process is 0)."""
+    return types.SimpleNamespace(devices=np.array([types.SimpleNamespace(process_index=p) for p in owners]))
+
+
+def test_process_reads_the_data_shards_of_its_own_devices(tmp_path):
+    two_by_two = _mesh_of_processes([0, 0, 1, 1])
+    assert sharding.process_data_shards(two_by_two, 4) == [0, 1]  # one per device
+    assert sharding.process_data_shards(two_by_two, 2) == [0]
+    assert sharding.process_data_shards(two_by_two, 8) == [0, 1, 2, 3]  # two per device
+    assert sharding.process_data_shards(_mesh_of_processes([0, 1, 0, 1]), 4) == [0, 2]  # mesh order, not ids
+    assert sharding.process_data_shards(_mesh_of_processes([0] * 8), 2) == [0, 1]  # a shard over 4 devices
+    with pytest.raises(ValueError, match="Data shard 0 of 1 would be split over processes \\[0, 1\\]"):
+        sharding.process_data_shards(two_by_two, 1)
+    with pytest.raises(ConfigError, match="config.data_shards=3 is not a multiple of the 2 processes"):
+        validate(tiny_config(str(tmp_path), data_shards=3, batch_size=12), device_count=4, process_count=2)
+
+
 def test_two_processes_train_stop_together_and_share_one_checkpoint(tmp_path):
     data_dir = str(tmp_path / "tfds")
     builder = data.get_builder("dog_jax_demo/tiny", data_dir)
     # Each process reads a disjoint shard of the training split, together all of it.
-    shards = [data.local_source(builder, "train", process_index=p, process_count=2, drop_remainder=True)
+    shards = [data.local_source(builder, "train", shard_index=p, shard_count=2, drop_remainder=True)
               for p in (0, 1)]
     images = [{example["image"] for example in shard.dataset.as_numpy_iterator()} for shard in shards]
     assert shards[0].num_examples == shards[1].num_examples == len(images[0]) == len(images[1])
@@ -85,16 +110,30 @@ def test_two_processes_train_stop_together_and_share_one_checkpoint(tmp_path):
 
     workdir = str(tmp_path / "run")
     # Only process 0 is asked to stop (as when one host gets the SIGTERM first): both stop at step 2.
-    first = _run_pair(data_dir, workdir, stop_at_process0=2)
+    first = _run_processes(data_dir, workdir, stop_at_process0=2)
     assert [s["final_step"] for s in first] == [2, 2] and all(s["interrupted"] for s in first)
     assert _metrics(first[0]) == _metrics(first[1])
     assert sorted(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit()) == [2]
     assert not [n for n in os.listdir(os.path.join(workdir, "checkpoints")) if "tmp" in n]
 
-    second = _run_pair(data_dir, workdir, stop_at_process0=0)
+    second = _run_processes(data_dir, workdir, stop_at_process0=0)
     assert [(s["start_step"], s["final_step"]) for s in second] == [(2, 4), (2, 4)]
     assert _metrics(second[0]) == _metrics(second[1])
     evals = [{k: v for k, v in s["final_eval"].items() if k != "eval_time_s"} for s in second]
     assert evals[0] == evals[1] and evals[0]["eval_examples"] == 300
     losses = [h["loss"] for h in first[0]["train_history"] + second[0]["train_history"]]
     assert len(losses) == 4 and np.all(np.isfinite(losses))
+
+    # One process driving all four devices, uninterrupted, trains on the same global batches
+    # (bitwise: tests/test_data_pipeline.py). Only the order in which the gradient all-reduce
+    # adds the devices' parts differs (in-process vs gloo across processes), which moves
+    # float32 results by an ulp or so.
+    (single,) = _run_processes(data_dir, str(tmp_path / "single"), stop_at_process0=0, processes=1)
+    two = _metrics(first[0]) + _metrics(second[0])
+    for key in ("step", "accuracy", "learning_rate", "skipped"):
+        assert [h[key] for h in _metrics(single)] == [h[key] for h in two]
+    for key in ("loss", "grad_norm"):
+        np.testing.assert_allclose([h[key] for h in _metrics(single)], [h[key] for h in two], rtol=2e-6)
+    single_eval = {k: v for k, v in single["final_eval"].items() if k != "eval_time_s"}
+    np.testing.assert_allclose([single_eval[k] for k in sorted(single_eval)],
+                               [evals[0][k] for k in sorted(single_eval)], rtol=1e-6)

@@ -58,15 +58,17 @@ _SUBPROCESS_RUN = textwrap.dedent("""
     from dog_jax.train import train_and_evaluate
     import jax
     assert jax.device_count() == 8, jax.devices()
-    summary = train_and_evaluate(tiny_config({data_dir!r}), {workdir!r}, stop_requested=lambda step: step == 3)
+    summary = train_and_evaluate(tiny_config({data_dir!r}, data_shards=8), {workdir!r},
+                                 stop_requested=lambda step: step == 3)
     print("SUMMARY" + json.dumps(summary["train_history"]))
 """)
 
 
 def test_resume_and_device_count(tiny_data_dir, tmp_path):
-    """8 simulated devices and this process's devices give the same losses; a run stopped at
-    step 3 on 8 devices resumes here (other device count) at step 3 with the same lr and losses."""
-    reference = train_and_evaluate(tiny_config(tiny_data_dir), str(tmp_path / "reference"))
+    """With config.data_shards fixed, 8 simulated devices and this process's devices give the same
+    losses; a run stopped at step 3 on 8 devices resumes here (other device count) at step 3 with
+    the same lr and losses."""
+    reference = train_and_evaluate(tiny_config(tiny_data_dir, data_shards=8), str(tmp_path / "reference"))
     assert reference["final_step"] == 6 and not reference["interrupted"]
     expected = _losses(reference)
     assert sorted(expected) == [1, 2, 3, 4, 5, 6]
@@ -82,7 +84,7 @@ def test_resume_and_device_count(tiny_data_dir, tmp_path):
     for step in (1, 2, 3):
         np.testing.assert_allclose(eight[step], expected[step], rtol=2e-4, err_msg=f"step {step}")
 
-    resumed = train_and_evaluate(tiny_config(tiny_data_dir), workdir)
+    resumed = train_and_evaluate(tiny_config(tiny_data_dir, data_shards=8), workdir)
     assert resumed["start_step"] == 3 and resumed["final_step"] == 6
     got = _losses(resumed)
     assert sorted(got) == [4, 5, 6]

@@ -1,17 +1,23 @@
 """tf.data training and evaluation pipelines, deterministic and restorable by step.
 
-Train stream (per process)::
+Train stream: the training split is cut into ``D`` equal *data shards* (``config.data_shards``,
+default one per device); shard ``d`` feeds block ``d`` of every global batch, which lands on
+the device(s) at the matching position of the mesh. Each shard is its own stream::
 
-    shard -> [cache] -> for epoch e: shuffle(seed = f(seed, e)) -> enumerate
-          -> skip to the resume position -> decode+random crop -> flip -> RandAugment
-          -> normalise -> random erasing -> batch(local batch) -> prefetch
+    shard d -> [cache] -> for epoch e: shuffle(seed = f(seed, d, e)) -> enumerate
+            -> skip to the resume position -> (d, position, example)
 
-* Shuffle *then* repeat: every example is seen once per epoch before the next begins.
-* The epoch's order depends only on (seed, epoch), and each example's augmentation only on
-  (seed, process, position in the stream), so the batch of step ``s`` is a pure function
-  of (config, s). Resuming at step ``s`` rebuilds the stream at epoch
-  ``s * local_batch // n_local`` and skips only the rest of that epoch's *encoded*
-  records (no decoding), which is what issue 7's bit-exact resume needs.
+A process reads only the shards of its own devices and interleaves them block by block
+(``shard_batch_size`` examples from each, in shard order), then decodes + random-crops,
+flips, applies RandAugment, normalises, random-erases and batches.
+
+* Shuffle *then* repeat: every example of a shard is seen once per epoch before the next.
+* A shard's order depends only on (seed, d, epoch), and each example's augmentation only on
+  (seed, d, position in the shard's stream), so the global batch of step ``s`` is a pure
+  function of (config, D, s) -- the same whether the devices belong to one process or to
+  several (2 processes x 2 devices train on exactly the batches of 1 x 4). Resuming at step
+  ``s`` rebuilds every shard at epoch ``s * shard_batch_size // n_shard`` and skips only the
+  rest of that epoch's *encoded* records (no decoding).
 
 Eval stream: centre crop, every example of the process's shard exactly once; the last
 batch is padded with ``mask == 0`` examples, and all processes run the same number of
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Sequence
 
 import tensorflow as tf
 
@@ -52,50 +59,76 @@ def _tf_options() -> tf.data.Options:
     return options
 
 
-def _example_seed(seed: int, process_index: int, position: tf.Tensor) -> tf.Tensor:
-    """(2,) int64 stateless seed of the example at ``position`` of this process's stream."""
-    base = tf.constant([seed, 7919 * process_index + 1], tf.int64)
+def _example_seed(seed: int, shard: tf.Tensor, position: tf.Tensor) -> tf.Tensor:
+    """(2,) int64 stateless seed of the example at ``position`` of data shard ``shard``."""
+    base = tf.stack([tf.constant(seed, tf.int64), 7919 * tf.cast(shard, tf.int64) + 1])
     return tf.random.experimental.stateless_fold_in(base, position)
 
 
-def train_dataset(source: Source, *, local_batch_size: int, augmentation: TrainAugmentation, seed: int,
-                  start_step: int = 0, process_index: int = 0, shuffle_buffer: int = 16_384,
-                  cache: bool = False) -> tf.data.Dataset:
-    """Infinite stream of augmented training batches for this process.
-
-    Args:
-      source: this process's encoded examples.
-      local_batch_size: examples per batch on this process (global batch / processes).
-      augmentation: per-example augmentation.
-      seed: run seed; the same seed gives the same batches.
-      start_step: first step to produce (resume): batches ``start_step, start_step + 1, ...``.
-      process_index: this process, mixed into the augmentation seeds.
-      shuffle_buffer: examples in the shuffle buffer (capped at the shard size).
-      cache: keep the encoded shard in memory after the first epoch (small datasets).
-
-    Returns:
-      Dataset of ``{'image': float32 (B, S, S, 3) normalised, 'label': int32 (B,)}``.
-    """
-    if source.num_examples < local_batch_size:
-        raise ValueError(f"The training shard has {source.num_examples} examples, fewer than the per-process "
-                         f"batch of {local_batch_size}; lower config.batch_size or use more data.")
-    spec = randaugment.parse_rand_augment(augmentation.rand_augment) if augmentation.rand_augment else None
+def _shard_stream(source: Source, shard: int, *, shard_batch_size: int, seed: int, start_step: int,
+                  shuffle_buffer: int, cache: bool) -> tf.data.Dataset:
+    """Infinite ``(shard, position, encoded example)`` stream of one data shard from ``start_step``."""
     examples = source.dataset.cache() if cache else source.dataset
-    n_local = source.num_examples
-    start_position = start_step * local_batch_size
-    start_epoch = start_position // n_local
-    buffer = min(shuffle_buffer, n_local)
+    n_shard = source.num_examples
+    start_position = start_step * shard_batch_size
+    start_epoch = start_position // n_shard
+    buffer = min(shuffle_buffer, n_shard)
+    # Shard 0 keeps the seeds of the single-device stream, so one-device runs are unchanged.
+    seed_base = tf.constant(seed, tf.int64) * 1_000_003 + tf.constant(shard, tf.int64) * 2**40
 
     def epoch_stream(epoch):
-        shuffled = examples.shuffle(buffer, seed=tf.cast(seed, tf.int64) * 1_000_003 + epoch,
-                                    reshuffle_each_iteration=False)
-        return shuffled.enumerate().map(lambda index, ex: (epoch * n_local + index, ex))
+        shuffled = examples.shuffle(buffer, seed=seed_base + epoch, reshuffle_each_iteration=False)
+        return shuffled.enumerate().map(lambda index, ex: (epoch * n_shard + index, ex))
 
     stream = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_stream)
-    stream = stream.skip(start_position - start_epoch * n_local)
+    stream = stream.skip(start_position - start_epoch * n_shard)
+    return stream.map(lambda position, ex: (tf.constant(shard, tf.int64), position, ex))
 
-    def preprocess(position, example):
-        seeds = tf.random.experimental.stateless_split(_example_seed(seed, process_index, position), 4)
+
+def train_dataset(sources: Sequence[Source], *, shard_indices: Sequence[int], shard_batch_size: int,
+                  augmentation: TrainAugmentation, seed: int, start_step: int = 0, shuffle_buffer: int = 16_384,
+                  cache: bool = False) -> tf.data.Dataset:
+    """Infinite stream of this process's part of every global training batch.
+
+    Args:
+      sources: the encoded examples of this process's data shards (equal sizes), in the
+        order of ``shard_indices``.
+      shard_indices: the global index of each shard (``sharding.process_data_shards``),
+        ascending.
+      shard_batch_size: examples per shard per step (global batch / number of shards).
+      augmentation: per-example augmentation.
+      seed: run seed; the same seed and number of shards give the same global batches.
+      start_step: first step to produce (resume): batches ``start_step, start_step + 1, ...``.
+      shuffle_buffer: examples in each shard's shuffle buffer (capped at the shard size).
+      cache: keep the encoded shards in memory after their first epoch (small datasets).
+
+    Returns:
+      Dataset of ``{'image': float32 (B, S, S, 3) normalised, 'label': int32 (B,)}`` with
+      ``B = len(sources) * shard_batch_size``: ``shard_batch_size`` rows from each shard, in
+      the order of ``shard_indices`` (what ``jax.make_array_from_process_local_data`` expects).
+    """
+    if len(sources) != len(shard_indices) or not sources:
+        raise ValueError(f"train_dataset needs one source per shard index; got {len(sources)} sources for "
+                         f"shard indices {list(shard_indices)}.")
+    sizes = {source.num_examples for source in sources}
+    if len(sizes) != 1:
+        raise ValueError(f"The training shards differ in size ({sorted(sizes)}); read them with "
+                         "local_source(..., drop_remainder=True).")
+    if sizes.pop() < shard_batch_size:
+        raise ValueError(f"Each device's training shard has {sources[0].num_examples} examples, fewer than the "
+                         f"per-device batch of {shard_batch_size}; lower config.batch_size or use more data.")
+    spec = randaugment.parse_rand_augment(augmentation.rand_augment) if augmentation.rand_augment else None
+    streams = [_shard_stream(source, shard, shard_batch_size=shard_batch_size, seed=seed, start_step=start_step,
+                             shuffle_buffer=shuffle_buffer, cache=cache)
+               for source, shard in zip(sources, shard_indices)]
+    if len(streams) == 1:
+        stream = streams[0]
+    else:  # shard_batch_size examples from each local shard in turn.
+        choice = tf.data.Dataset.range(len(streams) * shard_batch_size).map(lambda i: i // shard_batch_size)
+        stream = tf.data.Dataset.choose_from_datasets(streams, choice.repeat())
+
+    def preprocess(shard, position, example):
+        seeds = tf.random.experimental.stateless_split(_example_seed(seed, shard, position), 4)
         image = augment.decode_and_random_crop(example["image"], seeds[0], augmentation.image_size,
                                                area_range=augmentation.crop_area_range,
                                                ratio_range=augmentation.crop_ratio_range)
@@ -109,7 +142,7 @@ def train_dataset(source: Source, *, local_batch_size: int, augmentation: TrainA
         return {"image": image, "label": example["label"]}
 
     stream = stream.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    stream = stream.batch(local_batch_size, drop_remainder=True)
+    stream = stream.batch(len(streams) * shard_batch_size, drop_remainder=True)
     return stream.prefetch(tf.data.AUTOTUNE).with_options(_tf_options())
 
 

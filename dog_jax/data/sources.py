@@ -159,30 +159,32 @@ class Source:
     num_examples: int
 
 
-def local_source(builder: tfds.core.DatasetBuilder, split: str, *, process_index: int, process_count: int,
+def local_source(builder: tfds.core.DatasetBuilder, split: str, *, shard_index: int, shard_count: int,
                  drop_remainder: bool) -> Source:
-    """Reads this process's shard of ``split`` without decoding images.
+    """Reads shard ``shard_index`` of ``shard_count`` equal parts of ``split``, without decoding images.
 
-    tfds datasets use ``tfds.split_for_jax_process`` (each process reads only its files);
-    image folders, which have no sub-split support, use ``Dataset.shard``. With
-    ``drop_remainder`` all processes get the same number of examples; without it the
-    first ``total % process_count`` processes get one more.
+    Evaluation reads one shard per process; training reads ``config.data_shards`` of them
+    (default one per device; see ``pipeline.train_dataset``). tfds datasets use ``tfds.split_for_jax_process`` (a shard
+    reads only its part of the files); image folders, which have no sub-split support, use
+    ``Dataset.shard``. With ``drop_remainder`` all shards get the same number of examples;
+    without it the first ``total % shard_count`` shards get one more.
     """
     total = split_size(builder, split)
-    if total < process_count:
+    if total < shard_count:
         raise DatasetError(f"Split {split!r} of {builder.name} has {total} examples, fewer than the "
-                           f"{process_count} processes; use a larger split.")
+                           f"{shard_count} shards it is split into (one per process for evaluation, "
+                           "config.data_shards for training); use a larger split.")
     decoders = {"image": tfds.decode.SkipDecoding()}
     read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=16)
     if isinstance(builder, tfds.folder_dataset.ImageFolder):
         dataset = builder.as_dataset(split=split, decoders=decoders, shuffle_files=False)
-        dataset = dataset.shard(process_count, process_index)
-        count = total // process_count + (process_index < total % process_count)
+        dataset = dataset.shard(shard_count, shard_index)
+        count = total // shard_count + (shard_index < total % shard_count)
         if drop_remainder:
-            count = total // process_count
+            count = total // shard_count
             dataset = dataset.take(count)
     else:
-        subsplit = tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count,
+        subsplit = tfds.split_for_jax_process(split, process_index=shard_index, process_count=shard_count,
                                               drop_remainder=drop_remainder)
         dataset = builder.as_dataset(split=subsplit, decoders=decoders, shuffle_files=False,
                                      read_config=read_config)

@@ -27,7 +27,13 @@ is locked by ``ml_collections``):
 ``eval_every_steps``              0 = once per epoch
 ``checkpoint_every_steps``        0 = once per epoch; always at the end
 ``keep_checkpoints``              last K kept (plus the best by eval top-1)
-``shuffle_buffer`` / ``cache_data``  tf.data shuffle buffer; cache the encoded shard in RAM
+``data_shards``                   training split cut into this many shards, each feeding its
+                                  own block of every global batch; 0 = one per device. Fix it
+                                  (e.g. 8) to keep the data order when the device count changes;
+                                  it must divide batch_size and be a multiple of the processes
+``shuffle_buffer`` / ``cache_data``  shuffle buffer in examples over all shards (each buffers
+                                  ``shuffle_buffer / data_shards``); cache the encoded training
+                                  shards in RAM
 ``nonfinite_policy``               NaN/inf loss or gradient: "stop" (error naming the step)
                                   or "skip" (leave the state unchanged, count the step)
 ``seed``                          model init, data order, augmentation, mixing, drop path
@@ -65,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_split = "validation"
     c.image_size = 224
     c.eval_crop_pct = 0.875
+    c.data_shards = 0
     c.shuffle_buffer = 16_384
     c.cache_data = False
 
@@ -173,6 +180,15 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
              f"--config.batch_size={max(1, config.batch_size // device_count) * device_count}.")
     _require(config.batch_size % process_count == 0,
              f"config.batch_size={config.batch_size} is not divisible by the {process_count} processes.")
+    _require(isinstance(config.data_shards, int) and config.data_shards >= 0,
+             f"config.data_shards={config.data_shards!r} must be an int >= 0 (0 = one per device).")
+    if config.data_shards:
+        _require(config.batch_size % config.data_shards == 0,
+                 f"config.batch_size={config.batch_size} is not divisible by config.data_shards={config.data_shards}; "
+                 "use a divisor of the batch size, or 0 for one shard per device.")
+        _require(config.data_shards % process_count == 0,
+                 f"config.data_shards={config.data_shards} is not a multiple of the {process_count} processes; "
+                 "use a multiple, or 0 for one shard per device.")
     _require(config.num_train_steps > 0 or config.num_epochs > 0,
              "Set config.num_epochs > 0 or config.num_train_steps > 0.")
     _require(isinstance(config.image_size, int) and config.image_size >= 8,

@@ -182,15 +182,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     eval_step = steps.make_eval_step(parts, compute_dtype=compute_dtype, mesh=mesh)
 
     process, processes = jax.process_index(), jax.process_count()
-    train_source = data.local_source(builder, config.train_split, process_index=process, process_count=processes,
-                                     drop_remainder=True)
+    shard_count = config.data_shards or mesh.size  # default: one data shard per device
+    shards = sharding.process_data_shards(mesh, shard_count)
+    logging.info("Training data: %d shards of %d examples, %d read by this process", shard_count,
+                 plan.train_examples // shard_count, len(shards))
+    train_sources = [data.local_source(builder, config.train_split, shard_index=shard, shard_count=shard_count,
+                                       drop_remainder=True) for shard in shards]
     augmentation = data.TrainAugmentation(
         image_size=config.image_size, crop_area_range=(config.augment.crop_area_min, 1.0), flip=config.augment.flip,
         rand_augment=config.augment.rand_augment, random_erasing=config.augment.random_erasing)
-    train_ds = data.train_dataset(train_source, local_batch_size=plan.local_batch_size, augmentation=augmentation,
-                                  seed=config.seed, start_step=start_step, process_index=process,
-                                  shuffle_buffer=config.shuffle_buffer, cache=config.cache_data)
-    eval_source = data.local_source(builder, config.eval_split, process_index=process, process_count=processes,
+    train_ds = data.train_dataset(train_sources, shard_indices=shards,
+                                  shard_batch_size=config.batch_size // shard_count, augmentation=augmentation,
+                                  seed=config.seed, start_step=start_step,
+                                  shuffle_buffer=-(-config.shuffle_buffer // shard_count), cache=config.cache_data)
+    eval_source = data.local_source(builder, config.eval_split, shard_index=process, shard_count=processes,
                                     drop_remainder=False)
     eval_ds = data.eval_dataset(
         eval_source, local_batch_size=plan.local_batch_size, image_size=config.image_size,

@@ -47,6 +47,33 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+def process_data_shards(mesh: Mesh, shard_count: int) -> list[int]:
+    """The data shards whose examples this process supplies, ascending.
+
+    The global batch is cut into ``shard_count`` equal blocks and block ``s`` is always read
+    from data shard ``s``; block ``s`` lands on the device(s) at positions
+    ``s * D // shard_count ... ((s + 1) * D - 1) // shard_count`` of the ``"data"`` axis
+    (``D = mesh.size``). A process reads the shards that land on its devices, so a global
+    batch depends only on ``shard_count``, not on how the devices are spread over
+    processes, and not on ``D`` either when ``shard_count`` is fixed.
+
+    Raises:
+      ValueError: a shard would land on devices of two processes (``shard_count`` must be a
+        multiple of the process count).
+    """
+    devices = list(mesh.devices.flat)
+    mine = []
+    for shard in range(shard_count):
+        first, last = shard * len(devices) // shard_count, ((shard + 1) * len(devices) - 1) // shard_count
+        owners = {devices[d].process_index for d in range(first, last + 1)}
+        if len(owners) > 1:
+            raise ValueError(f"Data shard {shard} of {shard_count} would be split over processes {sorted(owners)}; "
+                             f"use a multiple of the {jax.process_count()} processes for config.data_shards.")
+        if owners == {jax.process_index()}:
+            mine.append(shard)
+    return mine
+
+
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Assembles each process's host batch into one global, batch-sharded ``jax.Array``.
 
