@@ -11,6 +11,7 @@ Usage::
 
     python benchmarks/input_pipeline.py                    # all cores this process may use
     python benchmarks/input_pipeline.py --threads=1 --batches=20
+    python benchmarks/input_pipeline.py --threads=2 --shards 1 8   # one shard vs 8 interleaved
 
 Prints one line per thread count: images/s (wall clock) and images per CPU-second, i.e. the
 throughput of one fully used core, which is the number to compare across machines.
@@ -45,16 +46,21 @@ def generate_jpegs(count: int, seed: int = 0) -> list[bytes]:
 
 
 def measure(jpegs: list[bytes], *, threads: int, batch_size: int, batches: int, warmup: int,
-            rand_augment: str = "rand-m9-mstd0.5-inc1") -> tuple[float, float]:
+            rand_augment: str = "rand-m9-mstd0.5-inc1", shards: int = 1) -> tuple[float, float]:
     """(images per wall-clock second, images per CPU-second) with ``threads`` tf.data threads.
 
     Images per CPU-second (process CPU time over all threads) is the per-core throughput and
     stays meaningful on a shared machine, where wall-clock rates depend on the other load.
+    ``shards`` > 1 reads the examples as that many data shards interleaved into one batch, as
+    one process feeding that many devices does (``config.data_shards``).
     """
     labels = np.arange(len(jpegs), dtype=np.int32) % 1000
     examples = tf.data.Dataset.from_tensor_slices({"image": jpegs, "label": labels})
-    dataset = train_dataset([Source(examples, len(jpegs))], shard_indices=[0], shard_batch_size=batch_size, seed=0,
-                            augmentation=TrainAugmentation(image_size=224, rand_augment=rand_augment), cache=True)
+    per_shard = len(jpegs) // shards
+    sources = [Source(examples.shard(shards, index).take(per_shard), per_shard) for index in range(shards)]
+    dataset = train_dataset(sources, shard_indices=list(range(shards)), shard_batch_size=batch_size // shards,
+                            seed=0, augmentation=TrainAugmentation(image_size=224, rand_augment=rand_augment),
+                            cache=True)
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads  # overrides the pipeline's default (all cores)
     iterator = iter(dataset.with_options(options))
@@ -77,6 +83,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=16, help="timed batches")
     parser.add_argument("--warmup", type=int, default=4, help="untimed batches first")
     parser.add_argument("--rand_augment", default="rand-m9-mstd0.5-inc1", help="timm RandAugment string; '' = off")
+    parser.add_argument("--shards", type=int, nargs="*", default=[1],
+                        help="data shards read by this process (one per local device by default in training), "
+                             "e.g. --shards 1 8 to compare; must divide --batch_size")
     args = parser.parse_args()
 
     jpegs = generate_jpegs(args.images)
@@ -84,9 +93,11 @@ def main() -> None:
     print(f"{len(jpegs)} JPEGs, mean {kilobytes:.0f} KB; {available} cores available; batch {args.batch_size}; "
           f"RandAugment {args.rand_augment or 'off'}")
     for threads in args.threads:
-        wall, per_cpu = measure(jpegs, threads=threads, batch_size=args.batch_size, batches=args.batches,
-                                warmup=args.warmup, rand_augment=args.rand_augment)
-        print(f"threads {threads:3d} | {wall:8.1f} img/s wall-clock | {per_cpu:7.1f} img per CPU-second (per core)")
+        for shards in args.shards:
+            wall, per_cpu = measure(jpegs, threads=threads, batch_size=args.batch_size, batches=args.batches,
+                                    warmup=args.warmup, rand_augment=args.rand_augment, shards=shards)
+            print(f"threads {threads:3d} shards {shards:2d} | {wall:8.1f} img/s wall-clock | "
+                  f"{per_cpu:7.1f} img per CPU-second (per core)")
 
 
 if __name__ == "__main__":
