@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Sequence
 
 import tensorflow as tf
@@ -48,6 +49,15 @@ class TrainAugmentation:
     random_erasing: float = 0.25                         # [reprob], mode 'pixel', count 1
 
 
+# Batches buffered on the host ahead of the training step.
+PREFETCH_BATCHES = 2
+
+
+def _parallel_calls() -> int:
+    """Examples decoded/augmented at once: one per core this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _tf_options() -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = True
@@ -56,6 +66,12 @@ def _tf_options() -> tf.data.Options:
     # better than intra-op threads for small per-image kernels.
     options.threading.max_intra_op_parallelism = 1
     options.experimental_optimization.map_parallelization = True
+    # Fixed widths instead of AUTOTUNE: destroying an iterator waits for tf.data's autotuning
+    # thread to finish its current round, which kept every train.py run alive 4-5 s after
+    # its last step (measured, TF 2.21; up to a minute in long runs). The map already uses
+    # every core, so autotuning had nothing to gain (benchmarks/input_pipeline.py: same
+    # images per CPU-second with and without it).
+    options.autotune.enabled = False
     return options
 
 
@@ -141,9 +157,9 @@ def train_dataset(sources: Sequence[Source], *, shard_indices: Sequence[int], sh
             image = augment.random_erasing(image, seeds[3], probability=augmentation.random_erasing)
         return {"image": image, "label": example["label"]}
 
-    stream = stream.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    stream = stream.map(preprocess, num_parallel_calls=_parallel_calls(), deterministic=True)
     stream = stream.batch(len(streams) * shard_batch_size, drop_remainder=True)
-    return stream.prefetch(tf.data.AUTOTUNE).with_options(_tf_options())
+    return stream.prefetch(PREFETCH_BATCHES).with_options(_tf_options())
 
 
 def eval_num_batches(total_examples: int, process_count: int, local_batch_size: int) -> int:
@@ -164,7 +180,7 @@ def eval_dataset(source: Source, *, local_batch_size: int, num_batches: int, ima
         image = augment.normalize(augment.decode_and_center_crop(example["image"], image_size, crop_pct))
         return {"image": image, "label": example["label"], "mask": tf.constant(1.0, tf.float32)}
 
-    stream = source.dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    stream = source.dataset.map(preprocess, num_parallel_calls=_parallel_calls(), deterministic=True)
     if cache:
         stream = stream.cache()
     padding = tf.data.Dataset.from_tensors({
@@ -174,4 +190,4 @@ def eval_dataset(source: Source, *, local_batch_size: int, num_batches: int, ima
     }).repeat()
     stream = stream.concatenate(padding).take(num_batches * local_batch_size)
     stream = stream.batch(local_batch_size, drop_remainder=True)
-    return stream.prefetch(tf.data.AUTOTUNE).with_options(_tf_options())
+    return stream.prefetch(PREFETCH_BATCHES).with_options(_tf_options())

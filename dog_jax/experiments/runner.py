@@ -51,8 +51,9 @@ def subprocess_train(train_script: str | os.PathLike, echo: Callable[[str], None
 
     ``exit_grace_s``: after the trainer has logged its final ``Done:`` line (summary and
     checkpoints are written and closed by then), the process gets this long to exit before it
-    is terminated. Measured here: train.py could take ~1 min to exit after finishing (background
-    threads at interpreter shutdown), a minute lost per run of a sweep.
+    is terminated. A safety net: train.py used to take up to ~1 min to exit after finishing
+    (tf.data's autotuning thread held up the iterator's destruction; autotuning is off since),
+    a minute lost per run of a sweep.
     """
 
     def train(run: Run, log: TextIO) -> int:

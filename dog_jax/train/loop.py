@@ -184,7 +184,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     process, processes = jax.process_index(), jax.process_count()
     shard_count = config.data_shards or mesh.size  # default: one data shard per device
     shards = sharding.process_data_shards(mesh, shard_count)
-    logging.info("Training data: %d shards of %d examples, %d read by this process", shard_count,
+    logging.info("Training data: %d shard(s) of %d examples, %d read by this process", shard_count,
                  plan.train_examples // shard_count, len(shards))
     train_sources = [data.local_source(builder, config.train_split, shard_index=shard, shard_count=shard_count,
                                        drop_remainder=True) for shard in shards]
