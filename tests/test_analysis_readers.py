@@ -93,8 +93,13 @@ def test_orbax_trainer_layout_from_the_run_directory(tmp_path):
 
     rng = np.random.default_rng(3)
     dw = _kernels(rng, 12, 9)
-    state = {"step": jnp.asarray(7), "params": {"blocks": [{"dw": {"kernel": jnp.asarray(
-        np.transpose(dw, (1, 2, 0))[:, :, None, :])}}]}, "batch_stats": {}, "opt_state": {}}
+    ema_dw = _kernels(rng, 12, 9)
+
+    def params(kernels):
+        return {"blocks": [{"dw": {"kernel": jnp.asarray(np.transpose(kernels, (1, 2, 0))[:, :, None, :])}}]}
+
+    state = {"step": jnp.asarray(7), "params": params(dw), "batch_stats": {}, "opt_state": {},
+             "ema": {"params": params(ema_dw), "batch_stats": {}}}
     (tmp_path / "run" / "tensorboard").mkdir(parents=True)
     with ocp.CheckpointManager(tmp_path / "run" / "checkpoints", item_names=("state", "model")) as mgr:
         mgr.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -105,6 +110,11 @@ def test_orbax_trainer_layout_from_the_run_directory(tmp_path):
     assert [layer.name for layer in layers] == ["state/params/blocks/0/dw/kernel"]
     np.testing.assert_allclose(layers[0].kernels, dw)
     assert any("checkpoints/" in m for m in messages)
+    assert any("skipped 1 kernel arrays of the model EMA (pass --ema" in m for m in messages)
+    # The model EMA (config.ema_decay > 0) on request, instead of the model's weights.
+    layers = extract_depthwise_kernels(tmp_path / "run", ema=True)
+    assert [layer.name for layer in layers] == ["state/ema/params/blocks/0/dw/kernel"]
+    np.testing.assert_allclose(layers[0].kernels, ema_dw)
 
 
 def _run_cli(capsys, argv):

@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only analyse arrays whose name matches this regular expression (re.search)")
     p.add_argument("--include-regular", action="store_true",
                    help="also analyse regular k×k convolution kernels (clustered separately)")
+    p.add_argument("--ema", action="store_true",
+                   help="analyse the model EMA's kernels (trainer checkpoints with config.ema_decay > 0, "
+                        "ConvNeXt/HorNet release files with 'model_ema') instead of the model's")
     p.add_argument("--n-init", type=int, default=10, help="k-means++ restarts (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed of k-means, sampling and shuffling")
     p.add_argument("--max-fit", type=int, default=200_000,
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.min_correlation <= 1:
         return _fail(f"--min-correlation must lie in (0, 1], got {args.min_correlation}.")
     options = AnalysisOptions(k=args.k, n_init=args.n_init, seed=args.seed, layers=args.layers,
-                              include_regular=args.include_regular, max_fit=args.max_fit,
+                              include_regular=args.include_regular, ema=args.ema, max_fit=args.max_fit,
                               min_correlation=args.min_correlation, null_baseline=not args.no_null)
     start = time.monotonic()
 

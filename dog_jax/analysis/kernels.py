@@ -34,6 +34,9 @@ OPTIMIZER_SEGMENTS = frozenset({
     "opt_state", "optimizer", "optimizer_state", "optim", "mu", "nu", "exp_avg", "exp_avg_sq",
     "momentum_buffer", "trace", "momentum",
 })
+#: Path segments of a model EMA kept beside the weights (this trainer: "ema"; ConvNeXt/HorNet
+#: release files: "model_ema"): a second copy of every layer, analysed only on request.
+EMA_SEGMENTS = frozenset({"ema", "model_ema"})
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,8 @@ class KernelLayer:
         return tuple(self.kernels.shape[1:])
 
 
-def _is_optimizer_state(name: str) -> bool:
-    return any(seg in OPTIMIZER_SEGMENTS for seg in re.split(r"[/.]", name))
+def _has_segment(name: str, segments: frozenset[str]) -> bool:
+    return any(seg in segments for seg in re.split(r"[/.]", name))
 
 
 def _name_layout(name: str) -> str:
@@ -125,6 +128,7 @@ def find_kernels(
     layers: str | None = None,
     include_regular: bool = False,
     layout: str = "auto",
+    ema: bool = False,
     progress: Progress | None = None,
 ) -> list[KernelLayer]:
     """Collect depthwise (and optionally regular) convolution kernels from arrays.
@@ -134,10 +138,13 @@ def find_kernels(
       layers: optional regular expression; only arrays whose name matches (``re.search``) are kept.
       include_regular: also collect regular k×k convolution kernels.
       layout: layout hint for regular kernels when ``checkpoint`` is a plain mapping.
+      ema: take the model EMA's kernels (arrays under an "ema" / "model_ema" segment) instead
+        of the model's.
       progress: called with one-line progress messages.
 
     Returns:
-      Layers in checkpoint order. Optimiser-state arrays (Adam moments etc.) are skipped.
+      Layers in checkpoint order. Optimiser-state arrays (Adam moments etc.) are skipped, and
+      so are the EMA's arrays (or, with ``ema``, the model's).
     """
     if isinstance(checkpoint, Checkpoint):
         arrays, layout = checkpoint.arrays, checkpoint.layout
@@ -147,7 +154,7 @@ def find_kernels(
         pattern = re.compile(layers) if layers else None
     except re.error as e:
         raise ValueError(f"--layers {layers!r} is not a valid regular expression ({e}).") from None
-    found, skipped = [], 0
+    found, skipped, other_copy = [], 0, 0
     for name, arr in arrays.items():
         shape = tuple(int(s) for s in np.shape(arr))
         read = classify_shape(shape, layout if layout != "auto" else _name_layout(name))
@@ -155,14 +162,20 @@ def find_kernels(
             continue
         if pattern is not None and not pattern.search(name):
             continue
-        if _is_optimizer_state(name):
+        if _has_segment(name, OPTIMIZER_SEGMENTS):
             skipped += 1
+            continue
+        if _has_segment(name, EMA_SEGMENTS) != ema:
+            other_copy += 1
             continue
         kind, lay = read
         found.append(KernelLayer(name=name, kind=kind, kernels=_to_oihw_kernels(np.asarray(arr), lay),
                                  layout=lay, source_shape=shape))
     if progress and skipped:
         progress(f"skipped {skipped} optimiser-state arrays with kernel shapes")
+    if progress and other_copy:
+        progress(f"skipped {other_copy} kernel arrays of the model's weights (analysing the EMA)" if ema else
+                 f"skipped {other_copy} kernel arrays of the model EMA (pass --ema to analyse those instead)")
     return found
 
 
@@ -171,6 +184,7 @@ def extract_depthwise_kernels(
     *,
     layers: str | None = None,
     include_regular: bool = False,
+    ema: bool = False,
     progress: Progress | None = None,
 ) -> list[KernelLayer]:
     """Read a checkpoint (or take arrays) and return its depthwise convolution kernels per layer.
@@ -181,6 +195,7 @@ def extract_depthwise_kernels(
         Flax state or a PyTorch ``state_dict`` converted to numpy).
       layers: regular expression selecting layers by name (``re.search``).
       include_regular: also return regular k×k convolution kernels (kind "regular").
+      ema: return the model EMA's kernels instead of the model's (checkpoints that hold both).
       progress: called with one-line progress messages (e.g. ``print``).
 
     Returns:
@@ -195,7 +210,7 @@ def extract_depthwise_kernels(
         source = read_checkpoint(source, progress=progress)
     elif isinstance(source, Mapping) and not isinstance(source, Checkpoint):
         source = {k: np.asarray(v) for k, v in source.items()}
-    return find_kernels(source, layers=layers, include_regular=include_regular, progress=progress)
+    return find_kernels(source, layers=layers, include_regular=include_regular, ema=ema, progress=progress)
 
 
 def group_by_size(layers: list[KernelLayer]) -> dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]]:

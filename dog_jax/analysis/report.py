@@ -40,6 +40,7 @@ class AnalysisOptions:
     seed: int = 0
     layers: str | None = None
     include_regular: bool = False
+    ema: bool = False
     max_fit: int | None = 200_000
     min_correlation: float = 0.7
     null_baseline: bool = True
@@ -101,10 +102,11 @@ def analyse_checkpoint(path: str | Path, name: str, options: AnalysisOptions,
     say = progress or (lambda _: None)
     ckpt = read_checkpoint(path, progress=say)
     layers = extract_depthwise_kernels(ckpt, layers=options.layers, include_regular=options.include_regular,
-                                       progress=say)
+                                       ema=options.ema, progress=say)
     if not layers:
         what = "depthwise or regular k×k" if options.include_regular else "depthwise"
         where = f" matching --layers {options.layers!r}" if options.layers else ""
+        where += " in a model EMA (--ema)" if options.ema else ""
         raise CheckpointError(
             f"{path}: no {what} convolution kernels{where} found ({len(ckpt.arrays)} arrays read; depthwise kernels "
             "have shape (C, 1, k, k) or (k, k, 1, C) with k >= 3).")

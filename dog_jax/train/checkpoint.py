@@ -3,7 +3,8 @@
 Layout under ``<workdir>/checkpoints/<step>/``:
 
 * ``state/`` -- the train state pytree (``StandardSave``):
-  ``{"step", "params", "batch_stats", "opt_state"}``; the model's parameters are under
+  ``{"step", "params", "batch_stats", "opt_state"}`` (+ ``"ema"`` with a model EMA); the
+  model's parameters are under
   ``params`` as a nested dict keyed by module path (e.g.
   ``params["blocks"][0]["dw"]["kernel"]``, a (k, k, 1, C) depthwise kernel, HWIO).
 * ``model/`` -- JSON (``JsonSave``): everything needed to rebuild the model and read the
@@ -96,7 +97,9 @@ class Checkpointer:
         self._manager = self._open()
 
     def _open(self) -> ocp.CheckpointManager:
-        return ocp.CheckpointManager(self.directory, options=self._options, item_names=("state", "model"))
+        # Handlers named up front: reading a checkpoint's array metadata needs them.
+        handlers = {"state": ocp.StandardCheckpointHandler(), "model": ocp.JsonCheckpointHandler()}
+        return ocp.CheckpointManager(self.directory, options=self._options, item_handlers=handlers)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -126,18 +129,22 @@ class Checkpointer:
 
         Raises:
           CheckpointError: the newest readable checkpoint is of another architecture
-            (``model_info`` differs in model / overrides / classes), or checkpoints exist
-            but none of them can be read.
+            (``model_info`` differs in model / overrides / classes), holds other arrays than
+            ``abstract_state`` (optimizer or EMA settings changed), or checkpoints exist but
+            none of them can be read.
         """
         tried = []
         for step in sorted(self.all_steps(), reverse=True):
             try:
                 stored = self.restore_model_info(step)
+                saved_shapes = self.saved_array_shapes(step)
             except Exception as error:  # noqa: BLE001 -- any read failure means "damaged".
                 self._set_aside(step, error)
                 tried.append(step)
                 continue
             _check_same_architecture(stored, model_info, step, self.directory)
+            # Checked before restoring: a layout mismatch must not be mistaken for damage.
+            _check_same_state_layout(saved_shapes, array_shapes(abstract_state), step, self.directory)
             try:
                 return step, self.restore(step, abstract_state)
             except Exception as error:  # noqa: BLE001
@@ -172,12 +179,49 @@ class Checkpointer:
     def restore_model_info(self, step: int) -> dict[str, Any]:
         return self._manager.restore(step, args=ocp.args.Composite(model=ocp.args.JsonRestore()))["model"]
 
+    def saved_array_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
+        """``{dotted path: shape}`` of every array of the state saved at ``step`` (from metadata)."""
+        metadata = self._manager.item_metadata(step)["state"]
+        return {leaf.name: tuple(leaf.shape) for leaf in jax.tree.leaves(metadata.tree)}
+
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are on disk."""
         self._manager.wait_until_finished()
 
     def close(self) -> None:
         self._manager.close()
+
+
+def array_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """``{dotted path: shape}`` of every array of ``tree``, named as orbax names saved arrays
+    (``"opt_state.0.mu.blocks.0.dw.kernel"``)."""
+
+    def name(key) -> str:
+        return str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key))))
+
+    return {".".join(name(key) for key in path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _check_same_state_layout(saved: dict[str, tuple[int, ...]], wanted: dict[str, tuple[int, ...]], step: int,
+                             directory: str) -> None:
+    if saved == wanted:
+        return
+    missing = sorted(set(wanted) - set(saved))
+    extra = sorted(set(saved) - set(wanted))
+    reshaped = sorted(key for key in set(saved) & set(wanted) if saved[key] != wanted[key])
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} array(s) the config needs are missing (e.g. {missing[0]})")
+    if extra:
+        problems.append(f"{len(extra)} array(s) are not in the config's state (e.g. {extra[0]})")
+    if reshaped:
+        problems.append(f"{len(reshaped)} differ in shape (e.g. {reshaped[0]}: {saved[reshaped[0]]} saved, "
+                        f"{wanted[reshaped[0]]} wanted)")
+    raise CheckpointError(
+        f"workdir checkpoint {directory}/{step} holds another train state than the config builds: "
+        f"{'; '.join(problems)}. Optimizer or EMA settings changed since it was written (e.g. "
+        "optimizer.grad_clip_norm or ema_decay switched on/off); use the config that wrote it, or a new --workdir.")
 
 
 def _check_same_architecture(stored: dict[str, Any], current: dict[str, Any], step: int, directory: str) -> None:

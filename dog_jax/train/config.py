@@ -10,6 +10,8 @@ is locked by ``ml_collections``):
 ``dw_init``                       depthwise kernel init: "reference", "dog", "kaiming", ...
 ``dog.*``                         DoG parameters: gamma_range, on_fraction, norm, balanced
 ``drop_path_rate``                stochastic depth of the last block
+``ema_decay``                     model EMA (parameters and BatchNorm statistics) updated
+                                  every step and evaluated beside the model; 0 = off
 ``dataset`` / ``data_dir``        tfds name, "dog_jax_demo" or "folder:/path"; tfds data dir
 ``manual_dir``                    ImageNet tar files (default ``<data_dir>/downloads/manual``)
 ``train_split`` / ``eval_split``  tfds split strings
@@ -63,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.dw_init = "reference"
     c.dog = ml_collections.ConfigDict(dict(gamma_range=(0.0, 0.5), on_fraction=0.5, norm="paper", balanced=False))
     c.drop_path_rate = 0.0
+    c.ema_decay = 0.0
 
     c.dataset = "imagenet2012"
     c.data_dir = ml_collections.config_dict.placeholder(str)
@@ -105,6 +108,7 @@ def apply_demo_recipe(c: ml_collections.ConfigDict, *, epochs: float = 3.0) -> N
     c.image_size = 32
     c.eval_crop_pct = 1.0
     c.drop_path_rate = 0.0
+    c.ema_decay = 0.0  # 0.9999 averages over ~10k steps; a demo run has a few hundred
     c.batch_size = 128
     c.num_epochs = epochs
     c.augment.crop_area_min = 0.35
@@ -171,6 +175,8 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
              "0 <= low < high <= 1 (the paper uses (0, 0.5)).")
     _require(0.0 <= config.dog.on_fraction <= 1.0, "config.dog.on_fraction must be in [0, 1].")
     _require(0.0 <= config.drop_path_rate < 1.0, f"config.drop_path_rate={config.drop_path_rate} must be in [0, 1).")
+    _require(0.0 <= config.ema_decay < 1.0,
+             f"config.ema_decay={config.ema_decay} must be in [0, 1) (0 = no EMA; ConvNeXt uses 0.9999).")
 
     _require(isinstance(config.batch_size, int) and config.batch_size > 0,
              f"config.batch_size={config.batch_size!r} must be a positive int (the global batch).")

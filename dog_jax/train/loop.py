@@ -72,7 +72,8 @@ def model_info(config: ml_collections.ConfigDict, num_classes: int, step: int) -
     return {"model": config.model, "model_overrides": config.model_overrides.to_dict(),
             "num_classes": num_classes, "dw_init": config.dw_init, "dog": config.dog.to_dict(),
             "image_size": config.image_size, "dataset": config.dataset, "step": step,
-            "params_key": "state/params"}
+            "params_key": "state/params", "ema_decay": config.ema_decay,
+            **({"ema_params_key": "state/ema/params"} if config.ema_decay > 0 else {})}
 
 
 def depthwise_initializer(config: ml_collections.ConfigDict):
@@ -83,18 +84,30 @@ def depthwise_initializer(config: ml_collections.ConfigDict):
     return config.dw_init
 
 
-def evaluate(state, eval_step, rng_state, eval_ds, mesh) -> dict[str, float]:
-    """Runs the eval stream once; returns eval_{top1, top5, loss, examples, time_s}."""
-    start = time.perf_counter()
+def _eval_sums(weights, eval_step, rng_state, eval_ds, mesh) -> dict[str, float]:
+    """Sums of loss / top1 / top5 / count over the eval stream for ``{"params", "batch_stats"}``."""
     totals = None
     for batch in eval_ds.as_numpy_iterator():
-        sums = eval_step(state, sharding.global_batch(batch, mesh), rng_state)
+        sums = eval_step(weights, sharding.global_batch(batch, mesh), rng_state)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = jax.device_get(totals)
-    count = max(float(totals["count"]), 1.0)
-    return {"eval_top1": float(totals["top1"]) / count, "eval_top5": float(totals["top5"]) / count,
-            "eval_loss": float(totals["loss"]) / count, "eval_examples": int(totals["count"]),
-            "eval_time_s": time.perf_counter() - start}
+    return {key: float(value) for key, value in jax.device_get(totals).items()}
+
+
+def evaluate(state, eval_step, rng_state, eval_ds, mesh) -> dict[str, float]:
+    """Runs the eval stream; returns eval_{top1, top5, loss, examples, time_s}, and
+    eval_ema_{top1, top5, loss} for the EMA weights when the state has them."""
+    start = time.perf_counter()
+    metrics = {}
+    for prefix, weights in (("eval", state), ("eval_ema", state.get("ema"))):
+        if weights is None:
+            continue
+        totals = _eval_sums(weights, eval_step, rng_state, eval_ds, mesh)
+        count = max(totals["count"], 1.0)
+        metrics.update({f"{prefix}_top1": totals["top1"] / count, f"{prefix}_top5": totals["top5"] / count,
+                        f"{prefix}_loss": totals["loss"] / count})
+        metrics.setdefault("eval_examples", int(totals["count"]))
+    metrics["eval_time_s"] = time.perf_counter() - start
+    return metrics
 
 
 def _should_stop(stop_requested: Callable[[int], bool] | None, step: int, every: int) -> bool:
@@ -160,7 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             drop_path_rate=config.drop_path_rate, dtype=compute_dtype, param_dtype=jnp.float32,
             rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **config.model_overrides.to_dict())
 
-    parts, state = steps.init_train_state(model_fn, tx, mesh)
+    parts, state = steps.init_train_state(model_fn, tx, mesh, ema=config.ema_decay > 0)
     num_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     logging.info("Model: %s (%s parameters), dw_init=%s, precision=%s", config.model, f"{num_params:,}",
                  config.dw_init, config.precision)
@@ -175,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     train_step = steps.make_train_step(
         parts, tx, schedule, num_classes=num_classes, compute_dtype=compute_dtype, seed=config.seed, mesh=mesh,
-        skip_nonfinite=config.nonfinite_policy == "skip",
+        skip_nonfinite=config.nonfinite_policy == "skip", ema_decay=config.ema_decay,
         mix=data.MixConfig(mixup_alpha=config.augment.mixup_alpha, cutmix_alpha=config.augment.cutmix_alpha,
                            prob=config.augment.mix_prob, switch_prob=config.augment.switch_prob,
                            label_smoothing=config.augment.label_smoothing))

@@ -137,8 +137,10 @@ class Reporter:
         return means
 
     def log_eval(self, step: int, metrics: dict[str, float]) -> None:
-        logging.info("eval  step %d | top1 %.4f top5 %.4f loss %.4f (%d examples, %.1f s)", step,
-                     metrics["eval_top1"], metrics["eval_top5"], metrics["eval_loss"], metrics["eval_examples"],
+        ema = (f" | EMA top1 {metrics['eval_ema_top1']:.4f} top5 {metrics['eval_ema_top5']:.4f} "
+               f"loss {metrics['eval_ema_loss']:.4f}") if "eval_ema_top1" in metrics else ""
+        logging.info("eval  step %d | top1 %.4f top5 %.4f loss %.4f%s (%d examples, %.1f s)", step,
+                     metrics["eval_top1"], metrics["eval_top5"], metrics["eval_loss"], ema, metrics["eval_examples"],
                      metrics["eval_time_s"])
         self.write_scalars(step, {f"eval/{key[5:]}": value for key, value in metrics.items()})
         self.history.append({"step": step, **metrics})

@@ -6,7 +6,8 @@ donated, sharded and checkpointed as one pytree::
     {"step": int32 (),
      "params": nested dict of float32 arrays (nnx.Param, keyed by module path),
      "batch_stats": nested dict (nnx.BatchStat: BatchNorm running mean/var; {} if none),
-     "opt_state": optax state over "params"}
+     "opt_state": optax state over "params",
+     "ema": {"params", "batch_stats"}}  # only with an EMA (config.ema_decay > 0)
 
 The model's structure (``nnx.GraphDef``) is static: one graph for training
 (BatchNorm batch statistics, drop path on) and one for evaluation. Random numbers are
@@ -53,18 +54,21 @@ def split_model(model: nnx.Module) -> tuple[ModelParts, Any, Any]:
 
 
 def init_train_state(model_fn: Callable[[], nnx.Module], tx: optax.GradientTransformation,
-                     mesh: Mesh) -> tuple[ModelParts, TrainState]:
+                     mesh: Mesh, *, ema: bool = False) -> tuple[ModelParts, TrainState]:
     """Builds the model and optimizer state directly in replicated device memory.
 
     ``model_fn`` (which creates the model from a fixed seed) runs inside ``jax.jit`` with
     replicated output shardings, so every process computes identical parameters without
-    any host-to-device broadcast.
+    any host-to-device broadcast. ``ema``: add ``state["ema"]``, a copy of the initial
+    parameters and batch statistics (the exponential moving average starts there, as timm's).
     """
 
     def build():
         parts, params, batch_stats = split_model(model_fn())
         state = {"step": jnp.zeros((), jnp.int32), "params": params, "batch_stats": batch_stats,
                  "opt_state": tx.init(params)}
+        if ema:
+            state["ema"] = {"params": params, "batch_stats": batch_stats}
         return state, parts.rng_state
 
     abstract_model = nnx.eval_shape(model_fn)
@@ -95,7 +99,7 @@ def _rng_for_step(rng_state: Any, step: jax.Array) -> Any:
 
 def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
                     num_classes: int, mix: MixConfig, compute_dtype: Any, seed: int, mesh: Mesh,
-                    skip_nonfinite: bool = False):
+                    skip_nonfinite: bool = False, ema_decay: float = 0.0):
     """Returns ``train_step(state, batch, rng_state) -> (state, metrics)``, jitted with explicit shardings.
 
     ``rng_state`` is ``parts.rng_state`` (an argument, not a closure, so that it stays a
@@ -106,9 +110,14 @@ def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedul
     ``grad_norm`` (before clipping), ``learning_rate`` (used for this update),
     ``nonfinite`` (1.0 if the loss or any gradient was NaN/inf, else 0.0).
 
-    ``skip_nonfinite``: on a non-finite step keep params, batch statistics and optimizer
-    state unchanged (only ``step`` advances, so the data stream moves on). Decided on the
-    device with ``jnp.where``: no host synchronisation.
+    ``skip_nonfinite``: on a non-finite step keep params, batch statistics, optimizer
+    state and EMA unchanged (only ``step`` advances, so the data stream moves on). Decided
+    on the device with ``jnp.where``: no host synchronisation.
+
+    ``ema_decay`` > 0 (the state must have ``"ema"``): after every update
+    ``ema = decay * ema + (1 - decay) * new`` for parameters and batch statistics alike --
+    timm's ``ModelEma`` as the ConvNeXt code uses it (every float entry of the state dict,
+    no warm-up).
     """
     mix_key = jax.random.key(seed)
 
@@ -129,10 +138,13 @@ def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedul
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         new_state = {"step": step + 1, "params": optax.apply_updates(state["params"], updates),
                      "batch_stats": batch_stats, "opt_state": opt_state}
+        if ema_decay:
+            new_state["ema"] = jax.tree.map(lambda average, value: ema_decay * average + (1.0 - ema_decay) * value,
+                                            state["ema"], {"params": new_state["params"], "batch_stats": batch_stats})
         grad_norm = optax.tree.norm(grads)  # non-finite iff some gradient is.
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         if skip_nonfinite:
-            kept = {key: state[key] for key in ("params", "batch_stats", "opt_state")}
+            kept = {key: state[key] for key in ("params", "batch_stats", "opt_state", "ema") if key in state}
             updated = {key: new_state[key] for key in kept}
             new_state.update(jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept))
         metrics = {

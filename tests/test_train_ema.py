@@ -1,0 +1,80 @@
+"""Model EMA: the update rule inside the jitted step, eval of the EMA weights, checkpoints and
+resume, and a one-line error (not a "damaged" fallback) when a workdir's train state has
+another layout than the config builds."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from dog_jax import data, models
+from dog_jax.train import optim, sharding, steps, train_and_evaluate
+from dog_jax.train.checkpoint import CheckpointError
+from tests.test_train import tiny_config, tiny_data_dir  # noqa: F401  (fixture)
+
+
+def _tiny_convmixer():  # BatchNorm: the EMA must average the running statistics too
+    return models.create_model("convmixer_512_12", num_classes=10, width=8, depth=1, kernel_size=3, patch_size=2,
+                               rngs=nnx.Rngs(0))
+
+
+def test_ema_update_rule_and_skipped_steps():
+    mesh = sharding.create_mesh()
+    tx = optim.create_optimizer(learning_rate=1e-2, weight_decay=0.05)
+    parts, state = steps.init_train_state(_tiny_convmixer, tx, mesh, ema=True)
+    assert set(state["ema"]) == {"params", "batch_stats"}
+    chex_equal = lambda a, b: jax.tree.map(np.testing.assert_array_equal, a, b)  # noqa: E731
+    chex_equal(state["ema"]["params"], state["params"])
+    decay = 0.75
+    train_step = steps.make_train_step(parts, tx, lambda step: 1e-2, num_classes=10, mix=data.MixConfig(),
+                                       compute_dtype=jnp.float32, seed=0, mesh=mesh, skip_nonfinite=True,
+                                       ema_decay=decay)
+    rng = np.random.default_rng(0)
+    expected = jax.device_get(state["ema"])
+    for step in range(3):
+        batch = {"image": rng.normal(size=(8, 8, 8, 3)).astype(np.float32),
+                 "label": rng.integers(0, 10, 8).astype(np.int32)}
+        if step == 2:
+            batch["image"][0, 0, 0, 0] = np.nan  # a non-finite step leaves the EMA alone
+        state, metrics = train_step(state, sharding.global_batch(batch, mesh), parts.rng_state)
+        current = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
+        if step < 2:
+            expected = jax.tree.map(lambda e, x: decay * e + (1 - decay) * x, expected, current)
+        else:
+            assert float(metrics["nonfinite"]) == 1.0
+        jax.tree.map(lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7),
+                     jax.device_get(state["ema"]), expected)
+    # The EMA lags the weights: after two updates it is neither the initial nor the current state.
+    assert not np.allclose(state["ema"]["params"]["head"]["kernel"], state["params"]["head"]["kernel"])
+
+
+def test_ema_run_evaluates_both_resumes_and_rejects_a_config_without_ema(tiny_data_dir, tmp_path, caplog):
+    workdir = str(tmp_path / "run")
+    stopped = train_and_evaluate(tiny_config(tiny_data_dir, ema_decay=0.9), workdir,
+                                 stop_requested=lambda step: step == 2)
+    assert stopped["interrupted"] and stopped["final_step"] == 2
+    caplog.set_level("INFO")
+    summary = train_and_evaluate(tiny_config(tiny_data_dir, ema_decay=0.9), workdir)
+    assert summary["start_step"] == 2 and summary["final_step"] == 6
+    final = summary["final_eval"]
+    assert {"eval_top1", "eval_ema_top1", "eval_ema_top5", "eval_ema_loss"} <= set(final)
+    assert final["eval_ema_loss"] != final["eval_loss"] and 0 <= final["eval_ema_top1"] <= 1
+    assert any("EMA top1" in record.getMessage() for record in caplog.records)
+
+    steps_before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+    assert tiny_config(tiny_data_dir).optimizer.grad_clip_norm > 0  # ConvMixer's recipe clips
+    for ema_decay, grad_clip_norm, hint in ((0.0, 1.0, "array(s) are not in the config's state (e.g. ema."),
+                                            (0.9, 0.0, "array(s) the config needs are missing")):
+        config = tiny_config(tiny_data_dir, ema_decay=ema_decay, num_train_steps=8)
+        config.optimizer.grad_clip_norm = grad_clip_norm
+        with pytest.raises(CheckpointError) as error:
+            train_and_evaluate(config, workdir)
+        message = str(error.value)
+        assert "\n" not in message and "holds another train state than the config builds" in message, message
+        assert hint in message, message
+    # Nothing was mistaken for damage: every checkpoint is still in place.
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == steps_before
+    assert not os.path.exists(os.path.join(str(tmp_path), "damaged_checkpoints"))
