@@ -3,8 +3,12 @@
 One step = forward, cross-entropy loss, backward, AdamW update (fp32, random images and labels,
 224x224, model in training mode: BatchNorm batch statistics, no drop path). Reports images/s from
 the median of the timed steps, and for dog_jax the compile time of the step (``lower().compile()``)
-apart from the timed steps. All candidates of a model are built first, warmed up once, then stepped
-round-robin (A, B, C, A, B, C, ...) so that load from other jobs affects them alike.
+apart from the timed steps. By default (``--order sequential``) each candidate is built, warmed
+up, timed and dropped before the next is built (dog_jax first), so each runs alone in the process.
+``--order round-robin`` builds all candidates first and steps them A, B, C, A, B, C, ..., which
+spreads load from other jobs over all alike, but on a quiet 2-core machine the JAX step ran
+25-45 % slower with the PyTorch models built beside it (ConvNeXt-T 5.2-5.8 s vs 4.0 s;
+ConvMixer-512/12 8.0 s vs 6.0-6.4 s), so use it only on a busy machine.
 
 PyTorch counterparts: ``convmixer_512_12`` is timm's ``ConvMixer(dim=512, depth=12, kernel_size=9,
 patch_size=7)`` (timm registers no 512/12 variant), ``convnext_tiny`` is timm's; HorNet has no
@@ -17,6 +21,7 @@ PyTorch runs in its default (NCHW) layout and with ``channels_last``.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -122,6 +127,9 @@ def main(argv=None) -> None:
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-channels-last", action="store_true", help="skip the PyTorch channels_last runs")
     parser.add_argument("--channels-last-only", action="store_true", help="skip the PyTorch NCHW runs")
+    parser.add_argument("--order", choices=("sequential", "round-robin"), default="sequential",
+                        help="time each candidate's steps in one block (default; for a quiet machine), or "
+                             "interleave the candidates step by step (spreads load from other jobs)")
     args = parser.parse_args(argv)
 
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -136,26 +144,43 @@ def main(argv=None) -> None:
     print("| model | framework | compile (s) | step (s) | images/s | vs timm eager (best layout) |")
     print("|---|---|---|---|---|---|")
     for name in args.models:
-        candidates = [dog_jax_step(name, args.batch)]
+        builders = [lambda: dog_jax_step(name, args.batch)]
         if not args.no_torch:
             layouts = ((True,) if args.channels_last_only else
                        (False,) if args.no_channels_last else (False, True))
-            for channels_last in layouts:
-                built = torch_step(name, args.batch, threads, channels_last)
-                if built:
-                    candidates.append(built)
-        for _, _, run in candidates:
+            builders += [lambda cl=channels_last: torch_step(name, args.batch, threads, cl) for channels_last in layouts]
+        times, compile_times = {}, {}
+
+        def timed(label, run):
+            start = time.perf_counter()
+            run()
+            times[label].append(time.perf_counter() - start)
+
+        def built(candidate):
+            label, compile_s, run = candidate
+            times[label], compile_times[label] = [], compile_s
             run()  # warm-up: first call allocates buffers (and, for PyTorch, picks kernels)
-        times = {label: [] for label, _, _ in candidates}
-        for _ in range(args.steps):  # round-robin, so that load from other jobs hits all alike
-            for label, _, run in candidates:
-                start = time.perf_counter()
-                run()
-                times[label].append(time.perf_counter() - start)
+            return label, run
+
+        if args.order == "sequential":
+            # Build, time and drop one candidate at a time: each runs alone in the process.
+            for build in builders:
+                candidate = build()
+                if candidate is not None:
+                    label, run = built(candidate)
+                    for _ in range(args.steps):
+                        timed(label, run)
+                    del candidate, run
+                    gc.collect()
+        else:
+            runs = [built(candidate) for candidate in (build() for build in builders) if candidate is not None]
+            for _ in range(args.steps):
+                for label, run in runs:
+                    timed(label, run)
         medians = {label: statistics.median(t) for label, t in times.items()}
         torch_times = [t for label, t in medians.items() if label.startswith("timm")]
         best_torch = min(torch_times) if torch_times else None
-        for label, compile_s, _ in candidates:
+        for label, compile_s in compile_times.items():
             compile_text = f"{compile_s[0]:.1f} ({compile_s[1]:.1f} CPU)" if compile_s is not None else "-"
             ratio = f"{best_torch / medians[label]:.2f}x" if best_torch else "no PyTorch model"
             print(f"| {name} | {label} | {compile_text} | {medians[label]:.2f} | "

@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 from dog_jax.models import create_model, get_model_config, iter_depthwise_convs, list_models
-from dog_jax.models.layers import DepthwiseConv2D
+from dog_jax.models.layers import DepthwiseConv2D, PatchifyConv, PointwiseLinear
 
 # Parameter counts of the reference models (timm / official code, 1000 classes), from
 # /work/shared/notes/architectures.md and timm 1.0.31 (atto..nano, v2 large/huge). The HorNet
@@ -312,3 +312,26 @@ def test_depthwise_layer_rejects_wrong_init_shape():
 
     with pytest.raises(ValueError, match="requested shape"):
         DepthwiseConv2D(4, 3, kernel_init=bad, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("shape, patch", [((2, 12, 12, 3), 4), ((2, 9, 11, 5), 2), ((1, 14, 14, 3), 7)])
+def test_patchify_conv_is_the_strided_valid_convolution(shape, patch):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    layer = PatchifyConv(shape[-1], 6, patch, bias_init=nnx.initializers.normal(1.0), rngs=nnx.Rngs(0))
+    reference = nnx.Conv(shape[-1], 6, (patch, patch), strides=(patch, patch), padding="VALID", rngs=nnx.Rngs(1))
+    reference.kernel[...], reference.bias[...] = layer.kernel[...], layer.bias[...]
+    got, want = layer(x), reference(x)
+    assert got.shape == want.shape == (shape[0], shape[1] // patch, shape[2] // patch, 6)  # odd rest dropped
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    grads = [jax.grad(lambda inp, m=m: jnp.sum(m(inp) ** 2))(x) for m in (layer, reference)]
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-5)
+    assert PatchifyConv(3, 4, 2, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))(x[..., :3]).dtype == jnp.bfloat16
+
+
+def test_pointwise_linear_is_linear_over_channels():
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 5, 7, 8)), jnp.float32)
+    layer = PointwiseLinear(8, 3, rngs=nnx.Rngs(0))
+    reference = nnx.Linear(8, 3, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(layer(x), reference(x), rtol=1e-6, atol=1e-6)
+    assert layer(x).shape == (2, 5, 7, 3)

@@ -9,7 +9,7 @@ Same network as timm's ``ConvMixer`` and locuslab's reference ``nn.Sequential``:
 
 Every convolution and linear layer has a bias and PyTorch's default init
 (U(±1/√fan_in) for weights and biases); BatchNorm starts at scale 1, bias 0.
-The 1×1 convolution is stored as an ``nnx.Linear`` kernel (C_in, C_out): same math.
+The 1×1 convolution is a ``PointwiseLinear`` (``nnx.Linear``) kernel (C_in, C_out): same math.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from dog_jax.models.layers import (
     DepthwiseConv2D,
     DropPath,
     Initializer,
+    PatchifyConv,
+    PointwiseLinear,
     linear_drop_path_rates,
     torch_default_bias_init,
 )
@@ -74,7 +76,7 @@ class ConvMixerBlock(nnx.Module):
         self.dw = DepthwiseConv2D(h, k, kernel_init=dw_kernel_init, bias_init=torch_default_bias_init(k * k),
                                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.dw_norm = BatchNorm(h, dtype=dtype, param_dtype=param_dtype)
-        self.pw = nnx.Linear(h, h, kernel_init=torch_default(), bias_init=torch_default_bias_init(h),
+        self.pw = PointwiseLinear(h, h, kernel_init=torch_default(), bias_init=torch_default_bias_init(h),
                              dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.pw_norm = BatchNorm(h, dtype=dtype, param_dtype=param_dtype)
         self.drop_path = DropPath(drop_path, rngs=rngs)
@@ -100,10 +102,9 @@ class ConvMixer(nnx.Module):
         self.num_classes = num_classes
         self.dtype = dtype
         h, p = cfg.width, cfg.patch_size
-        self.stem_conv = nnx.Conv(cfg.in_chans, h, (p, p), strides=(p, p), padding="VALID",
-                                  kernel_init=torch_default(),
-                                  bias_init=torch_default_bias_init(cfg.in_chans * p * p),
-                                  dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.stem_conv = PatchifyConv(cfg.in_chans, h, p, kernel_init=torch_default(),
+                                      bias_init=torch_default_bias_init(cfg.in_chans * p * p),
+                                      dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.stem_norm = BatchNorm(h, dtype=dtype, param_dtype=param_dtype)
         rates = linear_drop_path_rates(drop_path_rate, cfg.depth)
         self.blocks = nnx.List([

@@ -13,7 +13,7 @@ gnconv(dim, order, s): dims = [dim/2^(order−1), …, dim/2, dim] (ascending);
   split dw by dims; y = pwa · dw[0]; y = pws[i](y) · dw[i+1] with pws[i]: 1×1 dims[i] → dims[i+1];
   out = proj_out(y), 1×1 dim → dim.
 The official hornet_*_7x7 models use orders (2, 3, 4, 5) per stage and s = 1/3.
-1×1 convolutions are stored as ``nnx.Linear`` kernels (C_in, C_out): same math.
+1×1 convolutions are ``PointwiseLinear`` (``nnx.Linear``) kernels (C_in, C_out): same math.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from dog_jax.models.layers import (
     Initializer,
     LayerNorm,
     Mlp,
+    PointwiseLinear,
     check_stages,
     zeros_init,
 )
@@ -94,11 +95,11 @@ class GnConv(nnx.Module):
         self.scale = float(scale)
         lin = dict(kernel_init=trunc_normal_02(), bias_init=zeros_init, dtype=dtype, param_dtype=param_dtype,
                    rngs=rngs)
-        self.proj_in = nnx.Linear(dim, 2 * dim, **lin)
+        self.proj_in = PointwiseLinear(dim, 2 * dim, **lin)
         self.dw = DepthwiseConv2D(sum(self.dims), kernel_size, kernel_init=dw_kernel_init, bias_init=zeros_init,
                                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.pws = nnx.List([nnx.Linear(self.dims[i], self.dims[i + 1], **lin) for i in range(order - 1)])
-        self.proj_out = nnx.Linear(dim, dim, **lin)
+        self.pws = nnx.List([PointwiseLinear(self.dims[i], self.dims[i + 1], **lin) for i in range(order - 1)])
+        self.proj_out = PointwiseLinear(dim, dim, **lin)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         fused = self.proj_in(x)
