@@ -143,7 +143,7 @@ def test_matches_xla_f32(impl, problem):
 
 
 @pytest.mark.parametrize("dtype, unit_roundoff", [(jnp.bfloat16, 2.0 ** -8), (jnp.float16, 2.0 ** -11)])
-@pytest.mark.parametrize("impl", ["shift", "shift_fft"])
+@pytest.mark.parametrize("impl", ["shift", "shift_fft", "toeplitz"])
 def test_low_precision_rounds_once(impl, dtype, unit_roundoff):
     problem = dict(shape=(2, 9, 11, 4), kernel=(7, 7, 1, 8), strides=(1, 1), padding="SAME")
     x, w = make_inputs(problem, dtype)
@@ -226,6 +226,21 @@ def test_forward_mode_is_a_documented_error_for_fast_impls(small_problem):
         jax.jvp(lambda x: depthwise_conv2d(x, w, impl="shift"), (x,), (x,))
 
 
+def test_toeplitz_supports_forward_mode_and_second_derivatives():
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((2, 5, 6, 3)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((5, 5, 1, 3)), jnp.float32)
+    for argnums in (0, 1):
+        fwd = jax.jacfwd(lambda a, b: depthwise_conv2d(a, b, impl="toeplitz"), argnums=argnums)(x, w)
+        ref = jax.jacfwd(lambda a, b: depthwise_conv2d(a, b, impl="xla"), argnums=argnums)(x, w)
+        np.testing.assert_allclose(fwd, ref, rtol=1e-5, atol=1e-5)
+    hess = jax.grad(lambda b: jnp.sum(jax.grad(lambda a: jnp.sum(
+        depthwise_conv2d(a, b, impl="toeplitz") ** 2))(x) ** 2))(w)
+    hess_ref = jax.grad(lambda b: jnp.sum(jax.grad(lambda a: jnp.sum(
+        depthwise_conv2d(a, b, impl="xla") ** 2))(x) ** 2))(w)
+    np.testing.assert_allclose(hess, hess_ref, rtol=1e-4, atol=1e-4)
+
+
 def test_auto_is_exact_and_uses_a_fast_impl_on_cpu(small_problem):
     x, w = small_problem
     assert_matches_reference("auto", x, w, (1, 1), "SAME")
@@ -239,8 +254,11 @@ def test_auto_is_exact_and_uses_a_fast_impl_on_cpu(small_problem):
     ((16, 32, 32, 512), 9, "shift_blocked"),   # ConvMixer-512/12
     ((16, 56, 56, 96), 7, "shift"),            # ConvNeXt-T stage 1
     ((16, 14, 14, 384), 7, "shift_blocked"),   # ConvNeXt-T stage 3
-    ((16, 7, 7, 768), 7, "shift"),             # ConvNeXt-T stage 4
-    ((2, 20, 20, 64), 31, "shift_fft"),        # large kernel
+    ((16, 7, 7, 768), 7, "toeplitz"),          # ConvNeXt-T stage 4: map no larger than the kernel
+    ((16, 7, 7, 768), 3, "shift"),             # ... but not under a 3x3 kernel
+    ((2, 20, 20, 64), 31, "toeplitz"),         # large kernel on a smaller map
+    ((2, 40, 40, 64), 31, "shift_fft"),        # large kernel
+    ((1, 30, 30, 1024), 31, "shift_fft"),      # tap matrix too large for "toeplitz"
 ])
 def test_auto_choices_on_cpu(shape, kernel, expected):
     geometry = make_geometry(shape, (kernel, kernel, 1, shape[3]), 1, "SAME", 1)

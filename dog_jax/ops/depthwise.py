@@ -10,6 +10,8 @@ of several implementations:
                loop over output rows (``depthwise_shift.py``, ``depthwise_weight_grad.py``).
   "shift_blocked"  as "shift", with the weight-gradient loop on channel-blocked copies (wide layers).
   "shift_fft"  as "shift", but the weight gradient is an FFT correlation (large kernels).
+  "toeplitz"   one batched matmul over pixels with a gathered tap matrix (``depthwise_toeplitz.py``);
+               for maps no larger than the kernel, where the shifted forms are overhead-bound.
   "auto"       the fastest of these for the backend and shape class (``depthwise_select.py``,
                which records how the choice was measured).
 
@@ -17,7 +19,8 @@ Differentiation: every impl supports ``jax.jit``, ``jax.vmap``, ``jax.grad`` and
 derivatives of any order (``jax.grad(jax.grad(...))``, ``jax.jacrev``, ``jax.hessian`` built from
 ``jacrev``). Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) is not available for
 the "shift*" impls because they are defined by a custom VJP; JAX then raises "can't apply
-forward-mode autodiff (jvp) to a custom_vjp function" -- use ``impl="xla"`` for forward mode.
+forward-mode autodiff (jvp) to a custom_vjp function" -- use ``impl="xla"`` or ``"toeplitz"`` (plain
+JAX, every mode) for forward mode.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from jax import lax
 from dog_jax.ops.depthwise_args import Padding, Strides, check_arrays, make_geometry
 from dog_jax.ops.depthwise_select import select_impl
 from dog_jax.ops.depthwise_shift import depthwise_shift
+from dog_jax.ops.depthwise_toeplitz import depthwise_toeplitz
 
-IMPLS = ("auto", "xla", "shift", "shift_blocked", "shift_fft")
+IMPLS = ("auto", "xla", "shift", "shift_blocked", "shift_fft", "toeplitz")
 _WEIGHT_GRAD_METHOD = {"shift": "rows", "shift_blocked": "blocked", "shift_fft": "fft"}
 
 
@@ -52,7 +56,7 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, *, strides: Strides = 1, p
       padding: "SAME" (as ``lax.conv``: for even kernels/strides the extra row/column goes
         bottom/right, same as PyTorch ``padding="same"``), "VALID", an int p (p on every side) or
         ((top, bottom), (left, right)) of non-negative ints.
-      impl: "auto", "xla", "shift", "shift_blocked" or "shift_fft" (see the module docstring).
+      impl: "auto", "xla", "shift", "shift_blocked", "shift_fft" or "toeplitz" (module docstring).
 
     Returns:
       (N, H', W', C*m) in x's dtype, H' = floor((H + top + bottom - kh) / sh) + 1 (W' alike).
@@ -76,4 +80,6 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, *, strides: Strides = 1, p
         # Output channel c*m + j reads input channel c: repeat each input channel m times (fused by
         # XLA into the consumer; its transpose is the sum over the m copies).
         x = jnp.repeat(x, multiplier, axis=3)
+    if impl == "toeplitz":
+        return depthwise_toeplitz(x, kernel.reshape(kh, kw, out_channels), geometry)
     return depthwise_shift(x, kernel.reshape(kh, kw, out_channels), geometry, _WEIGHT_GRAD_METHOD[impl])
