@@ -148,7 +148,8 @@ def main(argv=None) -> None:
         if not args.no_torch:
             layouts = ((True,) if args.channels_last_only else
                        (False,) if args.no_channels_last else (False, True))
-            builders += [lambda cl=channels_last: torch_step(name, args.batch, threads, cl) for channels_last in layouts]
+            builders += [lambda cl=channels_last: torch_step(name, args.batch, threads, cl)
+                         for channels_last in layouts]
         times, compile_times = {}, {}
 
         def timed(label, run):

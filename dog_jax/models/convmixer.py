@@ -77,7 +77,7 @@ class ConvMixerBlock(nnx.Module):
                                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.dw_norm = BatchNorm(h, dtype=dtype, param_dtype=param_dtype)
         self.pw = PointwiseLinear(h, h, kernel_init=torch_default(), bias_init=torch_default_bias_init(h),
-                             dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                                  dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.pw_norm = BatchNorm(h, dtype=dtype, param_dtype=param_dtype)
         self.drop_path = DropPath(drop_path, rngs=rngs)
 

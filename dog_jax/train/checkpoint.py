@@ -134,6 +134,7 @@ class Checkpointer:
             none of them can be read.
         """
         tried = []
+        wanted_shapes = array_shapes(abstract_state)
         for step in sorted(self.all_steps(), reverse=True):
             try:
                 stored = self.restore_model_info(step)
@@ -144,7 +145,7 @@ class Checkpointer:
                 continue
             _check_same_architecture(stored, model_info, step, self.directory)
             # Checked before restoring: a layout mismatch must not be mistaken for damage.
-            _check_same_state_layout(saved_shapes, array_shapes(abstract_state), step, self.directory)
+            _check_same_state_layout(saved_shapes, wanted_shapes, step, self.directory)
             try:
                 return step, self.restore(step, abstract_state)
             except Exception as error:  # noqa: BLE001
