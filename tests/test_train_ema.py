@@ -23,7 +23,7 @@ def _tiny_convmixer():  # BatchNorm: the EMA must average the running statistics
 
 def test_ema_update_rule_and_skipped_steps():
     mesh = sharding.create_mesh()
-    tx = optim.create_optimizer(learning_rate=1e-2, weight_decay=0.05)
+    tx = optim.create_optimizer(learning_rate=optim.UNIT_LEARNING_RATE, weight_decay=0.05)
     parts, state = steps.init_train_state(_tiny_convmixer, tx, mesh, ema=True)
     assert set(state["ema"]) == {"params", "batch_stats"}
     chex_equal = lambda a, b: jax.tree.map(np.testing.assert_array_equal, a, b)  # noqa: E731

@@ -7,6 +7,9 @@ Layout under ``<workdir>/checkpoints/<step>/``:
   model's parameters are under
   ``params`` as a nested dict keyed by module path (e.g.
   ``params["blocks"][0]["dw"]["kernel"]``, a (k, k, 1, C) depthwise kernel, HWIO).
+* ``history/`` -- JSON: the eval and train histories up to this step and the metrics of the
+  steps not yet logged, so that a resumed run's best eval and histories equal those of an
+  uninterrupted run.
 * ``model/`` -- JSON (``JsonSave``): everything needed to rebuild the model and read the
   parameters without the trainer: model name, architecture overrides, number of classes,
   ``dw_init`` and the DoG parameters, image size, dataset, step.
@@ -35,6 +38,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
+
+from dog_jax.train.config import comparable
 
 BEST_METRIC = "eval_top1"
 # model_info keys that decide parameter shapes; a checkpoint that differs cannot be resumed.
@@ -98,7 +103,8 @@ class Checkpointer:
 
     def _open(self) -> ocp.CheckpointManager:
         # Handlers named up front: reading a checkpoint's array metadata needs them.
-        handlers = {"state": ocp.StandardCheckpointHandler(), "model": ocp.JsonCheckpointHandler()}
+        handlers = {"state": ocp.StandardCheckpointHandler(), "model": ocp.JsonCheckpointHandler(),
+                    "history": ocp.JsonCheckpointHandler()}
         return ocp.CheckpointManager(self.directory, options=self._options, item_handlers=handlers)
 
     def latest_step(self) -> int | None:
@@ -110,12 +116,25 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
 
-    def save(self, step: int, state: Any, model_info: dict[str, Any], metrics: dict[str, float] | None = None) -> bool:
-        """Starts an (asynchronous) save of ``state`` at ``step``; False if that step already exists."""
+    def save(self, step: int, state: Any, model_info: dict[str, Any], metrics: dict[str, float] | None = None,
+             history: dict[str, Any] | None = None) -> bool:
+        """Starts an (asynchronous) save of ``state`` at ``step``; False if that step already exists.
+
+        ``history``: the run's eval/train histories (``Reporter.history_snapshot``), committed
+        together with the state so that a resume continues them from exactly this step.
+        """
         if step in self._manager.all_steps():
             return False
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), model=ocp.args.JsonSave(model_info))
-        return self._manager.save(step, args=args, metrics=metrics, force=True)
+        items = {"state": ocp.args.StandardSave(state), "model": ocp.args.JsonSave(model_info)}
+        if history is not None:
+            items["history"] = ocp.args.JsonSave(history)
+        return self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+    def restore_history(self, step: int) -> dict[str, Any] | None:
+        """The history saved with checkpoint ``step``; None if it has none (older checkpoints)."""
+        if not (epath.Path(self.directory) / str(step) / "history").exists():
+            return None
+        return self._manager.restore(step, args=ocp.args.Composite(history=ocp.args.JsonRestore()))["history"]
 
     def restore(self, step: int, abstract_state: Any) -> Any:
         """Restores the state at ``step`` into the shardings/dtypes of ``abstract_state``."""
@@ -226,10 +245,11 @@ def _check_same_state_layout(saved: dict[str, tuple[int, ...]], wanted: dict[str
 
 
 def _check_same_architecture(stored: dict[str, Any], current: dict[str, Any], step: int, directory: str) -> None:
-    differs = [key for key in _ARCHITECTURE_KEYS if stored.get(key) != current.get(key)]
+    # The stored info went through JSON (lists for tuples): compare normalised values.
+    differs = [key for key in _ARCHITECTURE_KEYS if comparable(stored.get(key)) != comparable(current.get(key))]
     if differs:
-        saved = ", ".join(f"{key}={stored.get(key)!r}" for key in differs)
-        wanted = ", ".join(f"{key}={current.get(key)!r}" for key in differs)
+        saved = ", ".join(f"{key}={comparable(stored.get(key))!r}" for key in differs)
+        wanted = ", ".join(f"{key}={comparable(current.get(key))!r}" for key in differs)
         raise CheckpointError(
             f"workdir checkpoint {directory}/{step} is of another model ({saved}) than the config ({wanted}); "
             "use a new --workdir, or the config that wrote it.")

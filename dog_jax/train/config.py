@@ -44,6 +44,9 @@ is locked by ``ml_collections``):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import ml_collections
 
 from dog_jax.initializers import INITIALIZER_NAMES
@@ -147,6 +150,25 @@ def parse_config_string(arg: str | None, allowed: dict[str, type]) -> dict[str, 
             except ValueError:
                 raise ConfigError(f"Config-string key {key!r} takes a {kind.__name__}, got {value!r}.") from None
     return result
+
+
+def comparable(value: Any) -> Any:
+    """``value`` in the form a JSON round trip gives it, for comparing a saved config with a live one.
+
+    A config written to JSON comes back with lists for tuples and dicts for ConfigDicts, and
+    an integral float may come back as an int: tuples and lists become lists, ConfigDicts and
+    mappings plain dicts (recursively), and a float equal to an int that int. Comparing
+    ``comparable(saved) == comparable(live)`` therefore says "the same setting".
+    """
+    if isinstance(value, ml_collections.ConfigDict):
+        value = value.to_dict()
+    if isinstance(value, Mapping):
+        return {str(key): comparable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [comparable(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _require(condition: bool, message: str) -> None:

@@ -110,6 +110,10 @@ def evaluate(state, eval_step, rng_state, eval_ds, mesh) -> dict[str, float]:
     return metrics
 
 
+def _without_step(entry: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in entry.items() if key != "step"}
+
+
 def _should_stop(stop_requested: Callable[[int], bool] | None, step: int, every: int) -> bool:
     """Whether to checkpoint and return now.
 
@@ -163,8 +167,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     schedule = optim.learning_rate_schedule(
         schedule=config.optimizer.schedule, peak=config.optimizer.learning_rate, total_steps=plan.total_steps,
         warmup_steps=plan.warmup_steps, min_learning_rate=config.optimizer.min_learning_rate)
-    tx = optim.create_optimizer(
-        learning_rate=schedule, weight_decay=config.optimizer.weight_decay, b1=config.optimizer.b1,
+    tx = optim.create_optimizer(  # the schedule is applied in the train step, at state["step"]
+        learning_rate=optim.UNIT_LEARNING_RATE, weight_decay=config.optimizer.weight_decay, b1=config.optimizer.b1,
         b2=config.optimizer.b2, eps=config.optimizer.eps, grad_clip_norm=config.optimizer.grad_clip_norm)
 
     def model_fn() -> nnx.Module:
@@ -217,10 +221,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     reporter = reporting.Reporter(workdir, total_steps=plan.total_steps, global_batch_size=config.batch_size,
                                   nonfinite_policy=config.nonfinite_policy)
+    if restored is not None:  # best eval and histories continue across a resume
+        history = ckpt.restore_history(start_step)
+        if history is not None:
+            reporter.load_history(history)
+        else:
+            logging.warning("Checkpoint %d holds no history (written by an older version): best eval and "
+                            "histories restart at the resumed step.", start_step)
+    best = reporting.best_eval(reporter.history)
+    eval_metrics = _without_step(reporter.history[-1]) if reporter.history else {}
     info = lambda step: model_info(config, num_classes, step)  # noqa: E731
     train_iter = train_ds.as_numpy_iterator()
-    eval_metrics: dict[str, float] = {}
-    best: dict[str, float] = {}
     compile_time = None
     step = start_step
     interrupted = False
@@ -245,18 +256,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 best = {"step": step, **eval_metrics}
         if step % plan.checkpoint_every == 0 or step == plan.total_steps or checkpoint_metrics:
             reporter.check_finite()  # never checkpoint a NaN state
-            ckpt.save(step, state, info(step), metrics=checkpoint_metrics)
+            ckpt.save(step, state, info(step), metrics=checkpoint_metrics, history=reporter.history_snapshot())
         if step < plan.total_steps and _should_stop(stop_requested, step, config.log_every_steps):
-            reporter.flush_train(step)
-            ckpt.save(step, state, info(step))
+            reporter.check_finite()
+            ckpt.save(step, state, info(step), history=reporter.history_snapshot())
             interrupted = True
             logging.info("Stop requested: checkpointed step %d in %s; rerun to resume.", step, ckpt.directory)
             break
-    if start_step >= plan.total_steps:
+    if start_step >= plan.total_steps and not (reporter.history and reporter.history[-1]["step"] == step):
         logging.info("Training already complete (%d steps); evaluating the final state only.", start_step)
         eval_metrics = evaluate(state, eval_step, parts.rng_state, eval_ds, mesh)
         reporter.log_eval(step, eval_metrics)
-        best = {"step": step, **eval_metrics}
+        best = reporting.best_eval(reporter.history)
+    elif start_step >= plan.total_steps:
+        logging.info("Training already complete (%d steps); its final evaluation is in the history.", start_step)
     ckpt.wait()
 
     summary = {

@@ -9,6 +9,14 @@
   (biases, norm scales/offsets, layer scales, GRN), like timm's ``filter_bias_and_bn``.
 * Gradients are clipped by their global L2 norm before the update when
   ``grad_clip_norm > 0``; the reported gradient norm is the one before clipping.
+
+The trainer builds the optimizer with :data:`UNIT_LEARNING_RATE` and multiplies the updates
+by ``schedule(state["step"])`` in the train step: the train state's step is the one counter
+that drives the schedule, so an update skipped as non-finite (which leaves the optimizer
+state, and so optax's own count, unchanged) does not shift the schedule, and the rate logged
+is the rate applied -- as PyTorch's per-iteration schedulers step whether or not the
+optimizer did. A constant *schedule* (not the float 1.0) keeps optax's schedule counter in
+the optimizer state, i.e. the same state layout as checkpoints written before.
 """
 
 from __future__ import annotations
@@ -18,6 +26,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+
+
+UNIT_LEARNING_RATE = optax.constant_schedule(1.0)
 
 
 def learning_rate_schedule(*, schedule: str, peak: float, total_steps: int, warmup_steps: int = 0,

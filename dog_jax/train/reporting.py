@@ -39,6 +39,15 @@ class NonFiniteError(FloatingPointError):
     """Training produced a NaN/inf loss or gradient (policy "stop"); the message names the step."""
 
 
+def best_eval(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The eval entry with the highest ``eval_top1`` (the later one on a tie); {} if none."""
+    best: dict[str, Any] = {}
+    for entry in history:
+        if entry["eval_top1"] >= best.get("eval_top1", -1.0):
+            best = entry
+    return dict(best)
+
+
 class Reporter:
     """Aggregates step metrics between log points and writes them out.
 
@@ -144,6 +153,24 @@ class Reporter:
                      metrics["eval_time_s"])
         self.write_scalars(step, {f"eval/{key[5:]}": value for key, value in metrics.items()})
         self.history.append({"step": step, **metrics})
+
+    def history_snapshot(self) -> dict[str, Any]:
+        """The histories so far, and the per-step metrics not yet averaged into a log line,
+        as JSON-able data: saved inside every checkpoint so that a resumed run continues
+        them exactly (same best eval, same histories, same logging windows)."""
+        pending = [{"step": step, **{key: float(value) for key, value in metrics.items()}}
+                   for step, metrics in jax.device_get(self._pending)]
+        return {"eval_history": self.history, "train_history": self.train_history, "pending": pending,
+                "skipped_steps": self.skipped_steps}
+
+    def load_history(self, snapshot: dict[str, Any]) -> None:
+        """Continues from a :meth:`history_snapshot` (taken at the step being resumed)."""
+        self.history = list(snapshot["eval_history"])
+        self.train_history = list(snapshot["train_history"])
+        self.skipped_steps = int(snapshot["skipped_steps"])
+        # float32 again, so the next log line averages exactly what it would have without the break.
+        self._pending = [(entry["step"], {key: np.float32(value) for key, value in entry.items() if key != "step"})
+                         for entry in snapshot["pending"]]
 
     def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
         """Writes TensorBoard scalars (the ``scalars`` plugin's format, via core TF ops only,

@@ -107,8 +107,12 @@ def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedul
     ``batch``: ``{"image": float32 (B, H, W, 3), "label": int32 (B,)}`` sharded over
     ``"data"``; the state is donated. Metrics (replicated float32 scalars): ``loss``
     (mixed-target cross-entropy), ``accuracy`` (top-1 against the un-mixed labels),
-    ``grad_norm`` (before clipping), ``learning_rate`` (used for this update),
+    ``grad_norm`` (before clipping), ``learning_rate`` (applied to this update),
     ``nonfinite`` (1.0 if the loss or any gradient was NaN/inf, else 0.0).
+
+    ``tx`` must be built with ``optim.UNIT_LEARNING_RATE``: its updates are multiplied by
+    ``schedule(state["step"])`` here, so the state's step is the only counter the schedule
+    follows (see ``dog_jax.train.optim``).
 
     ``skip_nonfinite``: on a non-finite step keep params, batch statistics, optimizer
     state and EMA unchanged (only ``step`` advances, so the data stream moves on). Decided
@@ -135,7 +139,9 @@ def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedul
             return loss, (logits, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        learning_rate = jnp.asarray(schedule(step), jnp.float32)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        updates = jax.tree.map(lambda update: learning_rate * update, updates)
         new_state = {"step": step + 1, "params": optax.apply_updates(state["params"], updates),
                      "batch_stats": batch_stats, "opt_state": opt_state}
         if ema_decay:
@@ -151,7 +157,7 @@ def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedul
             "loss": loss,
             "accuracy": jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)),
             "grad_norm": grad_norm,
-            "learning_rate": jnp.asarray(schedule(step), jnp.float32),
+            "learning_rate": learning_rate,
             "nonfinite": 1.0 - finite.astype(jnp.float32),
         }
         return new_state, metrics
