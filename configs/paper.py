@@ -45,7 +45,7 @@ from dog_jax.train.config import ConfigError, parse_config_string
 
 FAMILIES = ("convmixer", "convnext", "hornet")
 _MODIFIERS = {"demo": bool, "cifar10": bool, "epochs": float, "family": str}
-_PAPER_DOG = {"gamma_range": (0.0, 0.5), "on_fraction": 0.5, "norm": "paper", "balanced": False}
+_PAPER_DOG = {"gamma_range": (0.0, 0.5), "on_fraction": 0.5, "norm": "paper", "balanced": True}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,9 +116,10 @@ def _experiments() -> list[Experiment]:
         Experiment("ablation_dog-he", None, "dog", "ablation",
                    "DoG rescaled to He-normal's L2 norm (sqrt(2) per kernel): is the gain the shape "
                    "or the small scale (DoG L2 ~0.4 vs He ~1.4)?", dog=(("norm", "he"),)),
-        Experiment("ablation_dog-balanced", None, "dog", "ablation",
-                   "DoG with exactly half on-centre kernels instead of a coin flip per kernel",
-                   dog=(("balanced", True),)),
+        Experiment("ablation_dog-coinflip", None, "dog", "ablation",
+                   "DoG with an independent on/off coin flip per kernel instead of exactly half "
+                   "on-centre per layer (the default until 2026-11-28)",
+                   dog=(("balanced", False),)),
         Experiment("ablation_gamma0-0.25", None, "dog", "ablation",
                    "DoG with small centres only, gamma ~ U(0, 0.25) (mostly one-pixel centres)",
                    dog=(("gamma_range", (0.0, 0.25)),)),

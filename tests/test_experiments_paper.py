@@ -51,6 +51,7 @@ def test_rows_change_only_the_depthwise_init(name, model, dw_init, gamma_range, 
     assert (c.model, c.dw_init, tuple(c.dog.gamma_range), c.dog.on_fraction, c.dog.norm) == (
         model, dw_init, gamma_range, on_fraction, norm)
     assert c.dataset == "imagenet2012" and c.num_epochs == 50.0  # the family's ImageNet recipe.
+    assert c.dog.balanced is True  # every row uses the paper's exact half/half split
     if model.startswith("convmixer"):
         assert c.model_overrides.kernel_size == 9 and c.batch_size == 640
     config_lib.validate(c, device_count=8)

@@ -148,7 +148,7 @@ def recover_gammas(kernels: np.ndarray, k: int) -> np.ndarray:
 
 
 def test_sampling_gamma_range_and_on_fraction():
-    init = dog(gamma_range=(0.2, 0.4), on_fraction=0.3)
+    init = dog(gamma_range=(0.2, 0.4), on_fraction=0.3, balanced=False)
     kernels = np.asarray(init(jax.random.key(0), (9, 9, 1, 4000)))
     assert (kernels[4, 4, 0] > 0).mean() == pytest.approx(0.3, abs=0.03)
     gammas = recover_gammas(kernels[..., :400], 9)
@@ -161,7 +161,22 @@ def test_default_range_is_the_papers():
     kernels = np.asarray(dog()(jax.random.key(1), (7, 7, 1, 300)))
     gammas = recover_gammas(kernels, 7)
     assert gammas.max() <= 0.5 + 2e-3 and gammas.mean() == pytest.approx(0.25, abs=0.03)
-    assert (kernels[3, 3, 0] > 0).mean() == pytest.approx(0.5, abs=0.1)
+    assert int((kernels[3, 3, 0] > 0).sum()) == 150  # the paper's split: exactly half on-centre
+
+
+@pytest.mark.parametrize("n", [96, 97, 512])
+def test_default_is_exactly_half_on_centre_per_layer(n):
+    """The paper assigns "half of the kernels" on- and half off-centre: every call (one layer) does."""
+    for seed in range(3):
+        kernels = np.asarray(dog()(jax.random.key(seed), (7, 7, 1, n)))
+        assert int((kernels[3, 3, 0] > 0).sum()) == round(n / 2)
+        assert int((kernels[3, 3, 0] < 0).sum()) == n - round(n / 2)
+
+
+def test_coin_flip_is_available_and_varies():
+    counts = {int((np.asarray(dog(balanced=False)(jax.random.key(s), (5, 5, 1, 64)))[2, 2, 0] > 0).sum())
+              for s in range(8)}
+    assert len(counts) > 1  # independent flips: the on-centre count changes with the key
 
 
 def test_balanced_is_exact():
