@@ -128,7 +128,7 @@ def plot_proportions(analyses: list[CheckpointAnalysis], path: Path) -> Path | N
     entries = _entries(analyses, "clusters")
     if not entries:
         return None
-    fig, axes = plt.subplots(2, 1, figsize=(1.3 * len(entries) + 3.0, 6.0))
+    fig, axes = plt.subplots(2, 1, figsize=(1.3 * len(entries) + 4.5, 6.0))
     _bars(axes[0], _entries(analyses, "clusters", "paper"), PAPER_LABELS, LABEL_COLORS)
     axes[0].set_title("k-means clusters named from the centroid (the paper's naming; black tick: "
                       "pixel-shuffled null)", fontsize=8)
