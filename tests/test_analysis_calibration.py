@@ -65,8 +65,8 @@ def test_summary_reports_both_namings_and_nulls(tmp_path):
 
     rng = np.random.default_rng(2)
     bars = make_family(rng, "bar", 200, 7, 0.25)
-    kernels = np.concatenate([make_family(rng, "dog_on", 200, 7, 0.25), make_family(rng, "dog_off", 200, 7, 0.25),
-                              bars]).astype(np.float32)
+    kernels = np.concatenate([make_family(rng, "dog_on", 200, 7, 0.25),
+                              make_family(rng, "dog_off", 200, 7, 0.25), bars]).astype(np.float32)
     np.savez(tmp_path / "k.npz", **{"blocks/0/dw/kernel": kernels.transpose(1, 2, 0)[:, :, None, :]})
     assert main([str(tmp_path / "k.npz"), "--out", str(tmp_path / "out"), "--no-figures", "-q"]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

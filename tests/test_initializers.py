@@ -120,7 +120,7 @@ def _documented_half_mass_rows() -> dict[tuple[tuple[float, float], int], tuple[
     return rows
 
 
-def test_half_mass_normalisation_on_all_sampled_kernels_matches_the_documented_table():
+def test_half_mass_table_holds_for_all_sampled_kernels():
     """Every sampled kernel sums to 0; its positive mass is within the documented bound of 0.5, and the
     documented share of exactly-±0.5 kernels is the measured one (to 1 percentage point)."""
     documented = _documented_half_mass_rows()

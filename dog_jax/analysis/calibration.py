@@ -116,16 +116,19 @@ def calibrate(kernel_sizes=KERNEL_SIZES, noise_levels=NOISE_LEVELS, scenarios=tu
                         if not members.any():
                             continue
                         fams, counts = np.unique(truth[members], return_counts=True)
-                        strict = {t: name_cluster(result.centroids[c], kernels[members], reference_level=reference,
-                                                  max_anisotropy=t)[0] for t in max_anisotropies}
+                        strict = {t: name_cluster(result.centroids[c], kernels[members],
+                                                  reference_level=reference, max_anisotropy=t)[0]
+                                  for t in max_anisotropies}
                         out.append(CalibratedCluster(
                             k=k, noise=noise, scenario=scenario, seed=seed, truth=str(fams[counts.argmax()]),
                             purity=float(counts.max() / counts.sum()), paper_name=result.paper_names[c],
-                            anisotropy_median=float(result.stats[c]["anisotropy_median"]), strict_names=strict))
+                            anisotropy_median=float(result.stats[c]["anisotropy_median"]),
+                            strict_names=strict))
     return out
 
 
-def rates(clusters: list[CalibratedCluster], rule: str, threshold: float | None = None) -> dict[str, float | None]:
+def rates(clusters: list[CalibratedCluster], rule: str,
+          threshold: float | None = None) -> dict[str, float | None]:
     """Shares over clusters: ``dog_named`` (DoG clusters given their own name), ``false_centre_surround``
     (bar, edge and noise clusters given a centre–surround name), ``blob_correct`` (blob clusters given
     the rule's expected name). None where no cluster of that kind exists."""

@@ -225,7 +225,8 @@ def group_summary(ca: CheckpointAnalysis, group: GroupAnalysis) -> dict:
         if group.null_clusters is not None:
             null["proportions"] = {k: _rounded(v) for k, v in group.null_clusters.proportions().items()}
             null["cluster_names"] = list(group.null_clusters.names)
-            null["paper_proportions"] = {k: _rounded(v) for k, v in group.null_clusters.proportions("paper").items()}
+            null["paper_proportions"] = {k: _rounded(v)
+                                         for k, v in group.null_clusters.proportions("paper").items()}
             null["paper_cluster_names"] = list(group.null_clusters.paper_names)
             null["cluster_contrasts"] = [_rounded(st["contrast"]) for st in group.null_clusters.stats]
         out["null_baseline"] = null

