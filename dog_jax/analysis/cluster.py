@@ -3,8 +3,11 @@
 Procedure (paper): min–max normalise every kernel to [0, 1], flatten, k-means with k = 3
 (here k-means++ with ≥ 10 restarts and a fixed seed), separately per kernel size.
 
-Naming rule (ours; the paper names clusters by eye). For each cluster, on its centroid z (in the
-normalised [0, 1] space):
+Two namings of every cluster. The paper names clusters by eye from their means; :func:`paper_name`
+does that from the centroid alone (the first two points below). The strict rule,
+:func:`name_cluster`, adds checks on the members (the remaining points), with thresholds calibrated
+on kernels of known type (``dog_jax.analysis.calibration``, docs/analysis.md). On the centroid z
+(in the normalised [0, 1] space):
 
 * centre = the middle pixel (the four middle pixels for even sizes), border = the outermost ring;
 * contrast C = mean(z[centre]) − mean(z[border]);
@@ -14,9 +17,10 @@ normalised [0, 1] space):
   to the centre. k-means on noise (3×3 especially) forms clusters of kernels whose middle pixel
   happens to be extreme; their centre stands out but their border stays at the mean level, while
   a real surround is pulled the other way;
-* and its members are not oriented: the median :func:`anisotropy` of the members is below 0.5.
+* and its members are not oriented: the median :func:`anisotropy` of the members is below 0.8.
   Second derivatives of Gaussians (bars) at all orientations average to a Laplacian-like,
-  centre-dipped centroid, but each of them is oriented (anisotropy ≈ 1; DoGs ≈ 0.02);
+  centre-dipped centroid, but each of them is oriented (anisotropy ≈ 1; noise-free DoGs 0, noisy
+  ones up to ~0.7 at the noise levels of trained kernels);
 * a centre-peaked (dipped) cluster is "excitatory-centre" ("inhibitory-centre") when at least
   ``min_antagonistic`` (10 %) of its *raw* kernels are antagonistic — centre and border of opposite
   signs, centre sign matching, and DC ratio |Σw|/Σ|w| < 0.5. Min–max normalisation discards the DC
