@@ -1,6 +1,7 @@
 r"""ConvMixer-512/12, 9x9 kernels, patch 7: the paper's ConvMixer experiment (Table 1 / Table 2).
 
-Paper (Babaiee et al., WACV 2024), ImageNet-1k, 50 epochs, top-1:
+Paper (Babaiee et al., WACV 2024), ImageNet-1k, top-1 (the paper states 50 epochs for ConvNeXt-T and
+HorNet-T, not for ConvMixer; 50 is assumed here):
   Kaiming 64.00 -> DoG 66.34  (Table 2 ablations: gamma in (0,1) on+off 65.20;
   gamma in (0,0.5) on-centre only 64.78).
 
@@ -19,7 +20,8 @@ Recipe (locuslab/convmixer README, the timm command the ConvMixer authors publis
 AdamW lr 0.01 at batch 640, eps 1e-3, weight decay 2e-5 (none on 1-D parameters), one-cycle
 schedule (0 -> peak at 2/5 -> peak/20 at 4/5 -> 0), gradient clipping 1.0, RandAugment
 rand-m9-mstd0.5-inc1, mixup 0.5, CutMix 0.5, random erasing 0.25, label smoothing 0.1, no
-drop path; eval crop 0.96 (timm). Epochs: 50 (the paper) instead of the original 150.
+drop path; eval crop 0.96 (timm). Epochs: 50 (as the paper's other models) instead of the
+original 150. ``configs/paper.py:NAME,paper_text`` follows the paper's "Adam" (no weight decay).
 "reference" init is the PyTorch default (kaiming_uniform with a=sqrt(5)) of the original
 code; the paper's "Kaiming" baseline most likely is this default; ``init=kaiming`` gives He normal.
 """

@@ -18,7 +18,9 @@ weight decay 0.05 (none on 1-D parameters), cosine per step to 1e-6 with linear 
 RandAugment rand-m9-mstd0.5-inc1, mixup 0.8, CutMix 1.0 (switch 0.5), random erasing 0.25,
 label smoothing 0.1, drop path 0.1, no gradient clipping (as the original), eval crop 0.875.
 Changes for the paper's 50-epoch setting: 50 epochs instead of 300 and warm-up scaled in
-proportion (20 -> 3.33 epochs). Model EMA with decay 0.9999 per step (``--model_ema true
+proportion (20 -> 3.33 epochs). Model EMA with decay 0.9999 per step, warmed up as
+min(0.9999, (1+t)/(10+t)) so that 50 epochs do not leave ~21 % of the random init in it
+(docs/experiments.md) (``--model_ema true
 --model_ema_eval true`` in the original), evaluated beside the model (``eval_ema_top1``); the
 best checkpoint is still chosen by the model's own top-1.
 "reference" init is the original trunc-normal(0.02) of every conv; the paper's "Kaiming"

@@ -17,7 +17,9 @@ weight decay 0.05 (none on 1-D parameters), cosine to 1e-6 with linear warm-up, 
 rand-m9-mstd0.5-inc1, mixup 0.8, CutMix 1.0, random erasing 0.25, label smoothing 0.1,
 drop path 0.2 (HorNet-T), gradient clipping 5.0 (the README's single-machine command), eval
 crop 0.875. Changes for the paper's 50-epoch setting: 50 epochs instead of 300, warm-up scaled
-in proportion (20 -> 3.33 epochs). Model EMA with decay 0.9999 per step, the setting of the
+in proportion (20 -> 3.33 epochs). Model EMA with decay 0.9999 per step, warmed up as
+min(0.9999, (1+t)/(10+t)) so that 50 epochs do not leave ~21 % of the random init in it
+(docs/experiments.md), the setting of the
 ConvNeXt code base HorNet's training code is built on (not checked against HorNet's own
 commands), evaluated beside the model (``eval_ema_top1``).
 """

@@ -144,22 +144,26 @@ def dog(
     on_fraction: float = 0.5,
     *,
     norm: str = "paper",
-    balanced: bool = False,
+    balanced: bool = True,
     depthwise_only: bool = True,
 ) -> Initializer:
     """The paper's DoG initializer, as a drop-in ``kernel_init=`` for Flax NNX and Linen convolutions.
 
-    Every kernel draws its own γ ~ Uniform(gamma_range) (then clamped into [1e-3, 1 − 1e-3]) and is
-    on-centre with probability ``on_fraction`` (off-centre otherwise).
+    Every kernel draws its own γ ~ Uniform(gamma_range) (then clamped into [1e-3, 1 − 1e-3]). By
+    default exactly round(on_fraction·n) of the n kernels of one call (one layer) are on-centre, at
+    random positions, and the rest off-centre: the paper assigns "half of the kernels with excitatory
+    centers and the other half with inhibitory centers".
 
     Args:
       gamma_range: (low, high) range of the centre-surround ratio γ, within [0, 1].
-      on_fraction: probability that a kernel is on-centre (excitatory).
+      on_fraction: share of on-centre (excitatory) kernels (exact when ``balanced``, else the
+        probability of each kernel).
       norm: "paper" (positive part +0.5, negative part −0.5, as in the paper), or "he": each kernel
         rescaled to the expected L2 norm of a He-normal kernel of the same fan-in, sqrt(2/in_per_group)
         (sqrt(2) for a depthwise kernel) — an ablation the paper did not run.
-      balanced: if True, exactly round(on_fraction·n) of the n kernels are on-centre, at random
-        positions, instead of each kernel independently.
+      balanced: True (default, the paper's split): exactly round(on_fraction·n) of the n kernels are
+        on-centre, at random positions. False: an independent coin flip per kernel (the on-centre
+        share of a layer then varies by ±sqrt(on_fraction·(1−on_fraction)/n)).
       depthwise_only: if True (default), refuse kernels with in_per_group > 1, which are not depthwise.
         If False, every (in, out) slice gets its own independent DoG kernel.
 

@@ -47,6 +47,7 @@ def test_recipe_details():
 def test_config_strings(name):
     dog = load(name, "init=dog")
     assert dog.dw_init == "dog" and tuple(dog.dog.gamma_range) == (0.0, 0.5) and dog.dog.on_fraction == 0.5
+    assert dog.dog.balanced is True  # the paper's split: exactly half of each layer on-centre
     demo = load(name, "demo")
     assert demo.dataset == "dog_jax_demo" and demo.image_size == 32
     config_lib.validate(demo, device_count=1)

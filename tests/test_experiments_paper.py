@@ -51,6 +51,7 @@ def test_rows_change_only_the_depthwise_init(name, model, dw_init, gamma_range, 
     assert (c.model, c.dw_init, tuple(c.dog.gamma_range), c.dog.on_fraction, c.dog.norm) == (
         model, dw_init, gamma_range, on_fraction, norm)
     assert c.dataset == "imagenet2012" and c.num_epochs == 50.0  # the family's ImageNet recipe.
+    assert c.dog.balanced is True  # every row uses the paper's exact half/half split
     if model.startswith("convmixer"):
         assert c.model_overrides.kernel_size == 9 and c.batch_size == 640
     config_lib.validate(c, device_count=8)
@@ -94,3 +95,21 @@ def test_listing_from_the_command_line():
     assert "table2_gamma0-0.5_onoff" in result.stdout and "66.34" in result.stdout
     assert len([line for line in result.stdout.splitlines() if line.startswith(("table", "ablation", "baseline"))]) \
         == len(paper().EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name, clip", [("table1_convnext_dog", 1.0), ("table1_hornet_dog", 5.0),
+                                        ("table2_kaiming", 1.0)])
+def test_paper_text_follows_the_papers_optimizer(name, clip):
+    """The paper's text says Adam and gradient clipping; the default follows the original recipes (AdamW)."""
+    original = paper().get_config(name)
+    text = paper().get_config(f"{name},paper_text")
+    assert original.optimizer.weight_decay > 0 and text.optimizer.weight_decay == 0.0
+    assert text.optimizer.grad_clip_norm == clip
+    assert original.optimizer.grad_clip_norm == (0.0 if "convnext" in name else clip)
+    # Nothing else changes.
+    for key in ("learning_rate", "schedule", "warmup_epochs", "b1", "b2", "eps"):
+        assert text.optimizer[key] == original.optimizer[key], key
+    assert (text.num_epochs, text.batch_size, text.ema_decay) == (original.num_epochs, original.batch_size,
+                                                                  original.ema_decay)
+    assert paper().experiment_info(f"{name},paper_text")["recipe"] == "paper_text"
+    assert paper().experiment_info(name)["recipe"] == "original"

@@ -2,6 +2,7 @@
 drop-in use in Flax NNX and Linen, and its errors."""
 
 import math
+from pathlib import Path
 
 import flax.linen as linen
 import jax
@@ -92,6 +93,50 @@ def test_positive_mass_is_half_where_the_positive_set_is_unchanged():
     assert checked > 150  # the property holds for the large majority of gammas
 
 
+def half_mass_table(n: int = 20_000) -> list[tuple[tuple[float, float], int, float, float, float]]:
+    """The ±0.5 table of docs/initializer.md, measured: per γ range and k, on n kernels drawn as dog()
+    draws them (γ ~ U(range), key 0): (range, k, share of kernels whose positive mass is 0.5 ± 1e-3,
+    largest |positive mass − 0.5|, largest |sum|)."""
+    rows = []
+    for lo, hi in ((0.0, 0.5), (0.0, 1.0), (0.5, 1.0)):
+        gammas = jax.random.uniform(jax.random.key(0), (n,), jnp.float32, lo, hi)
+        for k in (3, 5, 7, 9):
+            w = np.asarray(dog_init._signed_kernels(gammas, jnp.ones(n), k, k), np.float64).reshape(n, -1)
+            deviation = np.abs(np.where(w > 0, w, 0.0).sum(axis=1) - 0.5)
+            rows.append(((lo, hi), k, float(np.mean(deviation <= 1e-3)), float(deviation.max()),
+                         float(np.abs(w.sum(axis=1)).max())))
+    return rows
+
+
+def _documented_half_mass_rows() -> dict[tuple[tuple[float, float], int], tuple[float, float]]:
+    """Rows of the table between the half-mass markers in docs/initializer.md: share (%) and bound."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "initializer.md").read_text()
+    block = text.split("<!-- half-mass table -->")[1]
+    rows = {}
+    for line in block.strip().splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        lo, hi = (float(x) for x in cells[0].strip("()").split(","))
+        rows[((lo, hi), int(cells[1]))] = (float(cells[2].rstrip(" %")) / 100, float(cells[3]))
+    return rows
+
+
+def test_half_mass_table_holds_for_all_sampled_kernels():
+    """Every sampled kernel sums to 0; its positive mass is within the documented bound of 0.5, and the
+    documented share of exactly-±0.5 kernels is the measured one (to 1 percentage point)."""
+    documented = _documented_half_mass_rows()
+    measured = half_mass_table()
+    assert len(documented) == len(measured) == 12
+    for gamma_range, k, share, max_deviation, max_sum in measured:
+        doc_share, doc_bound = documented[(gamma_range, k)]
+        assert max_sum < 1e-5, (gamma_range, k)
+        assert max_deviation <= doc_bound, (gamma_range, k, max_deviation)
+        assert doc_bound - max_deviation < 0.01, (gamma_range, k, "the documented bound is loose")
+        assert share == pytest.approx(doc_share, abs=0.01), (gamma_range, k, share)
+    # The paper's range (0, 0.5) keeps the positive mass within 0.035 of 0.5; U(0, 1) does not.
+    assert max(m[3] for m in measured if m[0] == (0.0, 0.5)) < 0.035
+    assert min(m[2] for m in measured if m[0] == (0.0, 1.0)) < 0.65
+
+
 @pytest.mark.parametrize("k", [9, 15, 31])
 def test_zero_crossing_radius_is_gamma_k_over_2(k):
     """E = I exactly at radius gamma*k/2. The solved amplitudes (a != b) move the sign change of a*E - b*I:
@@ -148,7 +193,7 @@ def recover_gammas(kernels: np.ndarray, k: int) -> np.ndarray:
 
 
 def test_sampling_gamma_range_and_on_fraction():
-    init = dog(gamma_range=(0.2, 0.4), on_fraction=0.3)
+    init = dog(gamma_range=(0.2, 0.4), on_fraction=0.3, balanced=False)
     kernels = np.asarray(init(jax.random.key(0), (9, 9, 1, 4000)))
     assert (kernels[4, 4, 0] > 0).mean() == pytest.approx(0.3, abs=0.03)
     gammas = recover_gammas(kernels[..., :400], 9)
@@ -161,7 +206,22 @@ def test_default_range_is_the_papers():
     kernels = np.asarray(dog()(jax.random.key(1), (7, 7, 1, 300)))
     gammas = recover_gammas(kernels, 7)
     assert gammas.max() <= 0.5 + 2e-3 and gammas.mean() == pytest.approx(0.25, abs=0.03)
-    assert (kernels[3, 3, 0] > 0).mean() == pytest.approx(0.5, abs=0.1)
+    assert int((kernels[3, 3, 0] > 0).sum()) == 150  # the paper's split: exactly half on-centre
+
+
+@pytest.mark.parametrize("n", [96, 97, 512])
+def test_default_is_exactly_half_on_centre_per_layer(n):
+    """The paper assigns "half of the kernels" on- and half off-centre: every call (one layer) does."""
+    for seed in range(3):
+        kernels = np.asarray(dog()(jax.random.key(seed), (7, 7, 1, n)))
+        assert int((kernels[3, 3, 0] > 0).sum()) == round(n / 2)
+        assert int((kernels[3, 3, 0] < 0).sum()) == n - round(n / 2)
+
+
+def test_coin_flip_is_available_and_varies():
+    counts = {int((np.asarray(dog(balanced=False)(jax.random.key(s), (5, 5, 1, 64)))[2, 2, 0] > 0).sum())
+              for s in range(8)}
+    assert len(counts) > 1  # independent flips: the on-centre count changes with the key
 
 
 def test_balanced_is_exact():

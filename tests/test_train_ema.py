@@ -31,7 +31,7 @@ def test_ema_update_rule_and_skipped_steps():
     decay = 0.75
     train_step = steps.make_train_step(parts, tx, lambda step: 1e-2, num_classes=10, mix=data.MixConfig(),
                                        compute_dtype=jnp.float32, seed=0, mesh=mesh, skip_nonfinite=True,
-                                       ema_decay=decay)
+                                       ema_decay=decay, ema_warmup=False)
     rng = np.random.default_rng(0)
     expected = jax.device_get(state["ema"])
     for step in range(3):
@@ -78,3 +78,32 @@ def test_ema_run_evaluates_both_resumes_and_rejects_a_config_without_ema(tiny_da
     # Nothing was mistaken for damage: every checkpoint is still in place.
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == steps_before
     assert not os.path.exists(os.path.join(str(tmp_path), "damaged_checkpoints"))
+
+
+def test_ema_warmup_arithmetic_for_a_50_epoch_imagenet_run():
+    """ConvNeXt/HorNet configs: EMA 0.9999 over 50 epochs at batch 4096 (docs/experiments.md)."""
+    total = (1_281_167 // 4096) * 50
+    decays = np.asarray(steps.ema_decay_at(jnp.arange(total), 0.9999), np.float64)
+    init_share = np.exp(np.sum(np.log(decays)))  # weight of the random init in the final EMA
+    assert 0.20 < 0.9999**total < 0.22  # constant decay: ~21 % of the init remains
+    assert init_share < 1e-20
+    assert decays[0] == pytest.approx(0.1) and 0.9993 < decays[-1] < 0.9995 and decays.max() <= 0.9999
+    assert float(steps.ema_decay_at(200_000, 0.9999)) == pytest.approx(0.9999)
+    assert float(steps.ema_decay_at(5, 0.9999, warmup=False)) == pytest.approx(0.9999)
+
+
+def test_train_step_uses_the_warmed_up_decay():
+    mesh = sharding.create_mesh()
+    tx = optim.create_optimizer(learning_rate=1e-2, weight_decay=0.05)
+    parts, state = steps.init_train_state(_tiny_convmixer, tx, mesh, ema=True)
+    initial = jax.device_get(state["ema"])
+    train_step = steps.make_train_step(parts, tx, lambda step: 1e-2, num_classes=10, mix=data.MixConfig(),
+                                       compute_dtype=jnp.float32, seed=0, mesh=mesh, ema_decay=0.9999)
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.normal(size=(8, 8, 8, 3)).astype(np.float32),
+             "label": rng.integers(0, 10, 8).astype(np.int32)}
+    state, _ = train_step(state, sharding.global_batch(batch, mesh), parts.rng_state)
+    current = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
+    expected = jax.tree.map(lambda e, x: 0.1 * e + 0.9 * x, initial, current)  # step 0: d = 1/10
+    jax.tree.map(lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6),
+                 jax.device_get(state["ema"]), expected)

@@ -1,4 +1,4 @@
-"""Small-scale reproduction (issue 8, parts 3-4): Kaiming vs DoG vs reference init on the demo data.
+"""Small-scale reproduction: Kaiming vs DoG vs reference init on the demo data.
 
 Built-in ``dog_jax_demo`` dataset (12,000 / 2,000 images, 32 px, 10 classes), two small models
 of the paper's families at their demo scale (``configs/convmixer.py:demo``: ConvMixer-96/4, 7x7;
@@ -9,7 +9,7 @@ trained checkpoint next to its initial kernels.
 * ``*_kaiming-he``: He normal N(0, 2/k^2), the literal "Kaiming";
 * ``*_reference``: the original code's init (ConvMixer: PyTorch default kaiming_uniform(a=sqrt(5)),
   the best reading of the paper's ConvMixer "Kaiming"; ConvNeXt: trunc-normal 0.02);
-* ``*_dog``: the paper's DoG init, gamma ~ U(0, 0.5), half on-centre.
+* ``*_dog``: the paper's DoG init, gamma ~ U(0, 0.5), exactly half of each layer on-centre.
 
 Run (estimated ~50 min on a loaded 2-core CPU from a measured 1-epoch run; docs/experiments.md)::
 

@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         for g in a.groups:
             if g.clusters is not None:
                 props = ", ".join(f"{k} {v:.1%}" for k, v in g.clusters.proportions().items())
+                paper = ", ".join(f"{k} {v:.1%}" for k, v in g.clusters.proportions("paper").items())
+                props = f"{props} (paper's centroid-only naming: {paper})"
                 progress(f"{a.name} {g.kind} {g.size_name}: {props}")
     progress(f"wrote {len(written)} files to {args.out}")
     return 0

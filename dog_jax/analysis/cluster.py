@@ -3,8 +3,11 @@
 Procedure (paper): min–max normalise every kernel to [0, 1], flatten, k-means with k = 3
 (here k-means++ with ≥ 10 restarts and a fixed seed), separately per kernel size.
 
-Naming rule (ours; the paper names clusters by eye). For each cluster, on its centroid z (in the
-normalised [0, 1] space):
+Two namings of every cluster. The paper names clusters by eye from their means; :func:`paper_name`
+does that from the centroid alone (the first two points below). The strict rule,
+:func:`name_cluster`, adds checks on the members (the remaining points), with thresholds calibrated
+on kernels of known type (``dog_jax.analysis.calibration``, docs/analysis.md). On the centroid z
+(in the normalised [0, 1] space):
 
 * centre = the middle pixel (the four middle pixels for even sizes), border = the outermost ring;
 * contrast C = mean(z[centre]) − mean(z[border]);
@@ -14,9 +17,10 @@ normalised [0, 1] space):
   to the centre. k-means on noise (3×3 especially) forms clusters of kernels whose middle pixel
   happens to be extreme; their centre stands out but their border stays at the mean level, while
   a real surround is pulled the other way;
-* and its members are not oriented: the median :func:`anisotropy` of the members is below 0.5.
+* and its members are not oriented: the median :func:`anisotropy` of the members is below 0.8.
   Second derivatives of Gaussians (bars) at all orientations average to a Laplacian-like,
-  centre-dipped centroid, but each of them is oriented (anisotropy ≈ 1; DoGs ≈ 0.02);
+  centre-dipped centroid, but each of them is oriented (anisotropy ≈ 1; noise-free DoGs 0, noisy
+  ones up to ~0.7 at the noise levels of trained kernels);
 * a centre-peaked (dipped) cluster is "excitatory-centre" ("inhibitory-centre") when at least
   ``min_antagonistic`` (10 %) of its *raw* kernels are antagonistic — centre and border of opposite
   signs, centre sign matching, and DC ratio |Σw|/Σ|w| < 0.5. Min–max normalisation discards the DC
@@ -38,6 +42,12 @@ from dog_jax.analysis.templates import DEFAULT_DC_THRESHOLD, dc_ratio
 #: Cluster names, in display order.
 CLUSTER_LABELS = ("excitatory-centre", "inhibitory-centre", "gaussian-blob", "other")
 
+#: The names of the paper's two centre–surround clusters.
+CENTRE_SURROUND = ("excitatory-centre", "inhibitory-centre")
+
+#: Names the paper's centroid-only rule can give (:func:`paper_name`).
+PAPER_LABELS = ("excitatory-centre", "inhibitory-centre", "other")
+
 #: Absolute centre-minus-border contrast (normalised units) a centroid needs to be centre-surround.
 DEFAULT_MIN_CONTRAST = 0.25
 
@@ -45,7 +55,9 @@ DEFAULT_MIN_CONTRAST = 0.25
 DEFAULT_MIN_ANTAGONISTIC = 0.10
 
 #: Largest median member anisotropy (0 isotropic, 1 fully oriented) of a centre-surround cluster.
-DEFAULT_MAX_ANISOTROPY = 0.5
+#: Calibrated on known kernels (docs/analysis.md, "Calibration of the naming rule"): DoG clusters
+#: stay below it up to noise 0.5 at every size 3..9, clusters dominated by bars lie above it.
+DEFAULT_MAX_ANISOTROPY = 0.8
 
 #: How far (normalised units) a centre-surround centroid's border must lie on the other side of the
 #: group's mean normalised level than its centre.
@@ -154,6 +166,22 @@ def describe_centroid(centroid: np.ndarray) -> dict[str, float | bool]:
     }
 
 
+def paper_name(centroid: np.ndarray, *, min_contrast: float = DEFAULT_MIN_CONTRAST) -> str:
+    """The paper's naming, from the centroid alone (normalised units).
+
+    "excitatory-centre" if contrast C > τ and the centroid's maximum lies in the centre,
+    "inhibitory-centre" if C < −τ and its minimum lies in the centre, else "other". This is what a
+    reader naming the mean images by eye (as the paper did) would do; it cannot tell a DoG from a
+    Gaussian blob or a Laplacian-like average of bars (see :func:`name_cluster`).
+    """
+    stats = describe_centroid(centroid)
+    if stats["contrast"] > min_contrast and stats["max_in_centre"]:
+        return "excitatory-centre"
+    if stats["contrast"] < -min_contrast and stats["min_in_centre"]:
+        return "inhibitory-centre"
+    return "other"
+
+
 def name_cluster(
     centroid: np.ndarray,
     raw_members: np.ndarray,
@@ -177,9 +205,10 @@ def name_cluster(
       min_antagonistic: minimum share of antagonistic raw kernels for a DoG name.
 
     Returns:
-      (name in :data:`CLUSTER_LABELS`, statistics dict: centre, border, contrast, surround_offset
-      (border − reference level), anisotropy_median, max/min_in_centre, antagonistic_share,
-      dc_median).
+      (name in :data:`CLUSTER_LABELS`, statistics dict: paper_name (:func:`paper_name`), centre,
+      border, contrast, surround_offset (border − reference level), anisotropy_median,
+      max/min_in_centre, antagonistic_share (None unless the paper's name is centre–surround: it is
+      only defined for a centre polarity), dc_median).
     """
     stats = describe_centroid(centroid)
     stats["surround_offset"] = stats["border"] - float(reference_level)
@@ -189,13 +218,14 @@ def name_cluster(
               and stats["surround_offset"] < -min_surround and isotropic)
     dipped = (stats["contrast"] < -min_contrast and stats["min_in_centre"]
               and stats["surround_offset"] > min_surround and isotropic)
-    share = 0.0
-    if len(raw_members) and (peaked or dipped):
-        share = float(antagonistic(raw_members, on_center=peaked).mean())
+    stats["paper_name"] = paper_name(centroid, min_contrast=min_contrast)
+    share = None
+    if len(raw_members) and stats["paper_name"] in CENTRE_SURROUND:
+        share = float(antagonistic(raw_members, on_center=stats["paper_name"] == "excitatory-centre").mean())
     stats["antagonistic_share"] = share
     stats["dc_median"] = float(np.median(dc_ratio(raw_members))) if len(raw_members) else float("nan")
     if peaked or dipped:
-        if share >= min_antagonistic:
+        if share is not None and share >= min_antagonistic:
             return ("excitatory-centre" if peaked else "inhibitory-centre"), stats
         return "gaussian-blob", stats
     return "other", stats
@@ -208,9 +238,10 @@ class ClusterResult:
     Attributes:
       assignments: (N,) int cluster index in [0, k), −1 for constant kernels (not normalisable).
       centroids: (k, kh, kw) float32 in normalised [0, 1] units.
-      names: (k,) str cluster names from :data:`CLUSTER_LABELS`.
+      names: (k,) str cluster names from :data:`CLUSTER_LABELS` (the strict, gated rule).
       stats: one dict per cluster (see :func:`name_cluster`) plus "count".
       inertia: k-means inertia on the fitted sample.
+      reference_level: mean normalised value of the group's kernels (the surround test's level).
     """
 
     assignments: np.ndarray
@@ -218,21 +249,40 @@ class ClusterResult:
     names: tuple[str, ...]
     stats: tuple[dict, ...] = field(repr=False)
     inertia: float
+    reference_level: float = 0.5
+
+    @property
+    def paper_names(self) -> tuple[str, ...]:
+        """(k,) names from the centroid alone (:func:`paper_name`), the paper's naming."""
+        return tuple(st["paper_name"] for st in self.stats)
+
+    def _names(self, naming: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        if naming == "strict":
+            return self.names, CLUSTER_LABELS
+        if naming == "paper":
+            return self.paper_names, PAPER_LABELS
+        raise ValueError(f"naming must be 'strict' or 'paper', got {naming!r}.")
+
+    def kernel_labels_for(self, naming: str = "strict") -> np.ndarray:
+        """(N,) str: the name of each kernel's cluster under ``naming`` ("strict" or "paper");
+        "constant" for constant kernels."""
+        names = np.asarray(self._names(naming)[0] + ("constant",))
+        return names[np.where(self.assignments >= 0, self.assignments, len(self.names))]
 
     @property
     def kernel_labels(self) -> np.ndarray:
-        """(N,) str: the name of each kernel's cluster ("constant" for constant kernels)."""
-        names = np.asarray(self.names + ("constant",))
-        return names[np.where(self.assignments >= 0, self.assignments, len(self.names))]
+        """(N,) str: the strict name of each kernel's cluster ("constant" for constant kernels)."""
+        return self.kernel_labels_for("strict")
 
-    def counts(self) -> dict[str, int]:
-        """Kernels per name, over :data:`CLUSTER_LABELS` (constant kernels are not counted)."""
-        labels = self.kernel_labels
-        return {name: int(np.count_nonzero(labels == name)) for name in CLUSTER_LABELS}
+    def counts(self, naming: str = "strict") -> dict[str, int]:
+        """Kernels per name (:data:`CLUSTER_LABELS` for "strict", :data:`PAPER_LABELS` for "paper");
+        constant kernels are not counted."""
+        labels = self.kernel_labels_for(naming)
+        return {name: int(np.count_nonzero(labels == name)) for name in self._names(naming)[1]}
 
-    def proportions(self) -> dict[str, float]:
-        """Share of (non-constant) kernels per name; sums to 1."""
-        counts = self.counts()
+    def proportions(self, naming: str = "strict") -> dict[str, float]:
+        """Share of (non-constant) kernels per name under ``naming``; sums to 1."""
+        counts = self.counts(naming)
         total = max(sum(counts.values()), 1)
         return {name: c / total for name, c in counts.items()}
 
@@ -299,4 +349,4 @@ def cluster_kernels(
         names.append(name)
         stats.append(st)
     return ClusterResult(assignments=assignments, centroids=centroids, names=tuple(names),
-                         stats=tuple(stats), inertia=float(km.inertia_))
+                         stats=tuple(stats), inertia=float(km.inertia_), reference_level=reference)

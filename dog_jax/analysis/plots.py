@@ -3,7 +3,7 @@
 * ``samples_*.png`` — random kernels (paper Fig. 4);
 * ``clusters_*.png`` — random kernels per cluster with the cluster means (Figs. 5, 7, 8);
 * ``proportions.png`` — cluster proportions of several checkpoints side by side, with the
-  pixel-shuffled null baseline (Figs. 9, 10);
+  pixel-shuffled null baseline (Figs. 9, 10), under the paper's naming and the strict one;
 * ``templates.png`` — template-classifier shares per checkpoint, real and shuffled;
 * ``gamma_hist.png`` — histogram of fitted DoG γ per checkpoint.
 
@@ -20,7 +20,7 @@ matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dog_jax.analysis.cluster import CLUSTER_LABELS, minmax_normalize  # noqa: E402
+from dog_jax.analysis.cluster import CLUSTER_LABELS, PAPER_LABELS, minmax_normalize  # noqa: E402
 from dog_jax.analysis.report import CheckpointAnalysis, GroupAnalysis  # noqa: E402
 from dog_jax.analysis.templates import TEMPLATE_CLASSES  # noqa: E402
 
@@ -65,7 +65,7 @@ def plot_clusters(ca: CheckpointAnalysis, group: GroupAnalysis, path: Path, n: i
     z, _ = minmax_normalize(group.kernels)
     rng = np.random.default_rng(seed)
     k = len(cr.names)
-    fig, axes = plt.subplots(k, n + 1, figsize=((n + 1) * 0.55 + 1.2, k * 0.62 + 0.45), squeeze=False)
+    fig, axes = plt.subplots(k, n + 1, figsize=((n + 1) * 0.55 + 1.6, k * 0.62 + 0.45), squeeze=False)
     for c in range(k):
         ax = axes[c, 0]
         _show(ax, cr.centroids[c])
@@ -73,7 +73,8 @@ def plot_clusters(ca: CheckpointAnalysis, group: GroupAnalysis, path: Path, n: i
             spine.set_edgecolor(LABEL_COLORS[cr.names[c]])
             spine.set_linewidth(2.5)
         share = cr.stats[c]["count"] / max(np.count_nonzero(cr.assignments >= 0), 1)
-        ax.set_ylabel(f"{cr.names[c]}\n{100 * share:.0f}%", fontsize=6, rotation=0, ha="right", va="center")
+        ax.set_ylabel(f"strict: {cr.names[c]}\npaper: {cr.paper_names[c]}\n{100 * share:.0f}%", fontsize=6,
+                      rotation=0, ha="right", va="center")
         members = np.flatnonzero(cr.assignments == c)
         pick = rng.choice(members, min(n, len(members)), replace=False) if len(members) else []
         for j in range(n):
@@ -84,7 +85,7 @@ def plot_clusters(ca: CheckpointAnalysis, group: GroupAnalysis, path: Path, n: i
                 ax.axis("off")
     axes[0, 0].set_title("mean", fontsize=7)
     fig.suptitle(f"{ca.name}: {group.kind} {group.size_name} clusters (k={k})", fontsize=8)
-    fig.subplots_adjust(left=1.1 / ((n + 1) * 0.55 + 1.2), right=0.99, top=1 - 0.4 / (k * 0.62 + 0.45),
+    fig.subplots_adjust(left=1.5 / ((n + 1) * 0.55 + 1.6), right=0.99, top=1 - 0.4 / (k * 0.62 + 0.45),
                         bottom=0.02, wspace=0.1, hspace=0.15)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -107,14 +108,14 @@ def _bars(ax, entries: list[tuple[str, dict[str, float], dict[str, float] | None
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
-def _entries(analyses: list[CheckpointAnalysis], what: str):
+def _entries(analyses: list[CheckpointAnalysis], what: str, naming: str = "strict"):
     entries = []
     for ca in analyses:
         for g in ca.groups:
             label = f"{ca.name}\n{g.kind} {g.size_name}" if len(ca.groups) > 1 else f"{ca.name}\n{g.size_name}"
             if what == "clusters" and g.clusters is not None:
-                null = g.null_clusters.proportions() if g.null_clusters is not None else None
-                entries.append((label, g.clusters.proportions(), null))
+                null = g.null_clusters.proportions(naming) if g.null_clusters is not None else None
+                entries.append((label, g.clusters.proportions(naming), null))
             elif what == "templates":
                 null = g.null_templates.shares() if g.null_templates is not None else None
                 entries.append((label, g.templates.shares(), null))
@@ -122,13 +123,18 @@ def _entries(analyses: list[CheckpointAnalysis], what: str):
 
 
 def plot_proportions(analyses: list[CheckpointAnalysis], path: Path) -> Path | None:
-    """Figs. 9/10: cluster-name proportions per checkpoint and kernel size, side by side."""
+    """Figs. 9/10: cluster-name proportions per checkpoint and kernel size, side by side; top: the
+    paper's naming from the centroid alone, bottom: the strict rule (docs/analysis.md)."""
     entries = _entries(analyses, "clusters")
     if not entries:
         return None
-    fig, ax = plt.subplots(figsize=(1.3 * len(entries) + 3.0, 3.0))
-    _bars(ax, entries, CLUSTER_LABELS, LABEL_COLORS)
-    ax.set_title("k-means clusters (black tick: pixel-shuffled null)", fontsize=8)
+    fig, axes = plt.subplots(2, 1, figsize=(1.3 * len(entries) + 4.5, 6.0))
+    _bars(axes[0], _entries(analyses, "clusters", "paper"), PAPER_LABELS, LABEL_COLORS)
+    axes[0].set_title("k-means clusters named from the centroid (the paper's naming; black tick: "
+                      "pixel-shuffled null)", fontsize=8)
+    _bars(axes[1], entries, CLUSTER_LABELS, LABEL_COLORS)
+    axes[1].set_title("the same clusters, strict naming (centroid + members' raw weights)", fontsize=8)
+    fig.tight_layout()
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path

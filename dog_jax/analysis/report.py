@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dog_jax.analysis.cluster import CLUSTER_LABELS, ClusterResult, cluster_kernels
+from dog_jax.analysis.cluster import CLUSTER_LABELS, PAPER_LABELS, ClusterResult, cluster_kernels
 from dog_jax.analysis.fit import DogFit, fit_dog
 from dog_jax.analysis.kernels import KernelLayer, extract_depthwise_kernels, group_by_size
 from dog_jax.analysis.readers import CheckpointError, Progress, read_checkpoint
@@ -160,9 +160,10 @@ def _proportions(counts: dict[str, int]) -> dict[str, float]:
     return {k: (v / total if total else 0.0) for k, v in counts.items()}
 
 
-def _layer_counts(group: GroupAnalysis, layer_index: int) -> dict[str, int]:
-    labels = group.clusters.kernel_labels[group.owner == layer_index]
-    return {name: int(np.count_nonzero(labels == name)) for name in CLUSTER_LABELS}
+def _layer_counts(group: GroupAnalysis, layer_index: int, naming: str = "strict") -> dict[str, int]:
+    labels = group.clusters.kernel_labels_for(naming)[group.owner == layer_index]
+    return {name: int(np.count_nonzero(labels == name))
+            for name in (CLUSTER_LABELS if naming == "strict" else PAPER_LABELS)}
 
 
 def group_summary(ca: CheckpointAnalysis, group: GroupAnalysis) -> dict:
@@ -182,22 +183,29 @@ def group_summary(ca: CheckpointAnalysis, group: GroupAnalysis) -> dict:
     else:
         cr = group.clusters
         out["n_constant"] = int(np.count_nonzero(cr.assignments < 0))
+        # Two namings side by side: "counts"/"proportions" use the strict rule (name), the paper_*
+        # keys the paper's centroid-only rule (paper_name); docs/analysis.md explains both.
         out["counts"] = cr.counts()
         out["proportions"] = {k: _rounded(v) for k, v in cr.proportions().items()}
+        out["paper_counts"] = cr.counts("paper")
+        out["paper_proportions"] = {k: _rounded(v) for k, v in cr.proportions("paper").items()}
         out["clusters"] = [
-            {"index": i, "name": cr.names[i], "count": st["count"],
+            {"index": i, "name": cr.names[i], "paper_name": cr.paper_names[i], "count": st["count"],
              **{key: _rounded(st[key]) for key in CLUSTER_STATS},
              "centroid": np.round(cr.centroids[i], 4).tolist()}
             for i, st in enumerate(cr.stats)]
         out["layers"] = []
         for li in np.unique(group.owner):
             counts = _layer_counts(group, li)
+            paper_counts = _layer_counts(group, li, "paper")
             mine = group.owner == li
             classes = group.templates.classes[mine]
             out["layers"].append({
                 "name": ca.layers[li].name, "shape": list(ca.layers[li].source_shape),
                 "n_kernels": int(np.count_nonzero(mine)), "counts": counts,
                 "proportions": {k: _rounded(v) for k, v in _proportions(counts).items()},
+                "paper_counts": paper_counts,
+                "paper_proportions": {k: _rounded(v) for k, v in _proportions(paper_counts).items()},
                 "template_counts": {c: int(np.count_nonzero(classes == c)) for c in TEMPLATE_CLASSES},
                 "dog_fit_r2_median": _rounded(np.median(fit.r2[mine]))})
     out["templates"] = {"min_correlation": group.templates.min_correlation,
@@ -217,6 +225,9 @@ def group_summary(ca: CheckpointAnalysis, group: GroupAnalysis) -> dict:
         if group.null_clusters is not None:
             null["proportions"] = {k: _rounded(v) for k, v in group.null_clusters.proportions().items()}
             null["cluster_names"] = list(group.null_clusters.names)
+            null["paper_proportions"] = {k: _rounded(v)
+                                         for k, v in group.null_clusters.proportions("paper").items()}
+            null["paper_cluster_names"] = list(group.null_clusters.paper_names)
             null["cluster_contrasts"] = [_rounded(st["contrast"]) for st in group.null_clusters.stats]
         out["null_baseline"] = null
     return out
@@ -227,6 +238,7 @@ def summary(analyses: list[CheckpointAnalysis], options: AnalysisOptions) -> dic
     return {
         "settings": asdict(options),
         "labels": list(CLUSTER_LABELS),
+        "paper_labels": list(PAPER_LABELS),
         "template_classes": list(TEMPLATE_CLASSES),
         "checkpoints": [
             {"name": ca.name, "path": ca.path, "format": ca.format,
@@ -243,10 +255,12 @@ def write_summary(analyses: list[CheckpointAnalysis], options: AnalysisOptions, 
 
 
 def write_clusters_csv(analyses: list[CheckpointAnalysis], out_dir: Path) -> Path:
-    """Write clusters.csv: one row per checkpoint × group × layer, plus pooled and shuffled rows."""
+    """Write clusters.csv: one row per checkpoint × group × layer, plus pooled and shuffled rows;
+    counts and shares under the strict naming, and counts under the paper's (``n_paper_*``)."""
     path = out_dir / "clusters.csv"
     header = ["checkpoint", "kind", "kernel_size", "layer", "n_kernels"]
     header += [f"n_{lab}" for lab in CLUSTER_LABELS] + [f"p_{lab}" for lab in CLUSTER_LABELS]
+    header += [f"n_paper_{lab}" for lab in PAPER_LABELS]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
@@ -254,15 +268,17 @@ def write_clusters_csv(analyses: list[CheckpointAnalysis], out_dir: Path) -> Pat
             for g in ca.groups:
                 if g.clusters is None:
                     continue
-                rows = [(ALL_LAYERS, g.clusters.counts())]
+                rows = [(ALL_LAYERS, g.clusters.counts(), g.clusters.counts("paper"))]
                 if g.null_clusters is not None:
-                    rows.append((ALL_SHUFFLED, g.null_clusters.counts()))
-                rows += [(ca.layers[li].name, _layer_counts(g, li)) for li in np.unique(g.owner)]
-                for layer, counts in rows:
+                    rows.append((ALL_SHUFFLED, g.null_clusters.counts(), g.null_clusters.counts("paper")))
+                rows += [(ca.layers[li].name, _layer_counts(g, li), _layer_counts(g, li, "paper"))
+                         for li in np.unique(g.owner)]
+                for layer, counts, paper_counts in rows:
                     props = _proportions(counts)
                     w.writerow([ca.name, g.kind, g.size_name, layer, sum(counts.values())]
                                + [counts[lab] for lab in CLUSTER_LABELS]
-                               + [f"{props[lab]:.4f}" for lab in CLUSTER_LABELS])
+                               + [f"{props[lab]:.4f}" for lab in CLUSTER_LABELS]
+                               + [paper_counts[lab] for lab in PAPER_LABELS])
     return path
 
 

@@ -63,8 +63,11 @@ def _group(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _shares(group: dict[str, Any]) -> dict[str, float]:
     props = group.get("proportions") or {}
+    paper = group.get("paper_proportions") or {}
     templates = group["templates"]["shares"]
     return {
+        "paper_excitatory": paper.get("excitatory-centre", math.nan),
+        "paper_inhibitory": paper.get("inhibitory-centre", math.nan),
         "excitatory": props.get("excitatory-centre", math.nan), "inhibitory": props.get("inhibitory-centre", math.nan),
         "other": props.get("other", math.nan), "blob": props.get("gaussian-blob", math.nan),
         "dog_templates": templates["dog_on"] + templates["dog_off"], "gaussian_templates": templates["gaussian"],
@@ -72,8 +75,10 @@ def _shares(group: dict[str, Any]) -> dict[str, float]:
     }
 
 
-_COLUMNS = (("excitatory", "excit. centre"), ("inhibitory", "inhib. centre"), ("blob", "blob"),
-            ("other", "other"), ("dog_templates", "DoG template"), ("gaussian_templates", "Gaussian template"),
+_COLUMNS = (("paper_excitatory", "paper: excit."), ("paper_inhibitory", "paper: inhib."),
+            ("excitatory", "strict: excit."), ("inhibitory", "strict: inhib."), ("blob", "strict: blob"),
+            ("other", "strict: other"),
+            ("dog_templates", "DoG template"), ("gaussian_templates", "Gaussian template"),
             ("classified", "classified"), ("r2", "DoG-fit R² (median)"))
 
 
@@ -125,7 +130,8 @@ def analyse_sweep(runs: Sequence[Run], out_dir: str | Path, *, say: Callable[[st
         "# Kernel analysis: centre–surround before and after training", "",
         "Per config, the depthwise kernels of every seed at initialisation and at the end of training, "
         "analysed with `python -m dog_jax.analysis` (docs/analysis.md): k-means (k = 3) cluster shares by "
-        "name, the template classifier's share of zero-sum DoG (`dog_on` + `dog_off`) and single-signed "
+        "name — named from the centroid alone as in the paper (`paper:`), and by the calibrated "
+        "strict rule that also checks the members' raw weights (`strict:`) — the template classifier's share of zero-sum DoG (`dog_on` + `dog_off`) and single-signed "
         "Gaussian matches, the share it classifies at all (|r| ≥ 0.7), and the median R² of the per-kernel "
         "DoG fit. Shares in %, mean ± std over seeds. Full outputs (figures, per-layer CSV, null "
         "baseline): `analysis/<config>/`.", "",

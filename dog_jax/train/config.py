@@ -66,7 +66,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = "convmixer_512_12"
     c.model_overrides = ml_collections.ConfigDict()
     c.dw_init = "reference"
-    c.dog = ml_collections.ConfigDict(dict(gamma_range=(0.0, 0.5), on_fraction=0.5, norm="paper", balanced=False))
+    c.dog = ml_collections.ConfigDict(
+        dict(gamma_range=(0.0, 0.5), on_fraction=0.5, norm="paper", balanced=True))
     c.drop_path_rate = 0.0
     c.ema_decay = 0.0
 
