@@ -1,32 +1,50 @@
-"""Training input-pipeline throughput (images/s per CPU core) on generated ImageNet-sized JPEGs.
+"""Input-pipeline throughput per CPU core: dog_jax's tf.data pipelines vs timm's transforms.
 
 Runs the trainer's own tf.data training pipeline (``dog_jax.data.train_dataset``: JPEG decode
 fused with the random-resized crop, flip, RandAugment rand-m9-mstd0.5-inc1, normalisation,
-random erasing, batching) over in-memory JPEGs whose sizes follow ImageNet's typical range
-(short side 300-500 px, aspect 3:4 to 4:3, quality 90; mean ~ 400x350 like ILSVRC2012 train),
-so neither disk nor network is measured. Content is smooth random colour fields plus texture
-noise, which compresses like photographs (~40-120 KB per image) rather than like white noise.
+random erasing 0.25, batching) and timm's training transform (``create_transform(224,
+is_training=True, auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25)`` on PIL-decoded images,
+collated into batches as its DataLoader does) over the same in-memory JPEGs, alternating the
+two so both see the same machine state. The JPEGs' sizes follow ImageNet's typical range (short
+side 300-500 px, aspect 3:4 to 4:3, quality 90); content is smooth random colour fields plus
+texture noise, which compresses like photographs (~40-120 KB per image). Neither disk nor
+network is measured. The eval pipelines (dog_jax's centre crop vs timm's eval transform) are
+measured the same way.
 
 Usage::
 
-    python benchmarks/input_pipeline.py                    # all cores this process may use
-    python benchmarks/input_pipeline.py --threads=1 --batches=20
-    python benchmarks/input_pipeline.py --threads=2 --shards 1 8   # one shard vs 8 interleaved
+    python benchmarks/input_pipeline.py                 # 1 thread side by side + scaling to all cores
+    python benchmarks/input_pipeline.py --rounds 5      # more alternations, steadier medians
+    python benchmarks/input_pipeline.py --no-timm --threads 2 --shards 1 8   # one shard vs 8 interleaved
 
-Prints one line per thread count: images/s (wall clock) and images per CPU-second, i.e. the
-throughput of one fully used core, which is the number to compare across machines.
+Prints images per CPU-second (process CPU time over all threads: the throughput of one fully
+used core, comparable across machines and robust to other load) for each side, their ratio,
+and the wall-clock rate of dog_jax's training pipeline at each thread count with its scaling
+efficiency (rate / (threads x 1-thread rate)).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # tf.data's option notices would drown the table
+import statistics
 import time
+
+# torch / timm before TensorFlow: the other import order crashes with these versions.
+try:
+    import torch
+    from PIL import Image
+    from timm.data import create_transform
+except ImportError:  # the dog_jax side still runs
+    torch = None
 
 import numpy as np
 import tensorflow as tf
 
-from dog_jax.data import Source, TrainAugmentation, train_dataset
+from dog_jax.data import Source, TrainAugmentation, eval_dataset, train_dataset
 
 
 def generate_jpegs(count: int, seed: int = 0) -> list[bytes]:
@@ -64,6 +82,24 @@ def measure(jpegs: list[bytes], *, threads: int, batch_size: int, batches: int, 
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads  # overrides the pipeline's default (all cores)
     iterator = iter(dataset.with_options(options))
+    return _time_batches(iterator, batch_size=batch_size, batches=batches, warmup=warmup)
+
+
+def measure_eval(jpegs: list[bytes], *, threads: int, batch_size: int, batches: int,
+                 warmup: int) -> tuple[float, float]:
+    """(images per wall second, images per CPU-second) of the eval pipeline (centre crop 0.875)."""
+    labels = np.arange(len(jpegs), dtype=np.int32) % 1000
+    examples = tf.data.Dataset.from_tensor_slices({"image": jpegs, "label": labels}).repeat()
+    source = Source(examples, len(jpegs))
+    dataset = eval_dataset(source, local_batch_size=batch_size, num_batches=warmup + batches, image_size=224,
+                           crop_pct=0.875)
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = threads
+    iterator = iter(dataset.with_options(options))
+    return _time_batches(iterator, batch_size=batch_size, batches=batches, warmup=warmup)
+
+
+def _time_batches(iterator, *, batch_size: int, batches: int, warmup: int) -> tuple[float, float]:
     for _ in range(warmup):
         next(iterator)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -73,31 +109,101 @@ def measure(jpegs: list[bytes], *, threads: int, batch_size: int, batches: int, 
     return images / (time.perf_counter() - start), images / (time.process_time() - cpu_start)
 
 
+def timm_transforms(interpolation: str = "bicubic"):
+    """timm's training transform for the same recipe, and its eval transform (crop 0.875).
+
+    ``interpolation``: the random-resized crop's filter. ConvNeXt's and HorNet's recipes use
+    bicubic (timm's ``train_interpolation``); dog_jax resizes bilinearly (a documented
+    difference), so ``"bilinear"`` gives the like-for-like comparison."""
+    train = create_transform(224, is_training=True, auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25,
+                             re_mode="pixel", interpolation=interpolation)
+    evaluation = create_transform(224, is_training=False, crop_pct=0.875, interpolation="bicubic")
+    return train, evaluation
+
+
+def measure_timm(jpegs: list[bytes], transform, *, batch_size: int, batches: int,
+                 warmup: int) -> tuple[float, float]:
+    """(images per wall second, images per CPU-second) of ``transform`` on PIL-decoded JPEGs in
+    this thread, batched with ``torch.stack`` as timm's DataLoader collates them.
+
+    timm 1.0.31 with current Pillow raises for PosterizeIncreasing at magnitude 10 (0 bits); such
+    an image is counted (its time was spent) and transformed again, as a training loop would
+    have to."""
+    torch.set_num_threads(1)
+
+    def one_batch(offset):
+        tensors = []
+        for index in range(offset, offset + batch_size):
+            while True:
+                try:
+                    image = Image.open(io.BytesIO(jpegs[index % len(jpegs)])).convert("RGB")
+                    tensors.append(transform(image))
+                    break
+                except ValueError:
+                    continue
+        return torch.stack(tensors)
+
+    for batch in range(warmup):
+        one_batch(batch * batch_size)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for batch in range(batches):
+        one_batch((warmup + batch) * batch_size)
+    images = batches * batch_size
+    return images / (time.perf_counter() - start), images / (time.process_time() - cpu_start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     parser.add_argument("--threads", type=int, nargs="*", default=sorted({1, available}),
-                        help="tf.data thread-pool sizes to measure (default: 1 and all available cores)")
+                        help="tf.data thread-pool sizes for the scaling table (default: 1 and all cores)")
     parser.add_argument("--images", type=int, default=256, help="distinct JPEGs (cycled)")
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--batches", type=int, default=16, help="timed batches")
-    parser.add_argument("--warmup", type=int, default=4, help="untimed batches first")
+    parser.add_argument("--batches", type=int, default=6, help="timed batches per measurement")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of dog_jax and timm (medians)")
     parser.add_argument("--rand_augment", default="rand-m9-mstd0.5-inc1", help="timm RandAugment string; '' = off")
     parser.add_argument("--shards", type=int, nargs="*", default=[1],
                         help="data shards read by this process (one per local device by default in training), "
                              "e.g. --shards 1 8 to compare; must divide --batch_size")
+    parser.add_argument("--no-timm", dest="timm", action="store_false", help="dog_jax only")
+    parser.add_argument("--timm_interpolation", default="bicubic", choices=["bicubic", "bilinear"],
+                        help="timm's random-resized-crop filter (the recipes: bicubic; dog_jax: bilinear)")
     args = parser.parse_args()
+    if args.timm and torch is None:
+        parser.error("timm is not installed; install requirements-test.txt or pass --no-timm")
 
     jpegs = generate_jpegs(args.images)
     kilobytes = np.mean([len(j) for j in jpegs]) / 1024
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{len(jpegs)} JPEGs, mean {kilobytes:.0f} KB; {available} cores available; batch {args.batch_size}; "
-          f"RandAugment {args.rand_augment or 'off'}")
+          f"RandAugment {args.rand_augment or 'off'}; load average {load:.2f} at start"
+          + (f"; timm crop filter {args.timm_interpolation}" if args.timm else ""))
+    common = dict(batch_size=args.batch_size, batches=args.batches, warmup=args.warmup)
+    if args.timm:
+        timm_train, timm_eval = timm_transforms(args.timm_interpolation)
+        rates = {key: [] for key in ("dog_train", "timm_train", "dog_eval", "timm_eval")}
+        for _ in range(args.rounds):  # alternate, so both sides see the same machine state
+            rates["dog_train"].append(measure(jpegs, threads=1, rand_augment=args.rand_augment, **common)[1])
+            rates["timm_train"].append(measure_timm(jpegs, timm_train, **common)[1])
+            rates["dog_eval"].append(measure_eval(jpegs, threads=1, **common)[1])
+            rates["timm_eval"].append(measure_timm(jpegs, timm_eval, **common)[1])
+        median = {key: statistics.median(values) for key, values in rates.items()}
+        print("images per CPU-second, 1 thread, median of "
+              f"{args.rounds} alternations (each: {', '.join(f'{v:.0f}' for v in rates['dog_train'])} dog_jax / "
+              f"{', '.join(f'{v:.0f}' for v in rates['timm_train'])} timm):")
+        print(f"  train | dog_jax {median['dog_train']:7.1f} | timm {median['timm_train']:7.1f} | "
+              f"ratio {median['dog_train'] / median['timm_train']:.2f}x")
+        print(f"  eval  | dog_jax {median['dog_eval']:7.1f} | timm {median['timm_eval']:7.1f} | "
+              f"ratio {median['dog_eval'] / median['timm_eval']:.2f}x")
+    one_thread = None
     for threads in args.threads:
         for shards in args.shards:
-            wall, per_cpu = measure(jpegs, threads=threads, batch_size=args.batch_size, batches=args.batches,
-                                    warmup=args.warmup, rand_augment=args.rand_augment, shards=shards)
-            print(f"threads {threads:3d} shards {shards:2d} | {wall:8.1f} img/s wall-clock | "
-                  f"{per_cpu:7.1f} img per CPU-second (per core)")
+            wall, per_cpu = measure(jpegs, threads=threads, rand_augment=args.rand_augment, shards=shards, **common)
+            one_thread = wall if threads == 1 and one_thread is None else one_thread
+            scaling = f" | scaling {wall / (threads * one_thread):.2f}" if one_thread else ""
+            print(f"train threads {threads:3d} shards {shards:2d} | {wall:8.1f} img/s wall-clock | "
+                  f"{per_cpu:7.1f} img per CPU-second{scaling}")
 
 
 if __name__ == "__main__":

@@ -147,3 +147,74 @@ def test_mixing_disabled_only_smooths():
                                     mixing.MixConfig(label_smoothing=0.3))
     np.testing.assert_array_equal(out, images)
     np.testing.assert_allclose(targets[0], [0.8, 0.1, 0.1], rtol=1e-6)
+
+
+def test_random_erasing_noise_is_standard_normal_inside_the_box_only():
+    """The erased box gets N(0, 1) noise (drawn for the box only, not for the whole image), the
+    rest of the image is untouched, and about half the images (probability 0.5) are erased."""
+    image = tf.constant(np.random.default_rng(0).normal(size=(40, 48, 3)).astype(np.float32))
+    inside, applied = [], 0
+    for s in range(300):
+        seed = tf.constant([11, s])
+        out = augment.random_erasing(image, seed, probability=0.5).numpy()
+        # The same seed on an all-NaN image marks the box: only its pixels come out finite.
+        box = np.isfinite(augment.random_erasing(tf.fill(image.shape, np.nan), seed, probability=0.5).numpy())
+        np.testing.assert_array_equal(out[~box], image.numpy()[~box])
+        assert not np.any(out[box] == image.numpy()[box])
+        inside.append(out[box])
+        applied += bool(box.any())
+    assert 0.4 < applied / 300 < 0.6
+    noise = np.concatenate(inside)
+    assert noise.size > 10_000
+    assert abs(noise.mean()) < 0.03 and abs(noise.std() - 1.0) < 0.03
+    assert abs(np.mean(np.abs(noise) < 1.0) - 0.6827) < 0.02
+
+
+def test_flip_is_a_fair_coin_and_exact():
+    image = _image()
+    flipped = [augment.random_flip_left_right(image, tf.constant([2, s])).numpy() for s in range(400)]
+    mirrored = [np.array_equal(f, image.numpy()[:, ::-1]) for f in flipped]
+    unchanged = [np.array_equal(f, image.numpy()) for f in flipped]
+    assert all(m or u for m, u in zip(mirrored, unchanged))
+    assert 0.43 < np.mean(mirrored) < 0.57
+
+
+def test_normalize_equals_the_division_within_an_ulp():
+    pixels = np.random.default_rng(1).integers(0, 256, (17, 23, 3)).astype(np.float32)
+    expected = (pixels - np.float32(augment.IMAGENET_MEAN)) / np.float32(augment.IMAGENET_STD)
+    for image in (tf.constant(pixels), tf.function(lambda x: x, input_signature=[
+            tf.TensorSpec([None, None, 3], tf.float32)])(tf.constant(pixels))):
+        np.testing.assert_allclose(augment.normalize(image).numpy(), expected, rtol=3e-7, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"])
+def test_geometric_ops_fill_with_the_mean_colour_as_a_mask_channel_would(name):
+    """Warping (image - fill) with fill 0 and adding fill back equals warping a ones-channel
+    alongside and blending with the fill colour (the direct form), within float rounding."""
+    image = _image()
+    got = randaugment.apply_op_by_name(image, name, 9.0).numpy()
+    level = tf.constant(0.9)
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    matrices = {
+        "ShearX": tf.stack([1.0, 0.3 * level, 0.0, 0.0, 1.0, 0.0]),
+        "ShearY": tf.stack([1.0, 0.0, 0.0, 0.3 * level, 1.0, 0.0]),
+        "TranslateXRel": tf.stack([1.0, 0.0, 0.45 * level * size[1], 0.0, 1.0, 0.0]),
+        "TranslateYRel": tf.stack([1.0, 0.0, 0.0, 0.0, 1.0, 0.45 * level * size[0]]),
+    }
+    if name == "Rotate":
+        theta = 27.0 * np.pi / 180
+        h, w = image.shape[0], image.shape[1]
+        cx, cy = (w - 1) / 2, (h - 1) / 2
+        c, s = np.cos(theta), np.sin(theta)
+        matrix = tf.constant([c, -s, cx - c * cx + s * cy, s, c, cy - s * cx - c * cy], tf.float32)
+    else:
+        matrix = matrices[name]
+    with_mask = tf.concat([image, tf.ones_like(image[..., :1])], -1)
+    transform = tf.concat([matrix, tf.zeros([2], tf.float32)], 0)[None]
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
+        images=with_mask[None], transforms=transform, output_shape=tf.shape(image)[:2], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="CONSTANT")[0]
+    direct = tf.round(warped[..., :3] + (1.0 - warped[..., 3:]) * tf.constant(randaugment.FILL_COLOR)).numpy()
+    # Rounding to integers may differ by one grey level where the two sums straddle a .5.
+    assert np.max(np.abs(got - direct)) <= 1.0 and np.mean(got != direct) < 0.01
+    assert np.mean(np.all(got == np.float32(randaugment.FILL_COLOR), -1)) > 0.01  # the fill is there

