@@ -44,7 +44,10 @@ except ImportError:  # the dog_jax side still runs
 import numpy as np
 import tensorflow as tf
 
-from dog_jax.data import Source, TrainAugmentation, eval_dataset, train_dataset
+from dog_jax.data import Source, TrainAugmentation, augment, eval_dataset, randaugment, train_dataset
+
+# Cumulative stages of the per-example training map, for --profile.
+STAGES = ("decode+crop+resize", "flip", "RandAugment", "normalise", "erasing", "batching")
 
 
 def generate_jpegs(count: int, seed: int = 0) -> list[bytes]:
@@ -152,6 +155,45 @@ def measure_timm(jpegs: list[bytes], transform, *, batch_size: int, batches: int
     return images / (time.perf_counter() - start), images / (time.process_time() - cpu_start)
 
 
+def profile_stages(jpegs: list[bytes], *, images: int = 512) -> list[tuple[str, float]]:
+    """(stage, ms per image at one thread) of the training map, from cumulative prefixes of it:
+    each stage's cost is the difference of two prefixes' CPU time per image."""
+    spec = randaugment.parse_rand_augment("rand-m9-mstd0.5-inc1")
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+    options.threading.max_intra_op_parallelism = 1
+    options.autotune.enabled = False
+
+    def prefix(depth):
+        def preprocess(index, image_bytes):
+            seeds = tf.random.experimental.stateless_split(tf.stack([index, tf.constant(1, tf.int64)]), 4)
+            image = augment.decode_and_random_crop(image_bytes, seeds[0], 224)
+            if depth > 1:
+                image = augment.random_flip_left_right(image, seeds[1])
+            if depth > 2:
+                image = randaugment.rand_augment(tf.round(image), seeds[2], spec)
+            if depth > 3:
+                image = augment.normalize(image)
+            if depth > 4:
+                image = augment.random_erasing(image, seeds[3], probability=0.25)
+            return image
+        return preprocess
+
+    totals = []
+    for depth in range(1, len(STAGES) + 1):
+        dataset = tf.data.Dataset.from_tensor_slices(jpegs).cache().repeat().enumerate()
+        dataset = dataset.map(prefix(min(depth, 5)), num_parallel_calls=1)
+        batch = 64 if depth == 6 else 1
+        iterator = iter(dataset.batch(batch).with_options(options))
+        for _ in range(64 // batch):
+            next(iterator)
+        start = time.process_time()
+        for _ in range(images // batch):
+            next(iterator)
+        totals.append(1e3 * (time.process_time() - start) / images)
+    return [(name, total - (totals[i - 1] if i else 0.0)) for i, (name, total) in enumerate(zip(STAGES, totals))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -167,6 +209,8 @@ def main() -> None:
                         help="data shards read by this process (one per local device by default in training), "
                              "e.g. --shards 1 8 to compare; must divide --batch_size")
     parser.add_argument("--no-timm", dest="timm", action="store_false", help="dog_jax only")
+    parser.add_argument("--profile", action="store_true",
+                        help="only the per-stage cost of the training map (ms per image, 1 thread)")
     parser.add_argument("--timm_interpolation", default="bicubic", choices=["bicubic", "bilinear"],
                         help="timm's random-resized-crop filter (the recipes: bicubic; dog_jax: bilinear)")
     args = parser.parse_args()
@@ -179,6 +223,10 @@ def main() -> None:
     print(f"{len(jpegs)} JPEGs, mean {kilobytes:.0f} KB; {available} cores available; batch {args.batch_size}; "
           f"RandAugment {args.rand_augment or 'off'}; load average {load:.2f} at start"
           + (f"; timm crop filter {args.timm_interpolation}" if args.timm else ""))
+    if args.profile:
+        for name, milliseconds in profile_stages(jpegs):
+            print(f"  {name:20s} {milliseconds:6.2f} ms per image")
+        return
     common = dict(batch_size=args.batch_size, batches=args.batches, warmup=args.warmup)
     if args.timm:
         timm_train, timm_eval = timm_transforms(args.timm_interpolation)
