@@ -15,6 +15,7 @@ A name is followed by optional comma-separated modifiers:
 * ``demo``     — the family's demo scale (small model, built-in 32 px ``dog_jax_demo`` dataset,
   2-core CPU in minutes; see ``configs/<family>.py``);
 * ``cifar10``  — the same demo-scale model on tfds ``cifar10`` (downloaded on first use);
+* ``fashion_mnist`` — the same on Fashion-MNIST (offline from Debian's ``dataset-fashion-mnist``);
 * ``epochs=F`` — training length;
 * ``family=convmixer|convnext|hornet`` — the model for ``ablation_*`` / ``baseline_*`` names
   (default convmixer, the model of Table 2); table rows fix their model;
@@ -52,7 +53,10 @@ import ml_collections
 from dog_jax.train.config import ConfigError, parse_config_string
 
 FAMILIES = ("convmixer", "convnext", "hornet")
-_MODIFIERS = {"demo": bool, "cifar10": bool, "epochs": float, "family": str, "paper_text": bool}
+_MODIFIERS = {"demo": bool, "cifar10": bool, "fashion_mnist": bool, "epochs": float, "family": str,
+              "paper_text": bool}
+# Real-image datasets run with the demo-scale models and recipe: (tfds name, train, eval split).
+_SMALL_DATASETS = {"cifar10": ("cifar10", "train", "test"), "fashion_mnist": ("fashion_mnist", "train", "test")}
 
 #: Global-norm clipping of ``paper_text`` configs whose family recipe has none (the paper gives no value).
 PAPER_TEXT_CLIP_NORM = 1.0
@@ -187,25 +191,28 @@ def parse(arg: str | None) -> tuple[Experiment, str, dict[str, object]]:
     family = str(mods.get("family", experiment.family or "convmixer"))
     if family not in FAMILIES:
         raise ConfigError(f"family={family!r} is unknown; use one of {', '.join(FAMILIES)}.")
-    if mods.get("demo") and mods.get("cifar10"):
-        raise ConfigError("Use either 'demo' or 'cifar10', not both (both are demo-scale models).")
+    if sum(bool(mods.get(key)) for key in ("demo", *_SMALL_DATASETS)) > 1:
+        raise ConfigError("Use one of 'demo', 'cifar10' or 'fashion_mnist', not several (all are demo-scale "
+                          "models on different data).")
     return experiment, family, mods
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The config of ``configs/paper.py:NAME[,demo|,cifar10][,epochs=F][,family=F]``."""
+    """The config of ``configs/paper.py:NAME[,demo|,cifar10|,fashion_mnist][,epochs=F][,family=F]``."""
     experiment, family, mods = parse(arg)
     family_args = [f"init={experiment.dw_init}"]
-    if mods.get("demo") or mods.get("cifar10"):
+    small = next((key for key in _SMALL_DATASETS if mods.get(key)), None)
+    if mods.get("demo") or small:
         family_args.append("demo")
     if "epochs" in mods:
         family_args.append(f"epochs={mods['epochs']}")
     c = _load_family(family).get_config(",".join(family_args))
     for key, value in experiment.dog_params().items():
         c.dog[key] = value
-    if mods.get("cifar10"):
-        # Same 32 px demo-scale model and recipe; CIFAR-10's own splits (50,000 / 10,000 images).
-        c.dataset, c.train_split, c.eval_split = "cifar10", "train", "test"
+    if small:
+        # Same 32 px demo-scale model and recipe on real images: CIFAR-10 (50,000 / 10,000) or
+        # Fashion-MNIST (60,000 / 10,000 28 px grayscale photos, resized to 32 px, grey in R=G=B).
+        c.dataset, c.train_split, c.eval_split = _SMALL_DATASETS[small]
     if mods.get("paper_text"):
         # The paper says Adam and gradient clipping; the original recipes use AdamW (ConvNeXt: no clipping).
         c.optimizer.weight_decay = 0.0
@@ -217,7 +224,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def experiment_info(arg: str | None) -> dict[str, object]:
     """Metadata for results tables (read by ``python -m dog_jax.experiments``)."""
     experiment, family, mods = parse(arg)
-    scale = "cifar10" if mods.get("cifar10") else "demo" if mods.get("demo") else "imagenet"
+    small = next((key for key in _SMALL_DATASETS if mods.get(key)), None)
+    scale = small or ("demo" if mods.get("demo") else "imagenet")
     return {"experiment": experiment.name, "family": family, "group": experiment.group,
             "dw_init": experiment.dw_init, "dog": experiment.dog_params() if experiment.dw_init == "dog" else None,
             "scale": scale, "paper_top1": experiment.paper_top1 if scale == "imagenet" else None,
@@ -231,7 +239,7 @@ def describe() -> str:
     for e in EXPERIMENTS.values():
         paper = f"{e.paper_top1:.2f}" if e.paper_top1 is not None else "-"
         lines.append(f"{e.name:30s} {e.group:9s} {e.family or 'family=':10s} {paper:>6s}  {e.tests}")
-    lines.append("Modifiers: ,demo | ,cifar10 | ,epochs=F | ,family=convmixer|convnext|hornet "
+    lines.append("Modifiers: ,demo | ,cifar10 | ,fashion_mnist | ,epochs=F | ,family=convmixer|convnext|hornet "
                  "(ablation_*/baseline_*) | ,paper_text (Adam + gradient clipping, as the paper's text).")
     return "\n".join(lines)
 

@@ -10,6 +10,8 @@ Dataset names accepted by :func:`get_builder`:
   generated on first use;
 * ``"imagenet2012"`` -- needs the two ILSVRC2012 tar files in the manual directory; the
   error raised when they are missing says exactly where and how;
+* ``"fashion_mnist"`` -- tfds's builder; prepared offline from Debian's
+  ``dataset-fashion-mnist`` files when that package is installed (``fashion_mnist.py``);
 * any other tfds image-classification dataset (``"cifar10"``, ``"imagenette/320px-v2"``,
   ...), downloaded and prepared by tfds on first use;
 * ``"folder:/path/to/root"`` -- ``root/<split>/<class name>/<image>`` via
@@ -84,6 +86,9 @@ def get_builder(name: str, data_dir: str | None = None, *, manual_dir: str | Non
         return builder
     if name.split("/")[0] == "dog_jax_demo":
         from dog_jax.data import demo_dataset  # noqa: F401  (registers the builder)
+    if name == "fashion_mnist" and prepare:
+        from dog_jax.data import fashion_mnist  # offline from Debian's files when installed
+        return fashion_mnist.prepare(data_dir)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
