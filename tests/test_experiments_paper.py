@@ -79,7 +79,7 @@ def test_modifiers_demo_cifar10_family_epochs():
     (None, "Name an experiment"),
     ("table1_convnext_dog,family=hornet", "'family=' applies only to ablation_* and baseline_* names"),
     ("ablation_on0,family=vit", "family='vit' is unknown"),
-    ("table2_kaiming,demo,cifar10", "either 'demo' or 'cifar10'"),
+    ("table2_kaiming,demo,cifar10", "one of 'demo', 'cifar10' or 'fashion_mnist'"),
     ("table2_kaiming,epochs=lots", "takes a float"),
 ])
 def test_wrong_names_give_one_line_listing_the_names(arg, message):
