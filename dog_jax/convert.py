@@ -7,8 +7,9 @@
 * :func:`to_torch_state_dict` is the reverse: NumPy arrays keyed and shaped as timm (or the
   official code) expects, so ``timm_model.load_state_dict({k: torch.from_numpy(v) ...},
   strict=True)`` succeeds.
-* :func:`read_state_dict` reads ``.safetensors`` (no torch needed), ``.npz``, or
-  ``.pth``/``.pt``/``.bin``/``.ckpt`` (needs torch; loaded with ``weights_only=True``).
+* :func:`read_state_dict` (from :mod:`dog_jax.checkpoints`, shared with the kernel analysis) reads
+  ``.safetensors`` (no torch needed), ``.npz``, or ``.pth``/``.pt``/``.bin``/``.ckpt``/``.tar``
+  (needs torch; loaded with ``weights_only=True``); every read failure is a ``CheckpointError``.
 
 Layouts: torch conv weights (O, I/groups, kh, kw) <-> HWIO (kh, kw, I/groups, O); linear
 weights (out, in) <-> (in, out); 1×1 conv weights (out, in, 1, 1) <-> (in, out). ConvNeXt-V2's
@@ -27,12 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dog_jax.checkpoints import CheckpointError, read_state_dict
 from dog_jax.models.convmixer import ConvMixer
 from dog_jax.models.convnext import ConvNeXt
 from dog_jax.models.hornet import HorNet
 from dog_jax.models.layers import BatchNorm, DepthwiseConv2D, LayerNorm
 
 __all__ = [
+    "CheckpointError",
     "LoadReport",
     "StateDictMismatchError",
     "load_torch_checkpoint",
@@ -385,42 +388,6 @@ def to_torch_state_dict(model: nnx.Module, naming: str = "timm") -> dict[str, np
 # --------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------
-
-_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
-    """Reads a checkpoint file into a ``{name: array}`` mapping (nesting kept as in the file).
-
-    ``.safetensors`` (read with the ``safetensors`` package, no torch needed; bfloat16 is widened
-    to float32) and ``.npz`` give NumPy arrays; ``.pth``/``.pt``/``.bin``/``.ckpt``/``.tar`` need
-    PyTorch and are loaded on CPU with ``weights_only=True`` (no pickled code is run).
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No checkpoint file at {path!r}.")
-    lower = path.lower()
-    if lower.endswith(".safetensors"):
-        from safetensors.flax import load_file  # handles bfloat16, unlike safetensors.numpy
-
-        out = {}
-        for k, v in load_file(path).items():
-            arr = np.asarray(v)
-            out[k] = arr.astype(np.float32) if arr.dtype == jnp.bfloat16 else arr
-        return out
-    if lower.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    if lower.endswith(_TORCH_SUFFIXES):
-        try:
-            import torch
-        except ImportError as e:
-            raise ImportError(f"Reading {os.path.basename(path)} needs PyTorch (pip install torch), or convert "
-                              "the file to .safetensors on a machine that has it.") from e
-        return torch.load(path, map_location="cpu", weights_only=True)
-    raise ValueError(f"Unknown checkpoint format {os.path.basename(path)!r}; expected .safetensors, .npz, "
-                     f"or a PyTorch file ({', '.join(_TORCH_SUFFIXES)}).")
-
 
 def load_torch_checkpoint(model: nnx.Module, path: str | os.PathLike, **kwargs: Any) -> LoadReport:
     """:func:`read_state_dict` then :func:`load_torch_state_dict` (keyword arguments go to it)."""

@@ -16,6 +16,7 @@ timm = pytest.importorskip("timm")
 from torch import nn  # noqa: E402
 
 from dog_jax.convert import (  # noqa: E402
+    CheckpointError,
     StateDictMismatchError,
     load_torch_checkpoint,
     load_torch_state_dict,
@@ -384,17 +385,19 @@ def test_pth_files_need_torch_with_a_clear_message(tmp_path, monkeypatch):
     model = _small_convmixer()
     assert load_torch_checkpoint(model, path).ok
     monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(ImportError, match="needs PyTorch"):
+    with pytest.raises(CheckpointError, match=r"needs torch \(pip install 'dog_jax\[torch\]'\)"):
         read_state_dict(path)
 
 
 def test_file_errors(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CheckpointError, match="no such file"):
         read_state_dict(tmp_path / "missing.safetensors")
     odd = tmp_path / "weights.h5"
     odd.write_bytes(b"")
-    with pytest.raises(ValueError, match="Unknown checkpoint format"):
+    with pytest.raises(CheckpointError, match="not a checkpoint this tool can read"):
         read_state_dict(odd)
+    with pytest.raises(CheckpointError, match="a directory"):
+        read_state_dict(tmp_path)
 
 
 def test_rejects_non_models_and_bad_naming():

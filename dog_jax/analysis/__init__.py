@@ -11,6 +11,10 @@ Library API (numpy in, numpy out; usable from a notebook):
 Command line: ``python -m dog_jax.analysis CHECKPOINT ... --out DIR`` (see docs/analysis.md).
 """
 
+from dog_jax._extras import require
+
+require("dog_jax.analysis", "analysis", "sklearn", "matplotlib")
+
 from dog_jax.analysis.cluster import CLUSTER_LABELS, ClusterResult, cluster_kernels, minmax_normalize
 from dog_jax.analysis.fit import DogFit, fit_dog
 from dog_jax.analysis.kernels import KernelLayer, extract_depthwise_kernels, group_by_size

@@ -1,5 +1,9 @@
 """Input pipeline: dataset sources, per-example augmentation (tf.data), on-device mixing."""
 
+from dog_jax._extras import require
+
+require("dog_jax.data", "train", "tensorflow", "tensorflow_datasets")
+
 from dog_jax.data.mixing import MixConfig, mix_batch, smooth_one_hot
 from dog_jax.data.pipeline import TrainAugmentation, eval_dataset, eval_num_batches, train_dataset
 from dog_jax.data.sources import DatasetError, Source, get_builder, local_source, num_classes, split_size

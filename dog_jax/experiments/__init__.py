@@ -10,6 +10,10 @@ Library: :func:`load_sweep`, :func:`plan_runs`, :func:`select_runs`, :func:`run_
 :func:`collect`; the kernel-analysis hook is :func:`analyse_sweep`.
 """
 
+from dog_jax._extras import require
+
+require("dog_jax.experiments", "train", "tensorflow", "ml_collections")
+
 from dog_jax.experiments.collect import collect, mean_std
 from dog_jax.experiments.kernel_report import analyse_sweep
 from dog_jax.experiments.runner import run_sweep, subprocess_train
