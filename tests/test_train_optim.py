@@ -24,6 +24,33 @@ def test_cosine_with_warmup():
         optim.learning_rate_schedule(schedule="step", peak=1.0, total_steps=10)
 
 
+def _hand_written_onecycle(step, peak, total):
+    # The schedule before it was built from optax pieces: interpolation through four points.
+    points = jnp.array([0.0, total * 2 / 5, total * 4 / 5, float(total)], jnp.float32)
+    values = jnp.array([0.0, peak, peak / 20.0, 0.0], jnp.float32)
+    return jnp.interp(jnp.asarray(step, jnp.float32), points, values)
+
+
+def _hand_written_cosine(step, peak, total, warmup, floor):
+    step = jnp.asarray(step, jnp.float32)
+    warmup = min(warmup, total)
+    progress = jnp.clip((step - warmup) / max(total - warmup, 1), 0.0, 1.0)
+    decayed = floor + 0.5 * (peak - floor) * (1.0 + jnp.cos(jnp.pi * progress))
+    return jnp.where(step < warmup, peak * step / max(warmup, 1), decayed)
+
+
+@pytest.mark.parametrize("total", [1, 7, 100, 1001])
+def test_optax_schedules_match_the_hand_written_ones(total):
+    steps = np.arange(total + 3)
+    lr = optim.learning_rate_schedule(schedule="onecycle", peak=0.01, total_steps=total)
+    np.testing.assert_allclose(jax.vmap(lr)(steps), _hand_written_onecycle(steps, 0.01, total), rtol=0, atol=1e-7)
+    for warmup in (0, 1, total // 10, total):
+        lr = optim.learning_rate_schedule(schedule="cosine", peak=4e-3, total_steps=total, warmup_steps=warmup,
+                                          min_learning_rate=1e-6)
+        np.testing.assert_allclose(jax.vmap(lr)(steps), _hand_written_cosine(steps, 4e-3, total, warmup, 1e-6),
+                                   rtol=0, atol=1e-7)
+
+
 def test_weight_decay_skips_biases_and_norm_parameters():
     params = {"conv": {"kernel": jnp.ones((3, 3, 1, 4)), "bias": jnp.ones((4,))}, "norm": {"scale": jnp.ones((4,))}}
     tx = optim.create_optimizer(learning_rate=0.0, weight_decay=0.5, grad_clip_norm=1.0)

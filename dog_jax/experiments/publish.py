@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from dog_jax.experiments.runner import format_duration, train_command
+from dog_jax.experiments.runner import train_command
+from dog_jax.train.reporting import format_duration
 from dog_jax.experiments.sweep import Run, read_summary
 
 _ANALYSIS_FILES = ("summary.json", "clusters.csv", "*.png")

@@ -14,20 +14,13 @@ from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
 from dog_jax.experiments.sweep import Run, find_repo_root, read_summary, run_status
+from dog_jax.train.reporting import format_duration
 
 #: ``train_fn(run, log) -> exit code``: trains one run, writing its output to ``log``.
 TrainFn = Callable[[Run, TextIO], int]
 
 # Trainer output lines worth echoing to the sweep's console (progress, evaluation, errors).
 _ECHO_MARKERS = ("| ETA", "eval  step", "Resumed from", "Done:", "error:", "Error", "Traceback")
-
-
-def format_duration(seconds: float) -> str:
-    """'1h02m', '3m07s' or '42s'."""
-    seconds = max(0, int(round(seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def train_command(run: Run, train_script: str | os.PathLike) -> list[str]:

@@ -14,6 +14,8 @@ A sweep is a small Python file that defines ``SWEEP``, a :class:`Sweep`::
 Each (entry, seed) is one :class:`Run` in ``<root>/<label>/seed_<seed>``, where the label is
 the entry's ``name`` or is derived from its config string. Relative config paths are resolved
 against the current directory first, then against the repository that holds the sweep file.
+
+Hydra / Ray Tune were weighed and not taken: a list of configs × seeds needs no launcher framework.
 """
 
 import dataclasses

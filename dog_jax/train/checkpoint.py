@@ -71,19 +71,20 @@ def absolute_dir(path: str) -> str:
 
 
 def remove_unfinished_checkpoints(directory: str) -> None:
-    """Deletes the ``<step>.orbax-checkpoint-tmp-*`` folders a process killed mid-write left behind.
+    """Deletes the temporary step folders a process killed mid-write left behind.
 
-    Done synchronously before the manager opens (process 0 only) rather than with orbax's
-    asynchronous ``cleanup_tmp_directories``, whose background listing raced with directory
-    creation in tests run under ``tfds.testing.mock_data``.
+    orbax writes each save into a temporary folder (listed by ``ocp.step.tmp_checkpoints``) and
+    renames it when complete. Removed here, synchronously and on process 0, before the manager opens:
+    orbax's own ``CheckpointManagerOptions(cleanup_tmp_directories=True)`` does the same in a
+    background thread, whose listing raced with directory creation in tests run under
+    ``tfds.testing.mock_data`` (tested in tests/test_train_checkpoint_cleanup.py).
     """
     root = epath.Path(directory)
     if jax.process_index() != 0 or not root.exists():
         return
-    for path in root.iterdir():
-        if ".orbax-checkpoint-tmp" in path.name:
-            logging.warning("Removing unfinished checkpoint %s (left by an interrupted save).", path)
-            path.rmtree()
+    for name in ocp.step.tmp_checkpoints(root):
+        logging.warning("Removing unfinished checkpoint %s (left by an interrupted save).", root / name)
+        (root / name).rmtree()
 
 
 class Checkpointer:

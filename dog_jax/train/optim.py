@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
 
@@ -36,26 +35,20 @@ def learning_rate_schedule(*, schedule: str, peak: float, total_steps: int, warm
     """Step -> learning rate (float32 scalar)."""
     total_steps = max(int(total_steps), 1)
     if schedule == "onecycle":
-        points = jnp.array([0.0, total_steps * 2 / 5, total_steps * 4 / 5, float(total_steps)], jnp.float32)
-        values = jnp.array([0.0, peak, peak / 20.0, 0.0], jnp.float32)
-
-        def onecycle(step):
-            return jnp.interp(jnp.asarray(step, jnp.float32), points, values)
-
-        return onecycle
+        # Boundaries may be fractional steps (e.g. 2/5 of 7); the phases are linear in the step.
+        rise, fall = total_steps * 2 / 5, total_steps * 4 / 5
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, peak, rise),
+             optax.linear_schedule(peak, peak / 20.0, fall - rise),
+             optax.linear_schedule(peak / 20.0, 0.0, total_steps - fall)],
+            boundaries=[rise, fall])
     if schedule != "cosine":
         raise ValueError(f"Unknown schedule {schedule!r}; use 'cosine' or 'onecycle'.")
     warmup_steps = min(int(warmup_steps), total_steps)
-    decay_steps = max(total_steps - warmup_steps, 1)
-
-    def cosine(step):
-        step = jnp.asarray(step, jnp.float32)
-        warm = peak * step / max(warmup_steps, 1)
-        progress = jnp.clip((step - warmup_steps) / decay_steps, 0.0, 1.0)
-        decayed = min_learning_rate + 0.5 * (peak - min_learning_rate) * (1.0 + jnp.cos(jnp.pi * progress))
-        return jnp.where(step < warmup_steps, warm, decayed)
-
-    return cosine
+    # optax's decay_steps counts the warmup; the cosine part lasts at least one step.
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=peak, warmup_steps=warmup_steps,
+        decay_steps=warmup_steps + max(total_steps - warmup_steps, 1), end_value=min_learning_rate)
 
 
 def decay_mask(params: Any) -> Any:

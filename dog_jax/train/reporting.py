@@ -18,6 +18,7 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.core.framework import summary_pb2
 
+# clu's metric writers were weighed and not taken: clu is unmaintained; tf.summary's event files suffice.
 # Tags the raw summaries as TensorBoard scalars (what tf.summary.scalar would add).
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
