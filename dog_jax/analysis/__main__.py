@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from dog_jax.analysis.readers import CheckpointError
-from dog_jax.analysis.report import (AnalysisOptions, analyse_checkpoint, unique_names, write_clusters_csv,
-                                     write_summary)
+from dog_jax.analysis.report import AnalysisOptions
+from dog_jax.analysis.run import analyse_to_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,20 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(f"[{time.monotonic() - start:6.1f}s] {message}", flush=True)
 
-    for path in args.checkpoints:  # fail before minutes of work on the checkpoints before it
-        if not Path(path).exists():
-            return _fail(f"{path}: no such file or directory.")
-    analyses = []
     try:
-        for path, name in zip(args.checkpoints, unique_names(args.checkpoints)):
-            analyses.append(analyse_checkpoint(path, name, options, progress))
-        args.out.mkdir(parents=True, exist_ok=True)
-        written = [write_summary(analyses, options, args.out), write_clusters_csv(analyses, args.out)]
-        if not args.no_figures:
-            progress("writing figures")
-            from dog_jax.analysis.plots import write_figures
-
-            written += write_figures(analyses, args.out, seed=args.seed)
+        analyses = analyse_to_dir(args.checkpoints, args.out, options, figures=not args.no_figures,
+                                  progress=progress)
     except (CheckpointError, ValueError) as e:
         return _fail(str(e))
     except OSError as e:
@@ -90,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 paper = ", ".join(f"{k} {v:.1%}" for k, v in g.clusters.proportions("paper").items())
                 props = f"{props} (paper's centroid-only naming: {paper})"
                 progress(f"{a.name} {g.kind} {g.size_name}: {props}")
-    progress(f"wrote {len(written)} files to {args.out}")
+    progress(f"wrote the results to {args.out}")
     return 0
 
 

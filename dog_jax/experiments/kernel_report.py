@@ -29,22 +29,18 @@ def export_init_kernels(run: Run) -> Path:
     """Writes the run's step-0 depthwise kernels (HWIO, keys ``<module path>/kernel``) to its workdir."""
     import jax
     import ml_collections
-    from flax import nnx
 
     from dog_jax import models
-    from dog_jax.train.loop import depthwise_initializer
+    from dog_jax.train.loop import create_model_from_config
 
     path = Path(run.workdir) / INIT_FILE
     if path.is_file():
         return path
     config = ml_collections.ConfigDict(json.loads((Path(run.workdir) / "config.json").read_text()))
     num_classes = (read_summary(run.workdir) or {}).get("num_classes", 1000)
-    # Built eagerly on the CPU: same initializers, seed and rng streams as the trainer's init.
+    # The trainer's own model constructor, built eagerly on the CPU (the trainer runs it under jit).
     with jax.default_device(jax.devices("cpu")[0]):
-        model = models.create_model(
-            config.model, num_classes=num_classes, dw_kernel_init=depthwise_initializer(config),
-            drop_path_rate=0.0, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1),
-            **config.model_overrides.to_dict())
+        model = create_model_from_config(config, num_classes)
         arrays = {"/".join(str(p) for p in module_path) + "/kernel": np.asarray(layer.kernel[...])
                   for module_path, layer in models.iter_depthwise_convs(model)}
     np.savez(path, **arrays)
@@ -94,9 +90,12 @@ def _cell(values: Sequence[float], percent: bool) -> str:
 
 def analyse_sweep(runs: Sequence[Run], out_dir: str | Path, *, say: Callable[[str], None] = print) -> Path | None:
     """Runs the kernel analysis per config (finished runs only) and writes ``<out_dir>/analysis.md``."""
-    from dog_jax.analysis.__main__ import main as analysis_main
+    from dog_jax.analysis import CheckpointError
+    from dog_jax.analysis.report import AnalysisOptions, summary
+    from dog_jax.analysis.run import analyse_to_dir
 
     out_dir = Path(out_dir)
+    options = AnalysisOptions()  # the paper's settings, as `python -m dog_jax.analysis` without flags
     labels = list(dict.fromkeys(run.label for run in runs))
     rows = []
     for label in labels:
@@ -110,11 +109,12 @@ def analyse_sweep(runs: Sequence[Run], out_dir: str | Path, *, say: Callable[[st
         except (OSError, ValueError, KeyError, TypeError) as error:
             say(f"Kernel analysis of {label} skipped: could not rebuild the initial kernels ({error}).")
             continue
-        code = analysis_main([*(run.workdir for run in done), *init_paths, "--out", str(target), "-q"])
-        if code != 0:
-            say(f"Kernel analysis of {label} failed (exit code {code}); see the error above.")
+        try:
+            analyses = analyse_to_dir([*(run.workdir for run in done), *init_paths], target, options)
+        except (CheckpointError, ValueError, OSError) as error:
+            say(f"Kernel analysis of {label} failed: {error}")
             continue
-        groups = list(_group(json.loads((target / "summary.json").read_text())).values())
+        groups = list(_group(summary(analyses, options)).values())
         # The analysis keeps its argument order: trained checkpoints first, then the init files.
         trained, initial = groups[:len(done)], groups[len(done):]
         for when, chosen in (("init", initial), ("trained", trained)):

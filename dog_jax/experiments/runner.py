@@ -3,7 +3,8 @@
 Why a subprocess per run: a crash (or an out-of-memory kill) of one run does not end the sweep,
 every run starts with fresh memory and a fresh XLA cache, and each run is exactly the command a
 user would type (printed by ``--dry-run``). Each run's full output is appended to
-``<workdir>/train.log``; the console gets one line per run plus the trainer's progress lines.
+``<workdir>/train.log`` (and echoed unless quiet); the console gets one line per run. What a run
+achieved is read from its ``summary.json`` only, never from its log lines.
 """
 
 import os
@@ -18,10 +19,6 @@ from dog_jax.train.reporting import format_duration
 
 #: ``train_fn(run, log) -> exit code``: trains one run, writing its output to ``log``.
 TrainFn = Callable[[Run, TextIO], int]
-
-# Trainer output lines worth echoing to the sweep's console (progress, evaluation, errors).
-_ECHO_MARKERS = ("| ETA", "eval  step", "Resumed from", "Done:", "error:", "Error", "Traceback")
-
 
 def train_command(run: Run, train_script: str | os.PathLike) -> list[str]:
     """The ``python train.py ...`` command of a run."""
@@ -42,14 +39,16 @@ def subprocess_train(train_script: str | os.PathLike, echo: Callable[[str], None
                      exit_grace_s: float = 20.0) -> TrainFn:
     """A :data:`TrainFn` that runs ``python train.py`` and streams its output into the log.
 
-    ``exit_grace_s``: after the trainer has logged its final ``Done:`` line (summary and
-    checkpoints are written and closed by then), the process gets this long to exit before it
-    is terminated. A safety net: train.py used to take up to ~1 min to exit after finishing
-    (tf.data's autotuning thread held up the iterator's destruction; autotuning is off since),
-    a minute lost per run of a sweep.
+    ``echo``: called with every output line (without its newline), e.g. to show progress.
+    ``exit_grace_s``: once the run's ``summary.json`` says it finished (the trainer writes it after
+    its checkpoints are committed), the process gets this long to exit before it is terminated.
+    A safety net: train.py used to take up to ~1 min to exit after finishing (tf.data's
+    autotuning thread held up the iterator's destruction; autotuning is off since), a minute
+    lost per run of a sweep.
     """
 
     def train(run: Run, log: TextIO) -> int:
+        summary_path = os.path.join(run.workdir, "summary.json")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         process = subprocess.Popen(train_command(run, train_script), stdout=subprocess.PIPE,
@@ -60,9 +59,9 @@ def subprocess_train(train_script: str | os.PathLike, echo: Callable[[str], None
             for line in process.stdout:
                 log.write(line)
                 log.flush()
-                if echo is not None and any(marker in line for marker in _ECHO_MARKERS):
-                    echo(line.rstrip().split("] ", 1)[-1])  # drop absl's "I1125 ... loop.py:123]" prefix.
-                if "loop.py" in line and "] Done: step" in line:
+                if echo is not None:
+                    echo(line.rstrip("\n"))
+                if os.path.exists(summary_path) and run_status(run.workdir) == "done":
                     finished = True
                     break
             if not finished:
@@ -74,8 +73,8 @@ def subprocess_train(train_script: str | os.PathLike, echo: Callable[[str], None
             except subprocess.TimeoutExpired:
                 process.terminate()
                 rest, _ = process.communicate()
-                log.write((rest or "") + f"(train.py had not exited {exit_grace_s:.0f} s after 'Done:'; "
-                          "terminated it)\n")
+                log.write((rest or "") + f"(train.py had not exited {exit_grace_s:.0f} s after writing its "
+                          "final summary.json; terminated it)\n")
                 return 0
         except BaseException:
             process.terminate()  # Ctrl-C: the trainer's last checkpoint stays; a rerun resumes.

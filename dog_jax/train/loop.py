@@ -84,6 +84,15 @@ def depthwise_initializer(config: ml_collections.ConfigDict):
     return config.dw_init
 
 
+def create_model_from_config(config: ml_collections.ConfigDict, num_classes: int) -> nnx.Module:
+    """The trainer's model at step 0: ``config.model`` with its overrides, depthwise init and seed."""
+    compute_dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
+    return models.create_model(
+        config.model, num_classes=num_classes, dw_kernel_init=depthwise_initializer(config),
+        drop_path_rate=config.drop_path_rate, dtype=compute_dtype, param_dtype=jnp.float32,
+        rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **config.model_overrides.to_dict())
+
+
 def _eval_sums(weights, eval_step, rng_state, eval_ds, mesh) -> dict[str, float]:
     """Sums of loss / top1 / top5 / count over the eval stream for ``{"params", "batch_stats"}``."""
     totals = None
@@ -172,10 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         b2=config.optimizer.b2, eps=config.optimizer.eps, grad_clip_norm=config.optimizer.grad_clip_norm)
 
     def model_fn() -> nnx.Module:
-        return models.create_model(
-            config.model, num_classes=num_classes, dw_kernel_init=depthwise_initializer(config),
-            drop_path_rate=config.drop_path_rate, dtype=compute_dtype, param_dtype=jnp.float32,
-            rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **config.model_overrides.to_dict())
+        return create_model_from_config(config, num_classes)
 
     parts, state = steps.init_train_state(model_fn, tx, mesh, ema=config.ema_decay > 0)
     num_params = sum(x.size for x in jax.tree.leaves(state["params"]))
