@@ -2,7 +2,7 @@
 
     python benchmarks/initializer.py [--n 10000] [--k 9] [--repeats 20]
 
-The issue's target: 10,000 9x9 kernels well under 50 ms on CPU after compilation.
+The target: 10,000 9x9 kernels well under 50 ms on CPU after compilation.
 """
 
 from __future__ import annotations

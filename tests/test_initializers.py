@@ -43,7 +43,7 @@ def reference_dog(kh: int, kw: int, gamma: float) -> np.ndarray:
 
 
 def tie_free_gammas(k: int) -> list[float]:
-    """The issue's gamma grid, minus values where the zero-crossing radius gamma*k/2 hits a pixel distance
+    """The tested gamma grid, minus values where the zero-crossing radius gamma*k/2 hits a pixel distance
     exactly (there float32 and float64 may legitimately put that pixel on different sides)."""
     grid = [1e-3, 2 / k - 1e-3, 2 / k + 1e-3, 0.1, 0.25, 0.33, 0.5, 0.7, 0.9]
     return [g for g in grid if 0 < g < 1]
@@ -160,7 +160,7 @@ def test_centre_grows_with_gamma():
 
 
 def test_reproduces_paper_fig3_values():
-    # Values of Fig. 3 (9x9, on-centre) derived in ../shared/notes/dog-math.md.
+    # Values of Fig. 3 (9x9, on-centre); the derivation is in docs/initializer.md (The formulas).
     expected = {0.2: (0.500, 0.51), 0.4: (0.151, 0.215), 0.6: (0.068, 0.155), 0.8: (0.048, 0.146)}
     for gamma, (peak, l2) in expected.items():
         kernel = np.asarray(dog_kernel(9, gamma))

@@ -16,8 +16,8 @@ from flax import nnx
 from dog_jax.models import create_model, get_model_config, iter_depthwise_convs, list_models
 from dog_jax.models.layers import DepthwiseConv2D, PatchifyConv, PointwiseLinear
 
-# Parameter counts of the reference models (timm / official code, 1000 classes), from
-# /work/shared/notes/architectures.md and timm 1.0.31 (atto..nano, v2 large/huge). The HorNet
+# Parameter counts of the reference models (timm / official code, 1000 classes), as listed in
+# docs/models.md (Variants); atto..nano and v2 large/huge counted with timm 1.0.31. The HorNet
 # small..large counts have no installable reference; they are checked only through
 # hornet_tiny_7x7 (official count) and the official-key tests in test_convert.py.
 REFERENCE_PARAM_COUNTS = {

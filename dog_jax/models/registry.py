@@ -2,8 +2,8 @@
 
 Names follow timm where timm has the model; ``convmixer_512_12`` (the Neural Echos paper's
 9×9 ConvMixer) and the ``hornet_*_7x7`` models follow the papers / official code.
-Architecture facts and parameter counts: /work/shared/notes/architectures.md and the
-references cited in each family module.
+Architecture facts and parameter counts: docs/models.md and the references cited in each
+family module.
 """
 
 from __future__ import annotations
