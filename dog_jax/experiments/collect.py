@@ -36,13 +36,19 @@ def config_info(config_path: str, config_arg: str) -> dict[str, Any]:
         return {}
 
 
+def portable_path(path: str) -> str:
+    """``path`` relative to the current directory when inside it (results stay valid on other machines)."""
+    relative = os.path.relpath(os.path.abspath(path))
+    return path if relative == ".." or relative.startswith(".." + os.sep) else relative
+
+
 def run_row(run: Run, info: dict[str, Any]) -> dict[str, Any]:
-    """One ``results.csv`` row."""
+    """One ``results.csv`` row; paths relative to the current directory where possible."""
     summary = read_summary(run.workdir) or {}
     final, best = summary.get("final_eval") or {}, summary.get("best_eval") or {}
     overrides = {k: v for k, v in run.overrides.items() if k != "seed"}
     return {
-        "label": run.label, "seed": run.seed, "status": run_status(run.workdir), "config": run.config_string,
+        "label": run.label, "seed": run.seed, "status": run_status(run.workdir), "config": portable_path(run.config_string),
         "overrides": json.dumps(overrides, sort_keys=True, default=str) if overrides else "",
         "experiment": info.get("experiment", ""), "group": info.get("group", ""),
         "dw_init": info.get("dw_init", summary.get("config", {}).get("dw_init", "")),
@@ -52,7 +58,7 @@ def run_row(run: Run, info: dict[str, Any]) -> dict[str, Any]:
         "best_top1": best.get("eval_top1"), "best_step": best.get("step"),
         "final_step": summary.get("final_step"), "total_steps": summary.get("total_steps"),
         "wall_time_s": summary.get("wall_time_s"), "num_params": summary.get("num_params"),
-        "paper_row_top1": info.get("paper_row_top1"), "workdir": run.workdir,
+        "paper_row_top1": info.get("paper_row_top1"), "workdir": portable_path(run.workdir),
     }
 
 
