@@ -120,7 +120,7 @@ def test_convmixer_overrides_change_the_architecture():
     assert model.stem_conv.kernel.shape == (14, 14, 3, 64)
 
 
-@pytest.mark.parametrize("bad", [dict(dw_kernel_init="gaussian"), dict(dw_kernel_init=3),
+@pytest.mark.parametrize("bad", [dict(dw_init="gaussian"), dict(dw_init=3),
                                  dict(rngs=0), dict(drop_path_rate=1.5), dict(num_classes=-1)])
 def test_bad_arguments_raise_value_error(bad):
     kwargs = dict(rngs=nnx.Rngs(0), **TINY["convmixer"][1])
@@ -150,7 +150,7 @@ def _is_dw_path(path: str) -> bool:
 @pytest.mark.parametrize("family", sorted(TINY))
 def test_dog_init_touches_every_depthwise_kernel_and_nothing_else(family):
     reference = _param_dict(_tiny(family, rngs=nnx.Rngs(3)))
-    dog_model = _tiny(family, rngs=nnx.Rngs(3), dw_kernel_init="dog")
+    dog_model = _tiny(family, rngs=nnx.Rngs(3), dw_init="dog")
     dog = _param_dict(dog_model)
     dw_paths = {"/".join(map(str, p)) + "/kernel" for p, _ in iter_depthwise_convs(dog_model)}
     assert dw_paths and dw_paths == {p for p in dog if _is_dw_path(p)}
@@ -174,10 +174,10 @@ def test_callable_and_named_dw_inits_are_used():
     def ones(key, shape, dtype=jnp.float32):
         return jnp.ones(shape, dtype)
 
-    model = _tiny("convnext", dw_kernel_init=ones)
+    model = _tiny("convnext", dw_init=ones)
     for _, layer in iter_depthwise_convs(model):
         np.testing.assert_array_equal(np.asarray(layer.kernel[...]), 1.0)
-    he = _tiny("convnext", dw_kernel_init="he_normal")
+    he = _tiny("convnext", dw_init="he_normal")
     kernels = np.concatenate([np.asarray(l.kernel[...]).ravel() for _, l in iter_depthwise_convs(he)])
     assert abs(kernels.std() - math.sqrt(2.0 / 49)) < 0.03  # N(0, 2/fan_in), fan_in = 7·7
 
@@ -335,3 +335,11 @@ def test_pointwise_linear_is_linear_over_channels():
     reference = nnx.Linear(8, 3, rngs=nnx.Rngs(0))
     np.testing.assert_allclose(layer(x), reference(x), rtol=1e-6, atol=1e-6)
     assert layer(x).shape == (2, 5, 7, 3)
+
+
+def test_old_dw_kernel_init_keyword_still_works_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="pass dw_init"):
+        old = _tiny("convmixer", rngs=nnx.Rngs(5), dw_kernel_init="dog")
+    new = _tiny("convmixer", rngs=nnx.Rngs(5), dw_init="dog")
+    for (_, a), (_, b) in zip(iter_depthwise_convs(old), iter_depthwise_convs(new)):
+        np.testing.assert_array_equal(a.kernel[...], b.kernel[...])

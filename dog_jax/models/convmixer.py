@@ -69,11 +69,11 @@ class ConvMixerConfig:
 class ConvMixerBlock(nnx.Module):
     """One ConvMixer block on (N, H, W, h) -> (N, H, W, h)."""
 
-    def __init__(self, cfg: ConvMixerConfig, *, dw_kernel_init: Initializer, drop_path: float,
+    def __init__(self, cfg: ConvMixerConfig, *, dw_init: Initializer, drop_path: float,
                  dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
         h, k = cfg.width, cfg.kernel_size
         self.act_name = cfg.activation
-        self.dw = DepthwiseConv2D(h, k, kernel_init=dw_kernel_init, bias_init=torch_default_bias_init(k * k),
+        self.dw = DepthwiseConv2D(h, k, kernel_init=dw_init, bias_init=torch_default_bias_init(k * k),
                                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.dw_norm = BatchNorm(h, dtype=dtype, param_dtype=param_dtype)
         self.pw = PointwiseLinear(h, h, kernel_init=torch_default(), bias_init=torch_default_bias_init(h),
@@ -95,7 +95,7 @@ class ConvMixer(nnx.Module):
     linearly over the blocks.
     """
 
-    def __init__(self, cfg: ConvMixerConfig, *, num_classes: int = 1000, dw_kernel_init: Initializer,
+    def __init__(self, cfg: ConvMixerConfig, *, num_classes: int = 1000, dw_init: Initializer,
                  drop_path_rate: float = 0.0, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
                  rngs: nnx.Rngs):
         self.config = cfg
@@ -108,7 +108,7 @@ class ConvMixer(nnx.Module):
         self.stem_norm = BatchNorm(h, dtype=dtype, param_dtype=param_dtype)
         rates = linear_drop_path_rates(drop_path_rate, cfg.depth)
         self.blocks = nnx.List([
-            ConvMixerBlock(cfg, dw_kernel_init=dw_kernel_init, drop_path=rates[i], dtype=dtype,
+            ConvMixerBlock(cfg, dw_init=dw_init, drop_path=rates[i], dtype=dtype,
                            param_dtype=param_dtype, rngs=rngs)
             for i in range(cfg.depth)])
         self.head = (nnx.Linear(h, num_classes, kernel_init=torch_default(),

@@ -9,7 +9,7 @@ Same network as timm's ``ConvNeXt`` and the official facebookresearch code:
   head:        global average pool → LayerNorm → Linear
 
 Init as the references: every conv and linear weight (the depthwise too, unless
-``dw_kernel_init`` says otherwise) trunc-normal std 0.02 cut at ±2, biases 0, head weight
+``dw_init`` says otherwise) trunc-normal std 0.02 cut at ±2, biases 0, head weight
 × ``head_init_scale``, LayerNorm 1/0, GRN zeros. ``conv_mlp`` only records that timm's
 variant of the same name stores the block MLP as 1×1 convs (state-dict shapes); the
 computation is identical.
@@ -78,9 +78,9 @@ class ConvNeXtConfig:
 class ConvNeXtBlock(nnx.Module):
     """One ConvNeXt V1/V2 block, (N, H, W, C) -> (N, H, W, C)."""
 
-    def __init__(self, dim: int, cfg: ConvNeXtConfig, *, dw_kernel_init: Initializer, drop_path: float,
+    def __init__(self, dim: int, cfg: ConvNeXtConfig, *, dw_init: Initializer, drop_path: float,
                  dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
-        self.dw = DepthwiseConv2D(dim, cfg.kernel_size, kernel_init=dw_kernel_init, bias_init=zeros_init,
+        self.dw = DepthwiseConv2D(dim, cfg.kernel_size, kernel_init=dw_init, bias_init=zeros_init,
                                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.norm = LayerNorm(dim, dtype=dtype, param_dtype=param_dtype)
         self.mlp = Mlp(dim, cfg.mlp_ratio * dim, use_grn=cfg.use_grn, kernel_init=trunc_normal_02(),
@@ -103,13 +103,13 @@ class ConvNeXt(HierarchicalNet):
     Build it through :func:`dog_jax.models.create_model`.
     """
 
-    def __init__(self, cfg: ConvNeXtConfig, *, num_classes: int = 1000, dw_kernel_init: Initializer,
+    def __init__(self, cfg: ConvNeXtConfig, *, num_classes: int = 1000, dw_init: Initializer,
                  drop_path_rate: float = 0.0, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
                  rngs: nnx.Rngs):
         self.config = cfg
 
         def make_block(stage: int, dim: int, drop_path: float, rngs: nnx.Rngs) -> ConvNeXtBlock:
-            return ConvNeXtBlock(dim, cfg, dw_kernel_init=dw_kernel_init, drop_path=drop_path, dtype=dtype,
+            return ConvNeXtBlock(dim, cfg, dw_init=dw_init, drop_path=drop_path, dtype=dtype,
                                  param_dtype=param_dtype, rngs=rngs)
 
         super().__init__(in_chans=cfg.in_chans, patch_size=cfg.patch_size, depths=cfg.depths, dims=cfg.dims,

@@ -89,14 +89,14 @@ class HorNetConfig:
 class GnConv(nnx.Module):
     """Recursive gated convolution g^n Conv, (N, H, W, dim) -> (N, H, W, dim)."""
 
-    def __init__(self, dim: int, order: int, *, scale: float, kernel_size: int, dw_kernel_init: Initializer,
+    def __init__(self, dim: int, order: int, *, scale: float, kernel_size: int, dw_init: Initializer,
                  dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
         self.dims = gnconv_dims(dim, order)
         self.scale = float(scale)
         lin = dict(kernel_init=trunc_normal_02(), bias_init=zeros_init, dtype=dtype, param_dtype=param_dtype,
                    rngs=rngs)
         self.proj_in = PointwiseLinear(dim, 2 * dim, **lin)
-        self.dw = DepthwiseConv2D(sum(self.dims), kernel_size, kernel_init=dw_kernel_init, bias_init=zeros_init,
+        self.dw = DepthwiseConv2D(sum(self.dims), kernel_size, kernel_init=dw_init, bias_init=zeros_init,
                                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.pws = nnx.List([PointwiseLinear(self.dims[i], self.dims[i + 1], **lin) for i in range(order - 1)])
         self.proj_out = PointwiseLinear(dim, dim, **lin)
@@ -116,11 +116,11 @@ class GnConv(nnx.Module):
 class HorNetBlock(nnx.Module):
     """One HorNet block, (N, H, W, C) -> (N, H, W, C)."""
 
-    def __init__(self, dim: int, order: int, cfg: HorNetConfig, *, dw_kernel_init: Initializer, drop_path: float,
+    def __init__(self, dim: int, order: int, cfg: HorNetConfig, *, dw_init: Initializer, drop_path: float,
                  dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
         self.norm1 = LayerNorm(dim, dtype=dtype, param_dtype=param_dtype)
         self.gnconv = GnConv(dim, order, scale=cfg.gnconv_scale, kernel_size=cfg.kernel_size,
-                             dw_kernel_init=dw_kernel_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                             dw_init=dw_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.gamma1 = nnx.Param(jnp.full((dim,), cfg.ls_init_value, param_dtype))
         self.norm2 = LayerNorm(dim, dtype=dtype, param_dtype=param_dtype)
         self.mlp = Mlp(dim, cfg.mlp_ratio * dim, kernel_init=trunc_normal_02(), dtype=dtype,
@@ -142,13 +142,13 @@ class HorNet(HierarchicalNet):
     Build it through :func:`dog_jax.models.create_model`.
     """
 
-    def __init__(self, cfg: HorNetConfig, *, num_classes: int = 1000, dw_kernel_init: Initializer,
+    def __init__(self, cfg: HorNetConfig, *, num_classes: int = 1000, dw_init: Initializer,
                  drop_path_rate: float = 0.0, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
                  rngs: nnx.Rngs):
         self.config = cfg
 
         def make_block(stage: int, dim: int, drop_path: float, rngs: nnx.Rngs) -> HorNetBlock:
-            return HorNetBlock(dim, cfg.orders[stage], cfg, dw_kernel_init=dw_kernel_init, drop_path=drop_path,
+            return HorNetBlock(dim, cfg.orders[stage], cfg, dw_init=dw_init, drop_path=drop_path,
                                dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
         super().__init__(in_chans=cfg.in_chans, patch_size=cfg.patch_size, depths=cfg.depths, dims=cfg.dims,

@@ -132,7 +132,7 @@ class DepthwiseConv2D(nnx.Module):
         kernel = kernel_init(rngs.params(), (kh, kw, 1, channels), param_dtype)
         if tuple(kernel.shape) != (kh, kw, 1, channels):
             raise ValueError(
-                f"dw_kernel_init returned shape {tuple(kernel.shape)} for a depthwise kernel of "
+                f"the depthwise initializer (dw_init) returned shape {tuple(kernel.shape)} for a depthwise kernel of "
                 f"shape {(kh, kw, 1, channels)}; an initializer must return the requested shape.")
         self.kernel = nnx.Param(jnp.asarray(kernel, param_dtype))
         self.bias = nnx.Param(bias_init(rngs.params(), (channels,), param_dtype)) if use_bias else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import warnings
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -23,7 +24,7 @@ from dog_jax.models.convnext import ConvNeXt, ConvNeXtConfig
 from dog_jax.models.hornet import HorNet, HorNetConfig
 from dog_jax.models.layers import Initializer
 
-__all__ = ["create_model", "get_model_config", "list_models", "resolve_dw_kernel_init"]
+__all__ = ["create_model", "get_model_config", "list_models", "resolve_dw_init"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,8 +101,8 @@ def get_model_config(name: str, **overrides: Any):
     return family.config_cls(**{**defaults, **overrides})
 
 
-def resolve_dw_kernel_init(spec: str | Initializer, reference: Initializer) -> Initializer:
-    """Turns a ``dw_kernel_init`` argument into an initializer.
+def resolve_dw_init(spec: str | Initializer, reference: Initializer) -> Initializer:
+    """Turns a ``dw_init`` argument into an initializer.
 
     "reference" gives ``reference`` (the family's own choice); other strings go through
     :func:`dog_jax.initializers.get_initializer` ("dog", "he_normal", "torch_default",
@@ -110,11 +111,11 @@ def resolve_dw_kernel_init(spec: str | Initializer, reference: Initializer) -> I
     if isinstance(spec, str) and spec == "reference":
         return reference
     if not isinstance(spec, str) and not callable(spec):
-        raise ValueError(f"dw_kernel_init must be a name or an initializer callable, got {type(spec).__name__}.")
+        raise ValueError(f"dw_init must be a name or an initializer callable, got {type(spec).__name__}.")
     return get_initializer(spec)
 
 
-def create_model(name: str, *, num_classes: int = 1000, dw_kernel_init: str | Initializer = "reference",
+def create_model(name: str, *, num_classes: int = 1000, dw_init: str | Initializer = "reference",
                  drop_path_rate: float = 0.0, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
                  rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
     """Builds a registered model with the reference initialization.
@@ -122,7 +123,8 @@ def create_model(name: str, *, num_classes: int = 1000, dw_kernel_init: str | In
     Args:
       name: one of :func:`list_models`; an unknown name raises ValueError naming the closest.
       num_classes: classifier outputs; 0 drops the classifier (the model returns features).
-      dw_kernel_init: initializer of every depthwise kernel and nothing else: "reference"
+      dw_init: initializer of every depthwise kernel and nothing else (the trainer's
+        ``config.dw_init``; ``dw_kernel_init`` is its deprecated old name): "reference"
         (ConvMixer: PyTorch default; ConvNeXt/HorNet: trunc-normal 0.02), "dog", "he_normal",
         "torch_default", "trunc_normal_02", or a callable ``(key, shape, dtype)`` for HWIO
         shapes ``(k, k, 1, C)``.
@@ -141,11 +143,15 @@ def create_model(name: str, *, num_classes: int = 1000, dw_kernel_init: str | In
       inference: BatchNorm running statistics, no drop path).
     """
     family, _ = _lookup(name)
+    if "dw_kernel_init" in overrides:  # the name before it matched the trainer's config field
+        warnings.warn("create_model(dw_kernel_init=...) is deprecated; pass dw_init=... (same values).",
+                      DeprecationWarning, stacklevel=2)
+        dw_init = overrides.pop("dw_kernel_init")
     if not isinstance(rngs, nnx.Rngs):
         raise ValueError(f"rngs must be an nnx.Rngs, e.g. nnx.Rngs(0); got {type(rngs).__name__}.")
     if not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}.")
     config = get_model_config(name, **overrides)
-    init = resolve_dw_kernel_init(dw_kernel_init, family.reference_dw_init())
-    return family.model_cls(config, num_classes=num_classes, dw_kernel_init=init, drop_path_rate=drop_path_rate,
+    init = resolve_dw_init(dw_init, family.reference_dw_init())
+    return family.model_cls(config, num_classes=num_classes, dw_init=init, drop_path_rate=drop_path_rate,
                             dtype=dtype, param_dtype=param_dtype, rngs=rngs)

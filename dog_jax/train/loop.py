@@ -77,7 +77,7 @@ def model_info(config: ml_collections.ConfigDict, num_classes: int, step: int) -
 
 
 def depthwise_initializer(config: ml_collections.ConfigDict):
-    """``dw_kernel_init`` argument for ``create_model`` from ``config.dw_init`` / ``config.dog``."""
+    """``dw_init`` argument for ``create_model`` from ``config.dw_init`` / ``config.dog``."""
     if config.dw_init == "dog":
         return initializers.dog(tuple(config.dog.gamma_range), config.dog.on_fraction, norm=config.dog.norm,
                                 balanced=config.dog.balanced)
@@ -88,7 +88,7 @@ def create_model_from_config(config: ml_collections.ConfigDict, num_classes: int
     """The trainer's model at step 0: ``config.model`` with its overrides, depthwise init and seed."""
     compute_dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
     return models.create_model(
-        config.model, num_classes=num_classes, dw_kernel_init=depthwise_initializer(config),
+        config.model, num_classes=num_classes, dw_init=depthwise_initializer(config),
         drop_path_rate=config.drop_path_rate, dtype=compute_dtype, param_dtype=jnp.float32,
         rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **config.model_overrides.to_dict())
 
