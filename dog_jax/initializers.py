@@ -54,7 +54,8 @@ def _kernel_hw(kernel_size: int | Sequence[int]) -> tuple[int, int]:
         raise ValueError(f"kernel_size must be at least 1 in each dimension, got ({kh}, {kw}).")
     if max(kh, kw) < 3:
         # In a 1x1, 1x2 or 2x2 kernel every pixel is equally far from the centre: no centre-surround.
-        raise ValueError(f"A DoG kernel needs at least 3 pixels along one axis to have a centre and a surround, got ({kh}, {kw}).")
+        raise ValueError("A DoG kernel needs at least 3 pixels along one axis to have a centre and a surround, "
+                         f"got ({kh}, {kw}).")
     return kh, kw
 
 

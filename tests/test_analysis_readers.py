@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from dog_jax.analysis import CheckpointError, extract_depthwise_kernels, read_checkpoint
+from dog_jax.analysis import extract_depthwise_kernels, read_checkpoint
 from dog_jax.analysis.__main__ import main
 from dog_jax.analysis.kernels import classify_shape
 

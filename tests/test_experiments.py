@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dog_jax.experiments import (Entry, Sweep, SweepError, collect, load_sweep, mean_std, parse_shard, plan_runs,
+from dog_jax.experiments import (SweepError, collect, load_sweep, mean_std, parse_shard, plan_runs,
                                  run_status, run_sweep, select_runs)
 from dog_jax.experiments.__main__ import main
 from dog_jax.experiments.sweep import format_flag_value

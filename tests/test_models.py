@@ -178,7 +178,7 @@ def test_callable_and_named_dw_inits_are_used():
     for _, layer in iter_depthwise_convs(model):
         np.testing.assert_array_equal(np.asarray(layer.kernel[...]), 1.0)
     he = _tiny("convnext", dw_init="he_normal")
-    kernels = np.concatenate([np.asarray(l.kernel[...]).ravel() for _, l in iter_depthwise_convs(he)])
+    kernels = np.concatenate([np.asarray(layer.kernel[...]).ravel() for _, layer in iter_depthwise_convs(he)])
     assert abs(kernels.std() - math.sqrt(2.0 / 49)) < 0.03  # N(0, 2/fan_in), fan_in = 7·7
 
 

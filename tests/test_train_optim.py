@@ -43,12 +43,13 @@ def _hand_written_cosine(step, peak, total, warmup, floor):
 def test_optax_schedules_match_the_hand_written_ones(total):
     steps = np.arange(total + 3)
     lr = optim.learning_rate_schedule(schedule="onecycle", peak=0.01, total_steps=total)
-    np.testing.assert_allclose(jax.vmap(lr)(steps), _hand_written_onecycle(steps, 0.01, total), rtol=0, atol=1e-7)
+    expected = _hand_written_onecycle(steps, 0.01, total)
+    np.testing.assert_allclose(jax.vmap(lr)(steps), expected, rtol=0, atol=1e-7)
     for warmup in (0, 1, total // 10, total):
-        lr = optim.learning_rate_schedule(schedule="cosine", peak=4e-3, total_steps=total, warmup_steps=warmup,
-                                          min_learning_rate=1e-6)
-        np.testing.assert_allclose(jax.vmap(lr)(steps), _hand_written_cosine(steps, 4e-3, total, warmup, 1e-6),
-                                   rtol=0, atol=1e-7)
+        lr = optim.learning_rate_schedule(schedule="cosine", peak=4e-3, total_steps=total,
+                                          warmup_steps=warmup, min_learning_rate=1e-6)
+        expected = _hand_written_cosine(steps, 4e-3, total, warmup, 1e-6)
+        np.testing.assert_allclose(jax.vmap(lr)(steps), expected, rtol=0, atol=1e-7)
 
 
 def test_weight_decay_skips_biases_and_norm_parameters():

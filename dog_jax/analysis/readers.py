@@ -3,4 +3,5 @@
 from dog_jax.checkpoints import (Checkpoint, CheckpointError, Progress, latest_step_dir, read_checkpoint,
                                  read_state_dict)
 
-__all__ = ["Checkpoint", "CheckpointError", "Progress", "latest_step_dir", "read_checkpoint", "read_state_dict"]
+__all__ = ["Checkpoint", "CheckpointError", "Progress", "latest_step_dir", "read_checkpoint",
+           "read_state_dict"]

@@ -14,8 +14,9 @@ from dog_jax.analysis.report import (AnalysisOptions, CheckpointAnalysis, analys
                                      write_clusters_csv, write_summary)
 
 
-def analyse_to_dir(checkpoints: Sequence[str | Path], out_dir: str | Path, options: AnalysisOptions | None = None,
-                   *, figures: bool = True, progress: Progress | None = None) -> list[CheckpointAnalysis]:
+def analyse_to_dir(checkpoints: Sequence[str | Path], out_dir: str | Path,
+                   options: AnalysisOptions | None = None, *, figures: bool = True,
+                   progress: Progress | None = None) -> list[CheckpointAnalysis]:
     """Analyses each checkpoint (in order) and writes the outputs into ``out_dir`` (created if missing).
 
     Args:

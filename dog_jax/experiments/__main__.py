@@ -44,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--publish", type=Path, default=None, metavar="DIR",
                    help="after collecting, copy the results (tables, curves, analysis; no checkpoints) and a "
                         "commands.md into DIR, e.g. docs/results/demo_repro")
-    p.add_argument("--train-script", type=Path, default=None, metavar="PATH", help="train.py to run (default: the repository's)")
-    p.add_argument("-q", "--quiet", action="store_true", help="do not echo the trainer's output (it is always in each run's train.log)")
+    p.add_argument("--train-script", type=Path, default=None, metavar="PATH",
+                   help="train.py to run (default: the repository's)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="do not echo the trainer's output (it is always in each run's train.log)")
     return p
 
 

@@ -48,7 +48,8 @@ def run_row(run: Run, info: dict[str, Any]) -> dict[str, Any]:
     final, best = summary.get("final_eval") or {}, summary.get("best_eval") or {}
     overrides = {k: v for k, v in run.overrides.items() if k != "seed"}
     return {
-        "label": run.label, "seed": run.seed, "status": run_status(run.workdir), "config": portable_path(run.config_string),
+        "label": run.label, "seed": run.seed, "status": run_status(run.workdir),
+        "config": portable_path(run.config_string),
         "overrides": json.dumps(overrides, sort_keys=True, default=str) if overrides else "",
         "experiment": info.get("experiment", ""), "group": info.get("group", ""),
         "dw_init": info.get("dw_init", summary.get("config", {}).get("dw_init", "")),

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from dog_jax.initializers import trunc_normal_02

@@ -17,7 +17,6 @@ Files in ``workdir``: ``config.json`` (the resolved config), ``checkpoints/``,
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from typing import Any, Callable
