@@ -131,7 +131,8 @@ def analyse_sweep(runs: Sequence[Run], out_dir: str | Path, *, say: Callable[[st
         "Per config, the depthwise kernels of every seed at initialisation and at the end of training, "
         "analysed with `python -m dog_jax.analysis` (docs/analysis.md): k-means (k = 3) cluster shares by "
         "name — named from the centroid alone as in the paper (`paper:`), and by the calibrated "
-        "strict rule that also checks the members' raw weights (`strict:`) — the template classifier's share of zero-sum DoG (`dog_on` + `dog_off`) and single-signed "
+        "strict rule that also checks the members' raw weights (`strict:`) — the template classifier's "
+        "share of zero-sum DoG (`dog_on` + `dog_off`) and single-signed "
         "Gaussian matches, the share it classifies at all (|r| ≥ 0.7), and the median R² of the per-kernel "
         "DoG fit. Shares in %, mean ± std over seeds. Full outputs (figures, per-layer CSV, null "
         "baseline): `analysis/<config>/`.", "",
