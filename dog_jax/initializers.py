@@ -178,6 +178,17 @@ def dog(
         raise ValueError(f"Unknown norm {norm!r}; expected one of {NORMS}.")
     on_fraction = float(on_fraction)
 
+    def draw(key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+        """(γ, sign) of n kernels, each (n,) float32, γ not yet clamped; what ``init`` draws from ``key``."""
+        gamma_key, sign_key = jax.random.split(key)
+        gammas = jax.random.uniform(gamma_key, (n,), jnp.float32, lo, hi)
+        if balanced:
+            n_on = int(round(on_fraction * n))
+            signs = jax.random.permutation(sign_key, jnp.where(jnp.arange(n) < n_on, 1.0, -1.0))
+        else:
+            signs = jnp.where(jax.random.bernoulli(sign_key, on_fraction, (n,)), 1.0, -1.0)
+        return gammas, signs
+
     def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
         shape = tuple(shape)
         if len(shape) != 4:
@@ -190,13 +201,7 @@ def dog(
                 "DoG initialization is defined for depthwise convolutions: use feature_group_count=in_features, "
                 f"or pass depthwise_only=False (got kernel shape {shape}).")
         n = in_per_group * out
-        gamma_key, sign_key = jax.random.split(key)
-        gammas = jax.random.uniform(gamma_key, (n,), jnp.float32, lo, hi)
-        if balanced:
-            n_on = int(round(on_fraction * n))
-            signs = jax.random.permutation(sign_key, jnp.where(jnp.arange(n) < n_on, 1.0, -1.0))
-        else:
-            signs = jnp.where(jax.random.bernoulli(sign_key, on_fraction, (n,)), 1.0, -1.0)
+        gammas, signs = draw(key, n)
         kernels = _signed_kernels(gammas, signs, kh, kw)
         if norm == "he":
             target = math.sqrt(2.0 / in_per_group)
@@ -205,6 +210,9 @@ def dog(
         kernels = kernels.reshape(in_per_group, out, kh, kw).transpose(2, 3, 0, 1)
         return kernels.astype(dtype)
 
+    # Lets a basis-parameterised layer (dog_jax.models.basis) start from exactly these kernels.
+    init.dog_draw = draw
+    init.dog_norm = norm
     return init
 
 
