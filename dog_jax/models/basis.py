@@ -111,7 +111,7 @@ def _init_params(kernel_init: Initializer, key: jax.Array, kh: int, kw: int, cha
         gamma, signs = draw(key, channels)
         coeff_dog = signs
         if getattr(kernel_init, "dog_norm", "paper") == "he":
-            on = _on_center_kernels(jnp.clip(gamma, GAMMA_MIN, GAMMA_MAX), kh, kw)
+            on = _signed_kernels(gamma, jnp.ones_like(signs), kh, kw)
             coeff_dog = signs * (math.sqrt(2.0) / jnp.sqrt(jnp.sum(on**2, axis=(1, 2))))
         coeffs = jnp.zeros((channels, len(BASIS_NAMES)), jnp.float32).at[:, _DOG].set(coeff_dog)
         return coeffs, jnp.log(eq3_scale(gamma)), gamma
@@ -211,3 +211,23 @@ def materialize(arrays: dict[str, np.ndarray], kernel_size: int | tuple[int, int
         elif leaf not in ("basis_log_scale", "basis_gamma"):
             out[name] = value
     return out
+
+
+def parameter_counts(name: str, **overrides: Any) -> tuple[int, int]:
+    """(free, basis) parameter counts of a registered model with 1000 classes, without allocating."""
+    from dog_jax.models.registry import create_model  # registry imports the families, which import us
+
+    def count(dw_param: str) -> int:
+        model = nnx.eval_shape(lambda: create_model(name, rngs=nnx.Rngs(0), dw_param=dw_param, **overrides))
+        return sum(math.prod(v.shape) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))
+
+    return count("free"), count("basis")
+
+
+if __name__ == "__main__":  # python -m dog_jax.models.basis: the parameter table of docs/models.md
+    from dog_jax.models.registry import list_models
+
+    print("| model | free depthwise | basis depthwise | basis / free |\n|---|---|---|---|")
+    for model_name in list_models():
+        free, basis = parameter_counts(model_name)
+        print(f"| `{model_name}` | {free:,} | {basis:,} | {basis / free:.4f} |")
