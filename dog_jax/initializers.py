@@ -62,15 +62,16 @@ def _on_center_kernels(gammas: jax.Array, kh: int, kw: int) -> jax.Array:
     """On-centre DoG kernels for a batch of centre-surround ratios.
 
     Args:
-      gammas: (n,) float32 centre-surround ratios, already clamped into [GAMMA_MIN, GAMMA_MAX].
+      gammas: (n,) float32 (or float64) centre-surround ratios, already clamped into [GAMMA_MIN, GAMMA_MAX].
       kh, kw: kernel height and width in pixels.
 
     Returns:
-      (n, kh, kw) float32 kernels, each summing to 0 with positive region summing to +0.5.
+      (n, kh, kw) kernels in the dtype of ``gammas``, each summing to 0 with positive region summing to +0.5.
     """
-    gammas = gammas.astype(jnp.float32)[:, None, None]
-    y = jnp.arange(kh, dtype=jnp.float32) - (kh - 1) / 2
-    x = jnp.arange(kw, dtype=jnp.float32) - (kw - 1) / 2
+    # The dtype follows gammas (float32 from _signed_kernels; float64 in gradient checks).
+    gammas = gammas[:, None, None]
+    y = jnp.arange(kh, dtype=gammas.dtype) - (kh - 1) / 2
+    x = jnp.arange(kw, dtype=gammas.dtype) - (kw - 1) / 2
     # q·s² with s = sqrt((1−γ²)/(−ln γ)): the per-axis σ_h = kh·s/4 and σ_w = kw·s/4 factor out.
     q_unit = 16.0 * ((y / kh)[:, None] ** 2 + (x / kw)[None, :] ** 2)
     log_inv_gamma = -jnp.log(gammas)
