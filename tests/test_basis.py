@@ -195,3 +195,24 @@ def test_parameter_count_table_in_docs_matches_the_models():
     for name in ("convmixer_512_12", "convnext_atto", "hornet_tiny_7x7"):
         free, basis = (int(v.replace(",", "")) for v in rows[name].split(" | "))
         assert (free, basis) == parameter_counts(name), name
+
+
+def test_analysis_reads_a_basis_checkpoint_as_materialised_kernels(tmp_path):
+    import orbax.checkpoint as ocp
+
+    from dog_jax.analysis import extract_depthwise_kernels
+
+    overrides = dict(width=8, depth=1, kernel_size=5)
+    model = create_model("convmixer_512_12", num_classes=3, dw_kernel_init="dog", rngs=nnx.Rngs(0),
+                         dw_param="basis", **overrides)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    info = {"model": "convmixer_512_12", "model_overrides": {**overrides, "dw_param": "basis"}}
+    with ocp.CheckpointManager(tmp_path / "ckpt", item_names=("state", "model")) as mgr:
+        mgr.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params}),
+                                            model=ocp.args.JsonSave(info)))
+        mgr.wait_until_finished()
+    layers = extract_depthwise_kernels(tmp_path / "ckpt")
+    (_, layer), = iter_depthwise_convs(model)
+    assert [entry.name for entry in layers] == ["state/params/blocks/0/dw/kernel"]
+    expected = np.transpose(np.asarray(layer.kernel[...])[:, :, 0, :], (2, 0, 1))
+    np.testing.assert_allclose(layers[0].kernels, expected, atol=1e-7)

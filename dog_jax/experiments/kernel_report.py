@@ -32,6 +32,7 @@ def export_init_kernels(run: Run) -> Path:
     from flax import nnx
 
     from dog_jax import models
+    from dog_jax.train.config import architecture_overrides
     from dog_jax.train.loop import depthwise_initializer
 
     path = Path(run.workdir) / INIT_FILE
@@ -44,7 +45,7 @@ def export_init_kernels(run: Run) -> Path:
         model = models.create_model(
             config.model, num_classes=num_classes, dw_kernel_init=depthwise_initializer(config),
             drop_path_rate=0.0, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1),
-            **config.model_overrides.to_dict())
+            **architecture_overrides(config))
         arrays = {"/".join(str(p) for p in module_path) + "/kernel": np.asarray(layer.kernel[...])
                   for module_path, layer in models.iter_depthwise_convs(model)}
     np.savez(path, **arrays)

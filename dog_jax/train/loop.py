@@ -69,7 +69,7 @@ def _plan(config: ml_collections.ConfigDict, builder, num_classes: int) -> RunPl
 
 def model_info(config: ml_collections.ConfigDict, num_classes: int, step: int) -> dict[str, Any]:
     """What a reader needs to rebuild the model of a checkpoint (saved next to it)."""
-    return {"model": config.model, "model_overrides": config.model_overrides.to_dict(),
+    return {"model": config.model, "model_overrides": config_lib.architecture_overrides(config),
             "num_classes": num_classes, "dw_init": config.dw_init, "dog": config.dog.to_dict(),
             "image_size": config.image_size, "dataset": config.dataset, "step": step,
             "params_key": "state/params", "ema_decay": config.ema_decay,
@@ -175,7 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         return models.create_model(
             config.model, num_classes=num_classes, dw_kernel_init=depthwise_initializer(config),
             drop_path_rate=config.drop_path_rate, dtype=compute_dtype, param_dtype=jnp.float32,
-            rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **config.model_overrides.to_dict())
+            rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **config_lib.architecture_overrides(config))
 
     parts, state = steps.init_train_state(model_fn, tx, mesh, ema=config.ema_decay > 0)
     num_params = sum(x.size for x in jax.tree.leaves(state["params"]))
