@@ -216,3 +216,27 @@ def test_analysis_reads_a_basis_checkpoint_as_materialised_kernels(tmp_path):
     assert [entry.name for entry in layers] == ["state/params/blocks/0/dw/kernel"]
     expected = np.transpose(np.asarray(layer.kernel[...])[:, :, 0, :], (2, 0, 1))
     np.testing.assert_allclose(layers[0].kernels, expected, atol=1e-7)
+
+
+def test_basis_sweep_plans_free_and_basis_runs_whose_configs_validate(tmp_path):
+    import importlib.util
+
+    from dog_jax.experiments.sweep import load_sweep, plan_runs
+    from dog_jax.train.config import architecture_overrides, validate
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "sweeps" / "demo_basis.py"
+    runs = plan_runs(load_sweep(path), path, tmp_path)
+    assert len(runs) == 24
+    seen = set()
+    for run in runs[::3]:  # one seed of each entry
+        spec = importlib.util.spec_from_file_location("cfg", run.config_path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = module.get_config(run.config_arg)
+        for key, value in run.overrides.items():
+            config[key] = value
+        validate(config, device_count=1)
+        assert config.dataset == "dog_jax_demo"
+        seen.add((config.model, config.dw_init, config.dw_param))
+        assert architecture_overrides(config).get("dw_param", "free") == config.dw_param
+    assert len(seen) == 8
