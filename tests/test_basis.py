@@ -13,14 +13,21 @@ from flax import nnx
 
 from dog_jax.initializers import dog
 from dog_jax.models import create_model
-from dog_jax.models.basis import BASIS_NAMES, BasisDepthwiseConv2D, basis_kernels, basis_stack, materialize
+from dog_jax.models.basis import (
+    BASIS_NAMES,
+    BasisDepthwiseConv2D,
+    basis_kernels,
+    basis_stack,
+    materialize,
+)
 from dog_jax.models.layers import iter_depthwise_convs
 
+_TINY = {"dims": (8, 16, 32, 64), "depths": (1, 1, 1, 1)}
 SMALL = {
-    "convmixer_512_12": dict(width=16, depth=2, kernel_size=5),
-    "convnext_atto": dict(dims=(8, 16, 32, 64), depths=(1, 1, 1, 1)),
-    "convnextv2_atto": dict(dims=(8, 16, 32, 64), depths=(1, 1, 1, 1)),
-    "hornet_tiny_7x7": dict(dims=(8, 16, 32, 64), depths=(1, 1, 1, 1)),
+    "convmixer_512_12": {"width": 16, "depth": 2, "kernel_size": 5},
+    "convnext_atto": _TINY,
+    "convnextv2_atto": _TINY,
+    "hornet_tiny_7x7": _TINY,
 }
 
 
@@ -191,7 +198,7 @@ def test_parameter_count_table_in_docs_matches_the_models():
     from dog_jax.models.basis import parameter_counts
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
-    rows = dict(re.findall(r"^\| `(\w+)` \| ([\d,]+ \| [\d,]+) \|", text, flags=re.M))
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([\d,]+ \| [\d,]+) \|", text, flags=re.MULTILINE))
     for name in ("convmixer_512_12", "convnext_atto", "hornet_tiny_7x7"):
         free, basis = (int(v.replace(",", "")) for v in rows[name].split(" | "))
         assert (free, basis) == parameter_counts(name), name
@@ -202,7 +209,7 @@ def test_analysis_reads_a_basis_checkpoint_as_materialised_kernels(tmp_path):
 
     from dog_jax.analysis import extract_depthwise_kernels
 
-    overrides = dict(width=8, depth=1, kernel_size=5)
+    overrides = {"width": 8, "depth": 1, "kernel_size": 5}
     model = create_model("convmixer_512_12", num_classes=3, dw_kernel_init="dog", rngs=nnx.Rngs(0),
                          dw_param="basis", **overrides)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))

@@ -45,7 +45,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from dog_jax.initializers import GAMMA_MAX, GAMMA_MIN, _kernel_hw, _on_center_kernels, _signed_kernels
+from dog_jax.initializers import (
+    GAMMA_MAX,
+    GAMMA_MIN,
+    _kernel_hw,
+    _on_center_kernels,
+    _signed_kernels,
+)
 from dog_jax.models.layers import DepthwiseConv2D, Initializer, zeros_init
 from dog_jax.ops import depthwise_conv2d
 
@@ -135,7 +141,7 @@ class _MaterialisedKernel(nnx.Variable):
     Read-only: writing raises, because free kernels cannot be loaded into the basis.
     """
 
-    def set_value(self, *args, **kwargs):  # noqa: D102 — see the class docstring
+    def set_value(self, *args, **kwargs):
         raise ValueError("This depthwise layer is basis-parameterised (dw_param='basis'); its kernel is computed, "
                          "not stored. Load free kernels into a model built with dw_param='free'.")
 
@@ -207,9 +213,9 @@ def materialize(arrays: dict[str, np.ndarray], kernel_size: int | tuple[int, int
     for name, value in arrays.items():
         prefix, sep, leaf = name.rpartition("/") if "/" in name else name.rpartition(".")
         if leaf == "basis_coeffs":
-            get = lambda leaf_name: jnp.asarray(arrays[f"{prefix}{sep}{leaf_name}"], jnp.float32)  # noqa: E731
-            kernel = basis_kernels(get("basis_coeffs"), get("basis_log_scale"), get("basis_gamma"), kh, kw)
-            out[f"{prefix}{sep}kernel"] = np.asarray(kernel)
+            coeffs, log_scale, gamma = (jnp.asarray(arrays[f"{prefix}{sep}{leaf_name}"], jnp.float32)
+                                        for leaf_name in ("basis_coeffs", "basis_log_scale", "basis_gamma"))
+            out[f"{prefix}{sep}kernel"] = np.asarray(basis_kernels(coeffs, log_scale, gamma, kh, kw))
         elif leaf not in ("basis_log_scale", "basis_gamma"):
             out[name] = value
     return out
@@ -217,7 +223,9 @@ def materialize(arrays: dict[str, np.ndarray], kernel_size: int | tuple[int, int
 
 def parameter_counts(name: str, **overrides: Any) -> tuple[int, int]:
     """(free, basis) parameter counts of a registered model with 1000 classes, without allocating."""
-    from dog_jax.models.registry import create_model  # registry imports the families, which import us
+    from dog_jax.models.registry import (
+        create_model,  # registry imports the families, which import us
+    )
 
     def count(dw_param: str) -> int:
         model = nnx.eval_shape(lambda: create_model(name, rngs=nnx.Rngs(0), dw_param=dw_param, **overrides))
@@ -247,7 +255,9 @@ def materialize_checkpoint(arrays: dict[str, np.ndarray], step_dir: str | Path) 
     if not info_file.is_file():
         raise ValueError(f"{step_dir}: basis-parameterised depthwise layers but no model/metadata JSON to read "
                          "their kernel size from; pass a train.py checkpoint step directory.")
-    from dog_jax.models.registry import get_model_config  # registry imports the families, which import us
+    from dog_jax.models.registry import (
+        get_model_config,  # registry imports the families, which import us
+    )
 
     info = json.loads(info_file.read_text())
     config = get_model_config(info["model"], **info.get("model_overrides", {}))

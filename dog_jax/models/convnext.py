@@ -25,8 +25,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dog_jax.initializers import trunc_normal_02
-from dog_jax.models.hierarchical import HierarchicalNet
 from dog_jax.models.basis import check_dw_param, depthwise_layer
+from dog_jax.models.hierarchical import HierarchicalNet
 from dog_jax.models.layers import (
     DropPath,
     Initializer,
