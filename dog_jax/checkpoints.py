@@ -330,6 +330,10 @@ def _read_orbax(path: Path, progress: Progress) -> Checkpoint:
         for name, value in _flatten(tree, item_name):
             if _is_float_array(value):
                 arrays[name] = value
+    if any(name.endswith("basis_coeffs") for name in arrays):  # dw_param="basis": materialised kernels
+        from dog_jax.models.basis import materialize_checkpoint
+
+        arrays = materialize_checkpoint(arrays, step_dir)
     return Checkpoint(path=step_dir, format="orbax", layout="HWIO", arrays=arrays)
 
 

@@ -63,15 +63,16 @@ def _on_center_kernels(gammas: jax.Array, kh: int, kw: int) -> jax.Array:
     """On-centre DoG kernels for a batch of centre-surround ratios.
 
     Args:
-      gammas: (n,) float32 centre-surround ratios, already clamped into [GAMMA_MIN, GAMMA_MAX].
+      gammas: (n,) float32 (or float64) centre-surround ratios, already clamped into [GAMMA_MIN, GAMMA_MAX].
       kh, kw: kernel height and width in pixels.
 
     Returns:
-      (n, kh, kw) float32 kernels, each summing to 0 with positive region summing to +0.5.
+      (n, kh, kw) kernels in the dtype of ``gammas``, each summing to 0 with positive region summing to +0.5.
     """
-    gammas = gammas.astype(jnp.float32)[:, None, None]
-    y = jnp.arange(kh, dtype=jnp.float32) - (kh - 1) / 2
-    x = jnp.arange(kw, dtype=jnp.float32) - (kw - 1) / 2
+    # The dtype follows gammas (float32 from _signed_kernels; float64 in gradient checks).
+    gammas = gammas[:, None, None]
+    y = jnp.arange(kh, dtype=gammas.dtype) - (kh - 1) / 2
+    x = jnp.arange(kw, dtype=gammas.dtype) - (kw - 1) / 2
     # q·s² with s = sqrt((1−γ²)/(−ln γ)): the per-axis σ_h = kh·s/4 and σ_w = kw·s/4 factor out.
     q_unit = 16.0 * ((y / kh)[:, None] ** 2 + (x / kw)[None, :] ** 2)
     log_inv_gamma = -jnp.log(gammas)
@@ -179,6 +180,17 @@ def dog(
         raise ValueError(f"Unknown norm {norm!r}; expected one of {NORMS}.")
     on_fraction = float(on_fraction)
 
+    def draw(key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+        """(γ, sign) of n kernels, each (n,) float32, γ not yet clamped; what ``init`` draws from ``key``."""
+        gamma_key, sign_key = jax.random.split(key)
+        gammas = jax.random.uniform(gamma_key, (n,), jnp.float32, lo, hi)
+        if balanced:
+            n_on = int(round(on_fraction * n))
+            signs = jax.random.permutation(sign_key, jnp.where(jnp.arange(n) < n_on, 1.0, -1.0))
+        else:
+            signs = jnp.where(jax.random.bernoulli(sign_key, on_fraction, (n,)), 1.0, -1.0)
+        return gammas, signs
+
     def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
         shape = tuple(shape)
         if len(shape) != 4:
@@ -191,13 +203,7 @@ def dog(
                 "DoG initialization is defined for depthwise convolutions: use feature_group_count=in_features, "
                 f"or pass depthwise_only=False (got kernel shape {shape}).")
         n = in_per_group * out
-        gamma_key, sign_key = jax.random.split(key)
-        gammas = jax.random.uniform(gamma_key, (n,), jnp.float32, lo, hi)
-        if balanced:
-            n_on = int(round(on_fraction * n))
-            signs = jax.random.permutation(sign_key, jnp.where(jnp.arange(n) < n_on, 1.0, -1.0))
-        else:
-            signs = jnp.where(jax.random.bernoulli(sign_key, on_fraction, (n,)), 1.0, -1.0)
+        gammas, signs = draw(key, n)
         kernels = _signed_kernels(gammas, signs, kh, kw)
         if norm == "he":
             target = math.sqrt(2.0 / in_per_group)
@@ -206,6 +212,9 @@ def dog(
         kernels = kernels.reshape(in_per_group, out, kh, kw).transpose(2, 3, 0, 1)
         return kernels.astype(dtype)
 
+    # Lets a basis-parameterised layer (dog_jax.models.basis) start from exactly these kernels.
+    init.dog_draw = draw
+    init.dog_norm = norm
     return init
 
 

@@ -22,10 +22,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dog_jax.initializers import torch_default
+from dog_jax.models.basis import check_dw_param, depthwise_layer
 from dog_jax.models.layers import (
     ACTIVATIONS,
     BatchNorm,
-    DepthwiseConv2D,
     DropPath,
     Initializer,
     PatchifyConv,
@@ -48,6 +48,8 @@ class ConvMixerConfig:
       patch_size: stem patch size p (kernel p×p, stride p).
       activation: "gelu" (exact erf) or "relu" (timm's convmixer_768_32).
       in_chans: input image channels.
+      dw_param: "free" (k×k weights per channel) or "basis" (a learned Gaussian-derivative + DoG
+        mix per channel, see ``dog_jax.models.basis``).
     """
 
     width: int = 512
@@ -56,8 +58,10 @@ class ConvMixerConfig:
     patch_size: int = 7
     activation: str = "gelu"
     in_chans: int = 3
+    dw_param: str = "free"
 
     def __post_init__(self):
+        check_dw_param(self.dw_param)
         for name in ("width", "depth", "kernel_size", "patch_size", "in_chans"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -73,7 +77,8 @@ class ConvMixerBlock(nnx.Module):
                  dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
         h, k = cfg.width, cfg.kernel_size
         self.act_name = cfg.activation
-        self.dw = DepthwiseConv2D(h, k, kernel_init=dw_init, bias_init=torch_default_bias_init(k * k),
+        self.dw = depthwise_layer(cfg.dw_param, h, k, kernel_init=dw_init,
+                                  bias_init=torch_default_bias_init(k * k),
                                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.dw_norm = BatchNorm(h, dtype=dtype, param_dtype=param_dtype)
         self.pw = PointwiseLinear(h, h, kernel_init=torch_default(), bias_init=torch_default_bias_init(h),

@@ -25,9 +25,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dog_jax.initializers import trunc_normal_02
+from dog_jax.models.basis import check_dw_param, depthwise_layer
 from dog_jax.models.hierarchical import HierarchicalNet
 from dog_jax.models.layers import (
-    DepthwiseConv2D,
     DropPath,
     Initializer,
     LayerNorm,
@@ -54,6 +54,8 @@ class ConvNeXtConfig:
       patch_size: stem patch size.
       conv_mlp: timm stores the MLP as 1×1 convs for this variant (state-dict layout only).
       in_chans: input image channels.
+      dw_param: "free" (k×k weights per channel) or "basis" (a learned Gaussian-derivative + DoG
+        mix per channel, see ``dog_jax.models.basis``).
     """
 
     depths: tuple[int, ...] = (3, 3, 9, 3)
@@ -66,8 +68,10 @@ class ConvNeXtConfig:
     patch_size: int = 4
     conv_mlp: bool = False
     in_chans: int = 3
+    dw_param: str = "free"
 
     def __post_init__(self):
+        check_dw_param(self.dw_param)
         object.__setattr__(self, "depths", tuple(self.depths))
         object.__setattr__(self, "dims", tuple(self.dims))
         check_stages("ConvNeXt", self.depths, self.dims)
@@ -80,7 +84,8 @@ class ConvNeXtBlock(nnx.Module):
 
     def __init__(self, dim: int, cfg: ConvNeXtConfig, *, dw_init: Initializer, drop_path: float,
                  dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
-        self.dw = DepthwiseConv2D(dim, cfg.kernel_size, kernel_init=dw_init, bias_init=zeros_init,
+        self.dw = depthwise_layer(cfg.dw_param, dim, cfg.kernel_size, kernel_init=dw_init,
+                                  bias_init=zeros_init,
                                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.norm = LayerNorm(dim, dtype=dtype, param_dtype=param_dtype)
         self.mlp = Mlp(dim, cfg.mlp_ratio * dim, use_grn=cfg.use_grn, kernel_init=trunc_normal_02(),

@@ -26,9 +26,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dog_jax.initializers import trunc_normal_02
+from dog_jax.models.basis import check_dw_param, depthwise_layer
 from dog_jax.models.hierarchical import HierarchicalNet
 from dog_jax.models.layers import (
-    DepthwiseConv2D,
     DropPath,
     Initializer,
     LayerNorm,
@@ -63,6 +63,8 @@ class HorNetConfig:
       mlp_ratio: hidden width of the block MLP relative to the stage width.
       patch_size: stem patch size.
       in_chans: input image channels.
+      dw_param: "free" (k×k weights per channel) or "basis" (a learned Gaussian-derivative + DoG
+        mix per channel, see ``dog_jax.models.basis``).
     """
 
     depths: tuple[int, ...] = (2, 3, 18, 2)
@@ -75,8 +77,10 @@ class HorNetConfig:
     mlp_ratio: int = 4
     patch_size: int = 4
     in_chans: int = 3
+    dw_param: str = "free"
 
     def __post_init__(self):
+        check_dw_param(self.dw_param)
         for name in ("depths", "dims", "orders"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         check_stages("HorNet", self.depths, self.dims)
@@ -90,13 +94,14 @@ class GnConv(nnx.Module):
     """Recursive gated convolution g^n Conv, (N, H, W, dim) -> (N, H, W, dim)."""
 
     def __init__(self, dim: int, order: int, *, scale: float, kernel_size: int, dw_init: Initializer,
-                 dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+                 dtype: Any, param_dtype: Any, rngs: nnx.Rngs, dw_param: str = "free"):
         self.dims = gnconv_dims(dim, order)
         self.scale = float(scale)
         lin = dict(kernel_init=trunc_normal_02(), bias_init=zeros_init, dtype=dtype, param_dtype=param_dtype,
                    rngs=rngs)
         self.proj_in = PointwiseLinear(dim, 2 * dim, **lin)
-        self.dw = DepthwiseConv2D(sum(self.dims), kernel_size, kernel_init=dw_init, bias_init=zeros_init,
+        self.dw = depthwise_layer(dw_param, sum(self.dims), kernel_size, kernel_init=dw_init,
+                                  bias_init=zeros_init,
                                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.pws = nnx.List([PointwiseLinear(self.dims[i], self.dims[i + 1], **lin) for i in range(order - 1)])
         self.proj_out = PointwiseLinear(dim, dim, **lin)
@@ -120,7 +125,8 @@ class HorNetBlock(nnx.Module):
                  dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
         self.norm1 = LayerNorm(dim, dtype=dtype, param_dtype=param_dtype)
         self.gnconv = GnConv(dim, order, scale=cfg.gnconv_scale, kernel_size=cfg.kernel_size,
-                             dw_init=dw_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                             dw_init=dw_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+                             dw_param=cfg.dw_param)
         self.gamma1 = nnx.Param(jnp.full((dim,), cfg.ls_init_value, param_dtype))
         self.norm2 = LayerNorm(dim, dtype=dtype, param_dtype=param_dtype)
         self.mlp = Mlp(dim, cfg.mlp_ratio * dim, kernel_init=trunc_normal_02(), dtype=dtype,

@@ -8,6 +8,8 @@ is locked by ``ml_collections``):
 ``model``                         registered name (``dog_jax.models.list_models()``)
 ``model_overrides``               architecture overrides passed to ``create_model``
 ``dw_init``                       depthwise kernel init: "reference", "dog", "kaiming", ...
+``dw_param``                      depthwise kernels: "free" (k×k weights) or "basis" (a learned
+                                  Gaussian-derivative + DoG mix, ``dog_jax.models.basis``)
 ``dog.*``                         DoG parameters: gamma_range, on_fraction, norm, balanced
 ``drop_path_rate``                stochastic depth of the last block
 ``ema_decay``                     model EMA (parameters and BatchNorm statistics) updated
@@ -66,6 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = "convmixer_512_12"
     c.model_overrides = ml_collections.ConfigDict()
     c.dw_init = "reference"
+    c.dw_param = "free"
     c.dog = ml_collections.ConfigDict(
         dict(gamma_range=(0.0, 0.5), on_fraction=0.5, norm="paper", balanced=True))
     c.drop_path_rate = 0.0
@@ -187,7 +190,7 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
         except ValueError as error:
             raise ConfigError(f"config.model: {error}") from None
     try:
-        models.get_model_config(config.model, **dict(config.model_overrides))
+        models.get_model_config(config.model, **architecture_overrides(config))
     except (ValueError, TypeError) as error:
         raise ConfigError(f"config.model_overrides: {error}") from None
     allowed_inits = ("reference",) + tuple(INITIALIZER_NAMES)
@@ -256,3 +259,16 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     _require(config.keep_checkpoints >= 1, "config.keep_checkpoints must be >= 1.")
     _require(config.nonfinite_policy in NONFINITE_POLICIES,
              f"config.nonfinite_policy={config.nonfinite_policy!r}; use one of {', '.join(NONFINITE_POLICIES)}.")
+
+
+def architecture_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """``create_model`` overrides: ``model_overrides`` plus ``dw_param`` when it is not "free".
+
+    A "free" run leaves ``dw_param`` out, so configs and checkpoints written before the field existed
+    read the same. Configs saved without the field count as "free".
+    """
+    overrides = config.model_overrides.to_dict()
+    dw_param = config.get("dw_param", "free")
+    if dw_param != "free":
+        overrides["dw_param"] = dw_param
+    return overrides

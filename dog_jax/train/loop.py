@@ -68,7 +68,7 @@ def _plan(config: ml_collections.ConfigDict, builder, num_classes: int) -> RunPl
 
 def model_info(config: ml_collections.ConfigDict, num_classes: int, step: int) -> dict[str, Any]:
     """What a reader needs to rebuild the model of a checkpoint (saved next to it)."""
-    return {"model": config.model, "model_overrides": config.model_overrides.to_dict(),
+    return {"model": config.model, "model_overrides": config_lib.architecture_overrides(config),
             "num_classes": num_classes, "dw_init": config.dw_init, "dog": config.dog.to_dict(),
             "image_size": config.image_size, "dataset": config.dataset, "step": step,
             "params_key": "state/params", "ema_decay": config.ema_decay,
@@ -89,7 +89,7 @@ def create_model_from_config(config: ml_collections.ConfigDict, num_classes: int
     return models.create_model(
         config.model, num_classes=num_classes, dw_init=depthwise_initializer(config),
         drop_path_rate=config.drop_path_rate, dtype=compute_dtype, param_dtype=jnp.float32,
-        rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **config.model_overrides.to_dict())
+        rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **config_lib.architecture_overrides(config))
 
 
 def _eval_sums(weights, eval_step, rng_state, eval_ds, mesh) -> dict[str, float]:
