@@ -218,3 +218,37 @@ def test_geometric_ops_fill_with_the_mean_colour_as_a_mask_channel_would(name):
     # Rounding to integers may differ by one grey level where the two sums straddle a .5.
     assert np.max(np.abs(got - direct)) <= 1.0 and np.mean(got != direct) < 0.01
     assert np.mean(np.all(got == np.float32(randaugment.FILL_COLOR), -1)) > 0.01  # the fill is there
+
+
+def test_colour_ops_on_the_flat_view_equal_the_broadcast_formulas_bitwise():
+    """AutoContrast, Color, Contrast and Sharpness avoid broadcasting over the channel axis
+    (slow in TF); the arithmetic must stay exactly that of the straightforward formulas."""
+    pixels = np.random.default_rng(5).integers(0, 256, (20, 28, 3)).astype(np.float32)
+    pixels[..., 2] = 77.0  # a constant channel: AutoContrast leaves it alone
+    image = tf.constant(pixels)
+    lo = tf.reduce_min(image, axis=[0, 1], keepdims=True)
+    hi = tf.reduce_max(image, axis=[0, 1], keepdims=True)
+    contrasted = tf.where(hi > lo, tf.clip_by_value(tf.round((image - lo) * (255.0 / tf.maximum(hi - lo, 1.0))),
+                                                    0, 255), image)
+    gray = tf.round(tf.reduce_sum(image * tf.constant([0.299, 0.587, 0.114]), -1, keepdims=True))
+    factor = 1.0 + 0.9 * 0.7
+
+    def blend(degenerate):
+        return tf.round(tf.clip_by_value(degenerate + factor * (image - degenerate), 0.0, 255.0))
+
+    kernel = tf.tile((tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0)[:, :, None, None],
+                     [1, 1, 3, 1])
+    smooth = tf.pad(tf.round(tf.nn.depthwise_conv2d(image[None], kernel, [1, 1, 1, 1], "VALID")[0]),
+                    [[1, 1], [1, 1], [0, 0]])
+    interior = np.zeros((20, 28), bool)
+    interior[1:-1, 1:-1] = True
+    expected = {
+        "AutoContrast": contrasted,
+        "ColorIncreasing": blend(gray),
+        "ContrastIncreasing": blend(tf.round(tf.reduce_mean(gray))),
+        "SharpnessIncreasing": blend(tf.where(interior[..., None], smooth, image)),
+    }
+    for name, reference in expected.items():
+        got = randaugment.apply_op_by_name(image, name, 7.0).numpy()
+        np.testing.assert_array_equal(got, reference.numpy(), err_msg=name)
+    assert np.all(expected["AutoContrast"].numpy()[..., 2] == 77.0)

@@ -77,9 +77,25 @@ def _blend(degenerate: tf.Tensor, image: tf.Tensor, factor: tf.Tensor) -> tf.Ten
     return tf.clip_by_value(degenerate + factor * (image - degenerate), 0.0, 255.0)
 
 
+def _flat(image: tf.Tensor) -> tf.Tensor:
+    """(H, W, 3) viewed as (H, W * 3)."""
+    return tf.reshape(image, [tf.shape(image)[0], -1])
+
+
+def _per_channel(values, image: tf.Tensor) -> tf.Tensor:
+    """(3,) per-channel ``values`` tiled to (W * 3,), to combine with ``_flat(image)``.
+
+    TensorFlow's element-wise kernels take a slow scalar path when they broadcast over a
+    last axis of 3 (AutoContrast on a 224² image: 2.1 ms that way, 0.7 ms on the flat view
+    with tiled constants; one core); the arithmetic, hence the result, is the same.
+    """
+    return tf.tile(tf.convert_to_tensor(values, tf.float32), tf.shape(image)[1:2])
+
+
 def _grayscale(image: tf.Tensor) -> tf.Tensor:
     """ITU-R 601 luma as PIL's ``convert('L')``; (H, W, 1)."""
-    return tf.round(tf.reduce_sum(image * tf.constant([0.299, 0.587, 0.114]), -1, keepdims=True))
+    weighted = tf.reshape(_flat(image) * _per_channel([0.299, 0.587, 0.114], image), tf.shape(image))
+    return tf.round(tf.reduce_sum(weighted, -1, keepdims=True))
 
 
 def _affine(image: tf.Tensor, matrix: tf.Tensor) -> tf.Tensor:
@@ -134,7 +150,7 @@ def _sharpness_degenerate(image: tf.Tensor) -> tf.Tensor:
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
     interior = (rows > 0) & (rows < height - 1) & (cols > 0) & (cols < width - 1)
-    return tf.where(interior[..., None], smooth, image)
+    return tf.where(tf.tile(interior[..., None], [1, 1, 3]), smooth, image)  # same-shape select
 
 
 def _apply_op(index: tf.Tensor, image: tf.Tensor, level: tf.Tensor, sign: tf.Tensor) -> tf.Tensor:
@@ -143,10 +159,14 @@ def _apply_op(index: tf.Tensor, image: tf.Tensor, level: tf.Tensor, sign: tf.Ten
     enhance = tf.maximum(0.1, 1.0 + sign * 0.9 * level)
 
     def auto_contrast():
-        lo = tf.reduce_min(image, axis=[0, 1], keepdims=True)
-        hi = tf.reduce_max(image, axis=[0, 1], keepdims=True)
+        # On the (H, W * 3) view with per-channel values tiled over the width (see _per_channel).
+        pixels = tf.reshape(image, [-1, 3])
+        lo = _per_channel(tf.reduce_min(pixels, 0), image)
+        hi = _per_channel(tf.reduce_max(pixels, 0), image)
         scale = 255.0 / tf.maximum(hi - lo, 1.0)
-        return tf.where(hi > lo, tf.clip_by_value(tf.round((image - lo) * scale), 0, 255), image)
+        flat = _flat(image)
+        flat = tf.where(hi > lo, tf.clip_by_value(tf.round((flat - lo) * scale), 0, 255), flat)
+        return tf.reshape(flat, tf.shape(image))
 
     def posterize():
         bits = 4 - tf.cast(level * 4, tf.int32)
@@ -174,7 +194,7 @@ def _apply_op(index: tf.Tensor, image: tf.Tensor, level: tf.Tensor, sign: tf.Ten
         posterize,
         solarize,
         solarize_add,
-        lambda: tf.round(_blend(_grayscale(image), image, enhance)),
+        lambda: tf.round(_blend(tf.tile(_grayscale(image), [1, 1, 3]), image, enhance)),  # same-shape
         contrast,
         lambda: tf.round(_blend(tf.zeros_like(image), image, enhance)),
         lambda: tf.round(_blend(_sharpness_degenerate(image), image, enhance)),
