@@ -44,11 +44,12 @@ LEARNING_RATE, WEIGHT_DECAY = 1e-3, 0.05
 
 
 def dog_jax_step(name: str, batch: int, *, image_size: int = 224, dtype=jnp.float32,
-                 overrides: dict | None = None) -> tuple[str, tuple[float, float], callable]:
+                 overrides: dict | None = None, return_compiled: bool = False) -> tuple:
     """(label, (compile wall s, compile CPU s), run_one_step) for the dog_jax model; run_one_step blocks.
 
     ``dtype`` is the compute dtype (parameters stay float32); ``overrides`` are architecture fields
-    passed to ``create_model`` (e.g. a narrower model for a smoke run).
+    passed to ``create_model`` (e.g. a narrower model for a smoke run). ``return_compiled`` appends
+    the compiled step (for its HLO) to the tuple.
     """
     model = create_model(name, dtype=dtype, rngs=nnx.Rngs(0), **(overrides or {}))
     model.train()
@@ -80,7 +81,8 @@ def dog_jax_step(name: str, batch: int, *, image_size: int = 224, dtype=jnp.floa
         if not np.isfinite(float(loss)):
             raise FloatingPointError(f"{name}: non-finite loss")
 
-    return "dog_jax (depthwise impl auto)", compile_s, run_one_step
+    result = ("dog_jax (depthwise impl auto)", compile_s, run_one_step)
+    return result + (compiled,) if return_compiled else result
 
 
 def _apply(graphdef, params, rest, images):
