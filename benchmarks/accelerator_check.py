@@ -365,6 +365,7 @@ def main(argv=None) -> None:
     if args.tiny:
         args.repeats, args.steps = min(args.repeats, 2), min(args.steps, 2)
 
+    shown_args = sys.argv[1:] if argv is None else argv
     torch_dev, torch_line = (
         (None, "PyTorch comparison left out (--no-torch)") if args.no_torch else torch_device()
     )
@@ -376,7 +377,7 @@ def main(argv=None) -> None:
         f"- python {platform.python_version()}, {platform.platform()}",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
         + (f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""),
-        f"- command: `python benchmarks/accelerator_check.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
+        f"- command: `python benchmarks/accelerator_check.py {' '.join(shown_args)}`",
         "",
     ]
     bodies = {

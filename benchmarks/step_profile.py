@@ -30,17 +30,26 @@ import jax  # noqa: E402
 
 # (substring of "file:function" of the innermost user frame, class); first match wins.
 JAX_CLASSES = (
-    ("depthwise", "depthwise conv"), ("layers.py:DepthwiseConv2D", "depthwise conv"),
-    ("PointwiseLinear", "pointwise matmuls"), ("PatchifyConv", "patchify/downsample"),
-    ("LayerNorm", "LayerNorm"), ("BatchNorm", "BatchNorm"), ("gelu", "GELU"),
-    ("_tree_math.py", "optimizer"), ("update.py", "optimizer"), ("transform.py", "optimizer"),
-    ("alias.py", "optimizer"), ("train_step.py:step", "optimizer"), ("softmax_cross_entropy", "loss/head"),
+    ("depthwise", "depthwise conv"),
+    ("layers.py:DepthwiseConv2D", "depthwise conv"),
+    ("PointwiseLinear", "pointwise matmuls"),
+    ("PatchifyConv", "patchify/downsample"),
+    ("LayerNorm", "LayerNorm"),
+    ("BatchNorm", "BatchNorm"),
+    ("gelu", "GELU"),
+    ("_tree_math.py", "optimizer"),
+    ("update.py", "optimizer"),
+    ("transform.py", "optimizer"),
+    ("alias.py", "optimizer"),
+    ("train_step.py:step", "optimizer"),
+    ("softmax_cross_entropy", "loss/head"),
     ("linear.py:Linear", "pointwise matmuls"),  # flax's Linear: PointwiseLinear's matmul (and the head)
 )
 
 
 def _hlo_sources(hlo_text: str) -> dict[str, str]:
     """instruction name -> "file:function:line" of its innermost source frame (from the HLO text)."""
+
     def table(title, pattern):
         block = hlo_text.split(f"\n{title}\n", 1)[1].split("\n\n", 1)[0] if f"\n{title}\n" in hlo_text else ""
         return {m.group(1): m.groups()[1:] for m in re.finditer(pattern, block)}
@@ -65,8 +74,9 @@ def jax_breakdown(name: str, batch: int, steps: int, image_size: int, overrides)
     """({class: seconds per step}, step seconds, compile seconds) of the dog_jax step."""
     from benchmarks.train_step import dog_jax_step
 
-    _, compile_s, run, compiled = dog_jax_step(name, batch, image_size=image_size, overrides=overrides,
-                                               return_compiled=True)
+    _, compile_s, run, compiled = dog_jax_step(
+        name, batch, image_size=image_size, overrides=overrides, return_compiled=True
+    )
     sources = _hlo_sources(compiled.as_text())
     run()
     with tempfile.TemporaryDirectory() as trace_dir:
@@ -90,7 +100,9 @@ def jax_breakdown(name: str, batch: int, steps: int, image_size: int, overrides)
     return totals, step_s, compile_s[0], by_source
 
 
-def torch_breakdown(name: str, batch: int, steps: int, image_size: int, overrides, threads) -> tuple[dict, float]:
+def torch_breakdown(
+    name: str, batch: int, steps: int, image_size: int, overrides, threads
+) -> tuple[dict, float]:
     """({aten op: self CPU seconds per step}, step seconds) of the timm step in channels_last."""
     import torch
 
@@ -110,10 +122,18 @@ def torch_breakdown(name: str, batch: int, steps: int, image_size: int, override
 
 
 TORCH_CLASSES = (
-    ("convolution_backward", "conv backward (depthwise, patchify)"), ("conv", "conv forward"),
-    ("mkldnn_convolution", "conv forward"), ("addmm", "pointwise matmuls"), ("mm", "pointwise matmuls"),
-    ("linear", "pointwise matmuls"), ("layer_norm", "LayerNorm"), ("batch_norm", "BatchNorm"),
-    ("gelu", "GELU"), ("_foreach", "optimizer"), ("adam", "optimizer"), ("softmax", "loss/head"),
+    ("convolution_backward", "conv backward (depthwise, patchify)"),
+    ("conv", "conv forward"),
+    ("mkldnn_convolution", "conv forward"),
+    ("addmm", "pointwise matmuls"),
+    ("mm", "pointwise matmuls"),
+    ("linear", "pointwise matmuls"),
+    ("layer_norm", "LayerNorm"),
+    ("batch_norm", "BatchNorm"),
+    ("gelu", "GELU"),
+    ("_foreach", "optimizer"),
+    ("adam", "optimizer"),
+    ("softmax", "loss/head"),
     ("nll", "loss/head"),
 )
 
@@ -130,28 +150,42 @@ def main(argv=None) -> None:
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args(argv)
     threads = len(os.sched_getaffinity(0))
-    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.1f}, "
-          f"batch {args.batch}, {args.image_size}², {threads} threads; command: python benchmarks/step_profile.py "
-          + " ".join(sys.argv[1:] if argv is None else argv))
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.1f}, "
+        f"batch {args.batch}, {args.image_size}², {threads} threads; "
+        "command: python benchmarks/step_profile.py "
+        + " ".join(sys.argv[1:] if argv is None else argv)
+    )
     for name in args.models:
-        jax_totals, jax_step, compile_s, by_source = jax_breakdown(name, args.batch, args.steps, args.image_size,
-                                                                   None)
+        jax_totals, jax_step, compile_s, by_source = jax_breakdown(
+            name, args.batch, args.steps, args.image_size, None
+        )
         torch_classes, torch_step_s, torch_ops = collections.Counter(), None, {}
         if not args.no_torch:
-            torch_ops, torch_step_s = torch_breakdown(name, args.batch, args.steps, args.image_size, None, threads)
+            torch_ops, torch_step_s = torch_breakdown(
+                name, args.batch, args.steps, args.image_size, None, threads
+            )
             for op, seconds in torch_ops.items():
                 torch_classes[next((c for k, c in TORCH_CLASSES if k in op), "other")] += seconds
-        print(f"\n## {name}: dog_jax step {jax_step:.2f} s (compile {compile_s:.1f} s), "
-              f"timm channels_last step {torch_step_s or float('nan'):.2f} s\n")
+        print(
+            f"\n## {name}: dog_jax step {jax_step:.2f} s (compile {compile_s:.1f} s), "
+            f"timm channels_last step {torch_step_s or float('nan'):.2f} s\n"
+        )
         print("| class | dog_jax (s/step) | timm (s/step) |\n|---|---|---|")
         for cls in sorted(set(jax_totals) | set(torch_classes), key=lambda c: -jax_totals.get(c, 0)):
             print(f"| {cls} | {jax_totals.get(cls, 0):.3f} | {torch_classes.get(cls, 0):.3f} |")
         print(f"| sum of ops | {sum(jax_totals.values()):.3f} | {sum(torch_classes.values()):.3f} |")
-        print("\ndog_jax top source locations (s/step): " + "; ".join(
-            f"{src} {sec:.3f}" for src, sec in by_source.most_common(args.top)))
+        print(
+            "\ndog_jax top source locations (s/step): "
+            + "; ".join(f"{src} {sec:.3f}" for src, sec in by_source.most_common(args.top))
+        )
         if torch_ops:
-            print("timm top aten ops (self s/step): " + "; ".join(
-                f"{op} {sec:.3f}" for op, sec in collections.Counter(torch_ops).most_common(args.top)))
+            print(
+                "timm top aten ops (self s/step): "
+                + "; ".join(
+                    f"{op} {sec:.3f}" for op, sec in collections.Counter(torch_ops).most_common(args.top)
+                )
+            )
 
 
 if __name__ == "__main__":
