@@ -62,7 +62,6 @@ TINY_OVERRIDES = {
     "convmixer_512_12": {"width": 16, "depth": 1},
     "convnext_tiny": {"depths": (1, 1, 1, 1), "dims": (8, 16, 32, 64)},
 }
-TOEPLITZ_BENCH_MAX_ENTRIES = 2**26  # larger tap matrices are not timed (they would need GBs)
 
 
 def device_description() -> str:
@@ -164,7 +163,7 @@ def section_exactness_on_model_shapes(args) -> str:
 
 
 def section_depthwise_speed(args, torch_dev: str | None) -> str:
-    from benchmarks.depthwise import benchmark_shape
+    from benchmarks.depthwise import TOEPLITZ_BENCH_MAX_ENTRIES, benchmark_shape
 
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     batch = 2 if args.tiny else args.batch
@@ -173,8 +172,6 @@ def section_depthwise_speed(args, torch_dev: str | None) -> str:
         rows = []
         for name, (size, channels, k) in (TINY_SHAPES if args.tiny else FULL_SHAPES).items():
             impls = [i for i in IMPLS if i in args.impls or i == "xla"]
-            if "toeplitz" in impls and size**4 * channels > TOEPLITZ_BENCH_MAX_ENTRIES:
-                impls.remove("toeplitz")
             try:
                 for row in benchmark_shape(
                     (batch, size, size, channels),

@@ -161,7 +161,7 @@ def main(argv=None) -> None:
         import torch
         versions += f", torch {torch.__version__}, timm {timm.__version__}"
     print(f"# {cpu_model()}, {threads} threads, {versions}, batch {args.batch}, fp32, AdamW, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f}")
     print(f"# command: python benchmarks/train_step.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     print("| model | framework | compile (s) | step (s) | images/s | vs timm eager (best layout) |")
     print("|---|---|---|---|---|---|")
