@@ -24,7 +24,7 @@ the driver):
 Without torch/timm the PyTorch columns and rows are left out (the report says so). On a CPU it runs
 too; ``--tiny`` shrinks every size (2 images, narrow models, 32² input) for a smoke run of seconds:
 
-    python benchmarks/accelerator_check.py --tiny --out /tmp/check.md
+    python benchmarks/accelerator_check.py --tiny --out check.md
 """
 
 from __future__ import annotations
