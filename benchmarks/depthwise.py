@@ -50,6 +50,10 @@ SHAPES = {
 }
 
 
+# "toeplitz" is timed only where its (H*W, H*W, C) tap matrix has at most this many entries (256 MiB).
+TOEPLITZ_BENCH_MAX_ENTRIES = 2**26
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -79,16 +83,26 @@ def jax_candidates(x, w, dy, impls):
     return out
 
 
-def torch_candidates(x, w, dy, threads):
+def torch_candidates(x, w, dy, threads, device="cpu"):
+    """name -> (callable, 0.0) for PyTorch NCHW and channels_last, in x's dtype, on ``device``.
+
+    Each callable waits for the device (``torch.cuda.synchronize``) so that timings are complete.
+    """
     import torch
 
     torch.set_num_threads(threads)
+    dtype = getattr(torch, jnp.dtype(x.dtype).name)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     k, channels = w.shape[0], w.shape[-1]
     conv = torch.nn.Conv2d(channels, channels, k, groups=channels, padding="same", bias=False)
     with torch.no_grad():
-        conv.weight.copy_(torch.from_numpy(np.array(w)).permute(3, 2, 0, 1))
-    xt = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).contiguous()
-    gt = torch.from_numpy(np.array(dy)).permute(0, 3, 1, 2).contiguous()
+        conv.weight.copy_(torch.from_numpy(np.asarray(w, np.float32)).permute(3, 2, 0, 1))
+    conv = conv.to(device=device, dtype=dtype)
+
+    def to_torch(a):  # NHWC jax array (any float dtype) -> NCHW torch tensor on device
+        return torch.from_numpy(np.asarray(a, np.float32)).permute(0, 3, 1, 2).contiguous().to(device, dtype)
+
+    xt, gt = to_torch(x), to_torch(dy)
     out = {}
     for label, fmt in (("torch", torch.contiguous_format), ("torch_cl", torch.channels_last)):
         module = conv.to(memory_format=fmt)
@@ -98,11 +112,13 @@ def torch_candidates(x, w, dy, threads):
         def fwd(module=module, xin=xin):
             with torch.no_grad():
                 module(xin)
+            sync()
 
         def fwd_bwd(module=module, xin=xin, grad=grad):
             xin.grad = None
             module.weight.grad = None
             module(xin).backward(grad)
+            sync()
 
         out[(label, "fwd")] = (fwd, 0.0)
         out[(label, "fwd+bwd")] = (fwd_bwd, 0.0)
@@ -141,37 +157,56 @@ def main(argv=None) -> None:
         import torch
         versions += f", torch {torch.__version__}"
     print(f"# {cpu_model()}, {threads} threads, backend {jax.default_backend()}, {versions}, "
-          f"batch {args.batch}, f32, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+          f"batch {args.batch}, f32, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"# command: python benchmarks/depthwise.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     print("| shape (N,H,W,C) k | impl | compile fwd / fwd+bwd (s) | fwd (ms) | fwd+bwd (ms) "
           "| fwd+bwd vs best torch | fwd+bwd vs xla |")
     print("|---|---|---|---|---|---|---|")
-    rng = np.random.default_rng(0)
     for name in args.shapes:
         size, channels, k = SHAPES[name]
         shape = (args.batch, size, size, channels)
-        x = jnp.asarray(rng.standard_normal(shape, np.float32))
-        w = jnp.asarray(rng.standard_normal((k, k, 1, channels), np.float32) * 0.05)
-        dy = jnp.asarray(rng.standard_normal(shape, np.float32))
-        candidates = jax_candidates(x, w, dy, args.impls)
-        if not args.no_torch:
-            candidates.update(torch_candidates(x, w, dy, threads))
-        medians = measure(candidates, args.repeats, args.xla_repeats, slow={"xla"})
-        labels = list(dict.fromkeys(key[0] for key in candidates))
-        torch_best = min((medians[(t, "fwd+bwd")] for t in ("torch", "torch_cl") if (t, "fwd+bwd") in medians),
-                         default=None)
-        xla = medians.get(("xla", "fwd+bwd"))
-        auto = select_impl(shape, make_geometry(shape, w.shape, 1, "SAME", 1))
-        for label in labels:
-            fb = medians[(label, "fwd+bwd")]
-            compile_s = (f"{candidates[(label, 'fwd')][1]:.2f} / {candidates[(label, 'fwd+bwd')][1]:.2f}"
-                         if label in args.impls else "-")
-            vs_torch = f"{torch_best / fb:.2f}x" if torch_best else "-"
-            vs_xla = f"{xla / fb:.1f}x" if xla else "-"
-            tag = f"{label} (auto)" if label == auto else label
-            print(f"| {name} {shape} k{k} | {tag} | {compile_s} | {medians[(label, 'fwd')] * 1e3:.1f} "
-                  f"| {fb * 1e3:.1f} | {vs_torch} | {vs_xla} |", flush=True)
+        torch_device = None if args.no_torch else "cpu"
+        for row in benchmark_shape(shape, k, jnp.float32, args.impls, args.repeats, args.xla_repeats,
+                                   torch_device, threads):
+            print(f"| {name} {row['shape']} k{k} | {row['impl']} | {row['compile']} | {row['fwd_ms']:.1f} "
+                  f"| {row['fwd_bwd_ms']:.1f} | {row['vs_torch']} | {row['vs_xla']} |", flush=True)
 
+
+def benchmark_shape(shape, k, dtype, impls, repeats, xla_repeats, torch_device, threads) -> list[dict]:
+    """Times every JAX impl (and PyTorch on ``torch_device`` unless None) at one (N, H, W, C) shape.
+
+    Returns one dict per candidate: shape, impl (tagged "(auto)" for the one auto picks), compile
+    (text, s), fwd_ms, fwd_bwd_ms, vs_torch (best PyTorch layout's fwd+bwd time / this one's, as
+    text), vs_xla (text). Inputs are standard normal, the kernel N(0, 0.05²), all in ``dtype``.
+    """
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(shape, np.float32), dtype)
+    w = jnp.asarray(rng.standard_normal((k, k, 1, shape[3]), np.float32) * 0.05, dtype)
+    dy = jnp.asarray(rng.standard_normal(shape, np.float32), dtype)
+    if "toeplitz" in impls and (shape[1] * shape[2]) ** 2 * shape[3] > TOEPLITZ_BENCH_MAX_ENTRIES:
+        impls = [i for i in impls if i != "toeplitz"]  # its tap matrix would need GBs here
+    candidates = jax_candidates(x, w, dy, impls)
+    if torch_device is not None:
+        candidates.update(torch_candidates(x, w, dy, threads, torch_device))
+    slow = {"xla"} if jax.default_backend() == "cpu" else set()  # lax.conv is slow on CPU only
+    medians = measure(candidates, repeats, xla_repeats, slow=slow)
+    labels = list(dict.fromkeys(key[0] for key in candidates))
+    torch_best = min((medians[(t, "fwd+bwd")] for t in ("torch", "torch_cl") if (t, "fwd+bwd") in medians),
+                     default=None)
+    xla = medians.get(("xla", "fwd+bwd"))
+    auto = select_impl(shape, make_geometry(shape, w.shape, 1, "SAME", 1))
+    rows = []
+    for label in labels:
+        fb = medians[(label, "fwd+bwd")]
+        rows.append({
+            "shape": shape, "impl": f"{label} (auto)" if label == auto else label,
+            "compile": (f"{candidates[(label, 'fwd')][1]:.2f} / {candidates[(label, 'fwd+bwd')][1]:.2f}"
+                        if label in impls else "-"),
+            "fwd_ms": medians[(label, "fwd")] * 1e3, "fwd_bwd_ms": fb * 1e3,
+            "vs_torch": f"{torch_best / fb:.2f}x" if torch_best else "-",
+            "vs_xla": f"{xla / fb:.1f}x" if xla else "-"})
+    return rows
 
 if __name__ == "__main__":
     main()

@@ -43,9 +43,15 @@ MODELS = ("convmixer_512_12", "convnext_tiny", "hornet_tiny_7x7")
 LEARNING_RATE, WEIGHT_DECAY = 1e-3, 0.05
 
 
-def dog_jax_step(name: str, batch: int) -> tuple[str, tuple[float, float], callable]:
-    """(label, (compile wall s, compile CPU s), run_one_step) for the dog_jax model; run_one_step blocks."""
-    model = create_model(name, rngs=nnx.Rngs(0))
+def dog_jax_step(name: str, batch: int, *, image_size: int = 224, dtype=jnp.float32,
+                 overrides: dict | None = None, return_compiled: bool = False) -> tuple:
+    """(label, (compile wall s, compile CPU s), run_one_step) for the dog_jax model; run_one_step blocks.
+
+    ``dtype`` is the compute dtype (parameters stay float32); ``overrides`` are architecture fields
+    passed to ``create_model`` (e.g. a narrower model for a smoke run). ``return_compiled`` appends
+    the compiled step (for its HLO) to the tuple.
+    """
+    model = create_model(name, dtype=dtype, rngs=nnx.Rngs(0), **(overrides or {}))
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
@@ -62,7 +68,7 @@ def dog_jax_step(name: str, batch: int) -> tuple[str, tuple[float, float], calla
         return optax.apply_updates(params, updates), new_rest, opt_state, loss
 
     rng = np.random.default_rng(0)
-    images = jnp.asarray(rng.standard_normal((batch, 224, 224, 3), np.float32))
+    images = jnp.asarray(rng.standard_normal((batch, image_size, image_size, 3), np.float32))
     labels = jnp.asarray(rng.integers(0, 1000, batch), jnp.int32)
     start, start_cpu = time.perf_counter(), time.process_time()
     compiled = jax.jit(step, donate_argnums=(0, 1, 2)).lower(params, rest, opt_state, images, labels).compile()
@@ -75,7 +81,8 @@ def dog_jax_step(name: str, batch: int) -> tuple[str, tuple[float, float], calla
         if not np.isfinite(float(loss)):
             raise FloatingPointError(f"{name}: non-finite loss")
 
-    return "dog_jax (depthwise impl auto)", compile_s, run_one_step
+    result = ("dog_jax (depthwise impl auto)", compile_s, run_one_step)
+    return result + (compiled,) if return_compiled else result
 
 
 def _apply(graphdef, params, rest, images):
@@ -85,38 +92,53 @@ def _apply(graphdef, params, rest, images):
     return logits, nnx.to_pure_dict(new_rest)
 
 
-def torch_model(name: str):
-    import timm
+def torch_model(name: str, overrides: dict | None = None):
+    """The timm counterpart of a dog_jax model (same architecture fields as ``overrides``), or None."""
     from timm.models.convmixer import ConvMixer
+    from timm.models.convnext import ConvNeXt
 
+    overrides = overrides or {}
     if name == "convmixer_512_12":
-        return ConvMixer(dim=512, depth=12, kernel_size=9, patch_size=7)
-    if name == "convnext_tiny":
-        return timm.create_model("convnext_tiny")
+        fields = {"width": 512, "depth": 12, "kernel_size": 9, "patch_size": 7, **overrides}
+        return ConvMixer(dim=fields["width"], depth=fields["depth"], kernel_size=fields["kernel_size"],
+                         patch_size=fields["patch_size"])
+    if name == "convnext_tiny":  # timm.create_model("convnext_tiny") builds the same
+        return ConvNeXt(**{"depths": (3, 3, 9, 3), "dims": (96, 192, 384, 768), **overrides})
     return None
 
 
-def torch_step(name: str, batch: int, threads: int, channels_last: bool) -> tuple[str, None, callable] | None:
-    """(label, None, run_one_step) for the timm model, or None where there is none."""
+def torch_step(name: str, batch: int, threads: int, channels_last: bool, *, image_size: int = 224,
+               device: str = "cpu", amp: bool = False,
+               overrides: dict | None = None) -> tuple[str, None, callable] | None:
+    """(label, None, run_one_step) for the timm model, or None where there is none.
+
+    ``amp``: forward and loss under ``torch.autocast(device, bfloat16)`` (parameters and optimizer
+    float32). On CUDA run_one_step waits for the device before returning.
+    """
     import torch
 
     torch.set_num_threads(threads)
-    model = torch_model(name)
+    model = torch_model(name, overrides)
     if model is None:
         return None
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.train().to(memory_format=fmt)
+    model = model.train().to(device=device, memory_format=fmt)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-    images = torch.randn(batch, 3, 224, 224).to(memory_format=fmt)
-    labels = torch.randint(0, 1000, (batch,))
+    images = torch.randn(batch, 3, image_size, image_size).to(device=device, memory_format=fmt)
+    labels = torch.randint(0, 1000, (batch,)).to(device)
+    device_type = torch.device(device).type
 
     def run_one_step():
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
         loss.backward()
         optimizer.step()
+        if device_type == "cuda":
+            torch.cuda.synchronize()
 
-    return "timm eager" + (" channels_last" if channels_last else ""), None, run_one_step
+    label = "timm eager" + (" AMP bf16" if amp else "") + (" channels_last" if channels_last else "")
+    return label, None, run_one_step
 
 
 def main(argv=None) -> None:
@@ -139,7 +161,7 @@ def main(argv=None) -> None:
         import torch
         versions += f", torch {torch.__version__}, timm {timm.__version__}"
     print(f"# {cpu_model()}, {threads} threads, {versions}, batch {args.batch}, fp32, AdamW, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f}")
     print(f"# command: python benchmarks/train_step.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     print("| model | framework | compile (s) | step (s) | images/s | vs timm eager (best layout) |")
     print("|---|---|---|---|---|---|")
