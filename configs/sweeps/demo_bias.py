@@ -10,22 +10,19 @@ against the gap in ``docs/results/demo_repro``, is the size of the demo data's b
   python -m dog_jax.experiments configs/sweeps/demo_bias.py --workdir-root workdirs/sweeps/demo_bias
 """
 
-import importlib.util
-import os
+from pathlib import Path
 
 from dog_jax.experiments import Entry, Sweep
+from dog_jax.experiments.sweep import load_sweep
 
-_spec = importlib.util.spec_from_file_location(
-    "dog_jax_sweep_demo_repro", os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_repro.py"))
-_repro = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_repro)
+_REPRO = load_sweep(Path(__file__).with_name("demo_repro.py"))
 
 SWEEP = Sweep(
-    description=_repro.SWEEP.description.replace(
+    description=_REPRO.description.replace(
         "on the built-in demo dataset (32 px, 10 classes)",
         "on the demo dataset without its two DoG-blob classes (dog_jax_demo/no_dog, 32 px, 8 classes)"),
     entries=[Entry(entry.config, {**entry.overrides, "dataset": "dog_jax_demo/no_dog"}, name=entry.name)
-             for entry in _repro.SWEEP.entries],
-    seeds=_repro.SWEEP.seeds,
+             for entry in _REPRO.entries],
+    seeds=_REPRO.seeds,
     analysis=True,
 )

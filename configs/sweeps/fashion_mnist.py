@@ -13,15 +13,12 @@ idle); it is resumable, so it can be spread over sessions::
   python -m dog_jax.experiments configs/sweeps/fashion_mnist.py --workdir-root workdirs/sweeps/fashion_mnist
 """
 
-import importlib.util
-import os
+from pathlib import Path
 
 from dog_jax.experiments import Entry, Sweep
+from dog_jax.experiments.sweep import load_sweep
 
-_spec = importlib.util.spec_from_file_location(
-    "dog_jax_sweep_demo_repro_fm", os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_repro.py"))
-_repro = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_repro)
+_REPRO = load_sweep(Path(__file__).with_name("demo_repro.py"))
 
 SWEEP = Sweep(
     description=(
@@ -29,7 +26,7 @@ SWEEP = Sweep(
         "(1-1-2-1, 32-256, 7x7), 3 epochs each, depthwise init He normal ('Kaiming'), the original code's init "
         "('reference') or the paper's DoG init."),
     entries=[Entry(entry.config.replace(",demo", ",fashion_mnist"), {"num_epochs": 3.0}, name=entry.name)
-             for entry in _repro.SWEEP.entries],
-    seeds=_repro.SWEEP.seeds,
+             for entry in _REPRO.entries],
+    seeds=_REPRO.seeds,
     analysis=True,
 )
