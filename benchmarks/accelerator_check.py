@@ -14,11 +14,13 @@ its own: a section that fails records its error in the report and the others sti
      ``torch.autocast(bfloat16)`` (AMP).
 
 On a CUDA machine with only JAX installed, first install the rest (from the repository root; use
-the jax version of requirements.txt, and a CUDA build of torch; the CUDA major version must match
-the driver):
+the jax version of requirements.txt). torch 2.14.1 from PyPI is built for CUDA 13 (it depends on
+the ``nvidia-*-cu13`` wheels), so take JAX's CUDA 13 plugin too and both load the same CUDA
+libraries (needs a driver for CUDA 13; on an older driver use ``jax[cuda12]`` and a CUDA 12 torch
+from download.pytorch.org):
 
-    pip install "jax[cuda12]==0.10.2" flax==0.12.8 optax orbax-checkpoint ml-collections chex \\
-        absl-py etils importlib_resources safetensors torch timm pytest hypothesis
+    pip install "jax[cuda13]==0.10.2" flax==0.12.8 optax orbax-checkpoint ml-collections chex \\
+        absl-py etils importlib_resources safetensors torch==2.14.1 timm==1.0.31 pytest hypothesis
     python benchmarks/accelerator_check.py --out docs/results/accelerator_check_gpu.md
 
 Without torch/timm the PyTorch columns and rows are left out (the report says so). On a CPU it runs
