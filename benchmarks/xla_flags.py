@@ -3,10 +3,12 @@
 Each setting runs ``benchmarks/train_step.py --no-torch`` in its own process (XLA reads the
 flags once per process); settings alternate (A, B, C, A, B, C, ...) for ``--rounds`` rounds so
 that load from other jobs hits them alike. Reports the median step time and compile time per
-setting and the ratio to the first (baseline) setting. Example:
+setting and the ratio to the first (baseline) setting. A setting is written without the leading
+dashes (argparse would take it for an option); "none" is no flags; several flags in one setting
+are separated by spaces. Example:
 
     .venv/bin/python benchmarks/xla_flags.py --model convnext_tiny --rounds 2 \\
-        --flags "" "--xla_cpu_enable_fast_math=true" "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise"
+        --flags none xla_cpu_enable_fast_math=true xla_cpu_experimental_ynn_fusion_type=dot,eltwise
 """
 
 from __future__ import annotations
@@ -22,19 +24,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FLAGS = (
-    "",
-    "--xla_cpu_enable_fast_math=true",
-    "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce",
-    "--xla_cpu_experimental_xnn_fusion_type=dot,eltwise,reduce",
-    "--xla_cpu_experimental_onednn_fusion_type=dot,eltwise",
-    "--xla_cpu_use_xnnpack=false",
+    "none",
+    "xla_cpu_enable_fast_math=true",
+    "xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce",
+    "xla_cpu_experimental_xnn_fusion_type=dot,eltwise,reduce",
+    "xla_cpu_experimental_onednn_fusion_type=dot,eltwise",
+    "xla_cpu_use_xnnpack=false",
 )
+
+
+def to_xla_flags(setting: str) -> str:
+    """'a=1 b=2' -> '--a=1 --b=2'; 'none' -> ''."""
+    if setting.strip() in ("", "none"):
+        return ""
+    return " ".join("--" + flag.lstrip("-") for flag in setting.split())
 ROW = re.compile(r"^\| (\S+) \| dog_jax[^|]*\| ([\d.]+) \(([\d.]+) CPU\) \| ([\d.]+) \|")
 
 
 def run_once(model: str, batch: int, steps: int, flags: str) -> tuple[float, float]:
     """(step seconds, compile seconds) of one train_step.py process under XLA_FLAGS=flags."""
-    env = dict(os.environ, XLA_FLAGS=flags)
+    env = dict(os.environ, XLA_FLAGS=to_xla_flags(flags))
     command = [sys.executable, "benchmarks/train_step.py", "--no-torch", "--models", model,
                "--batch", str(batch), "--steps", str(steps)]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -52,7 +61,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--flags", nargs="+", default=list(DEFAULT_FLAGS),
-                        help='XLA_FLAGS settings; the first is the baseline ("" = none)')
+                        help='XLA_FLAGS settings without leading dashes; the first is the baseline ("none")')
     args = parser.parse_args(argv)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.2f}, "
           f"{args.model}, batch {args.batch}, {args.steps} steps x {args.rounds} rounds")
@@ -74,11 +83,11 @@ def main(argv=None) -> None:
     print("|---|---|---|---|")
     for flags in args.flags:
         if not steps[flags]:
-            print(f"| `{flags or '(none)'}` | failed | - | - |")
+            print(f"| `{to_xla_flags(flags) or '(none)'}` | failed | - | - |")
             continue
         median = statistics.median(steps[flags])
         ratio = f"{base / median:.2f}x" if base else "-"
-        print(f"| `{flags or '(none)'}` | {' / '.join(f'{s:.2f}' for s in steps[flags])} "
+        print(f"| `{to_xla_flags(flags) or '(none)'}` | {' / '.join(f'{s:.2f}' for s in steps[flags])} "
               f"| {statistics.median(compiles[flags]):.1f} | {ratio} |", flush=True)
 
 
