@@ -47,16 +47,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.depthwise import SHAPES  # noqa: E402
 from dog_jax.ops.depthwise import IMPLS  # noqa: E402
 
-# (H = W, C, kernel) of the depthwise layers timed, as in benchmarks/depthwise.py.
-FULL_SHAPES = {
-    "ConvMixer-512": (32, 512, 9),
-    "ConvNeXt-T stage 1": (56, 96, 7),
-    "ConvNeXt-T stage 2": (28, 192, 7),
-    "ConvNeXt-T stage 3": (14, 384, 7),
-    "ConvNeXt-T stage 4": (7, 768, 7),
-}
+# (H = W, C, kernel) of the depthwise layers checked and timed: ConvMixer-512's and ConvNeXt-T's.
+FULL_SHAPES = {name: SHAPES[name] for name in ("convmixer", "convnext_s1", "convnext_s2", "convnext_s3",
+                                               "convnext_s4")}
 TINY_SHAPES = {"tiny k9": (8, 16, 9), "tiny k7": (7, 8, 7)}
 TRAIN_MODELS = ("convmixer_512_12", "convnext_tiny")
 # Narrow variants for --tiny (the same overrides build the dog_jax and the timm model).
