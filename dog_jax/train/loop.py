@@ -233,7 +233,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         else:
             logging.warning("Checkpoint %d holds no history (written by an older version): best eval and "
                             "histories restart at the resumed step.", start_step)
-    best = reporting.best_eval(reporter.history)
     eval_metrics = _without_step(reporter.history[-1]) if reporter.history else {}
     info = lambda step: model_info(config, num_classes, step)  # noqa: E731
     train_iter = train_ds.as_numpy_iterator()
@@ -257,8 +256,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             eval_metrics = evaluate(state, eval_step, parts.rng_state, eval_ds, mesh)
             reporter.log_eval(step, eval_metrics)
             checkpoint_metrics = eval_metrics
-            if eval_metrics["eval_top1"] >= best.get("eval_top1", -1.0):
-                best = {"step": step, **eval_metrics}
         if step % plan.checkpoint_every == 0 or step == plan.total_steps or checkpoint_metrics:
             reporter.check_finite()  # never checkpoint a NaN state
             ckpt.save(step, state, info(step), metrics=checkpoint_metrics, history=reporter.history_snapshot())
@@ -268,13 +265,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             interrupted = True
             logging.info("Stop requested: checkpointed step %d in %s; rerun to resume.", step, ckpt.directory)
             break
-    if start_step >= plan.total_steps and not (reporter.history and reporter.history[-1]["step"] == step):
-        logging.info("Training already complete (%d steps); evaluating the final state only.", start_step)
-        eval_metrics = evaluate(state, eval_step, parts.rng_state, eval_ds, mesh)
-        reporter.log_eval(step, eval_metrics)
-        best = reporting.best_eval(reporter.history)
-    elif start_step >= plan.total_steps:
-        logging.info("Training already complete (%d steps); its final evaluation is in the history.", start_step)
+    if start_step >= plan.total_steps:
+        if reporter.history and reporter.history[-1]["step"] == step:
+            logging.info("Training already complete (%d steps); its final evaluation is in the history.", step)
+        else:
+            logging.info("Training already complete (%d steps); evaluating the final state only.", step)
+            eval_metrics = evaluate(state, eval_step, parts.rng_state, eval_ds, mesh)
+            reporter.log_eval(step, eval_metrics)
+    best = reporting.best_eval(reporter.history)  # over the whole run, resumed parts included
     ckpt.wait()
 
     summary = {
