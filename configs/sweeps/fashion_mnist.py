@@ -20,12 +20,16 @@ from dog_jax.experiments.sweep import load_sweep
 
 _REPRO = load_sweep(Path(__file__).with_name("demo_repro.py"))
 
+# Evaluation and a kept checkpoint every half epoch (234 of 468 steps): six points per learning curve,
+# and the middle checkpoints the kernel analysis follows training with.
+_SCHEDULE = {"num_epochs": 3.0, "eval_every_steps": 234, "checkpoint_every_steps": 234, "keep_checkpoints": 6}
+
 SWEEP = Sweep(
     description=(
         "Fashion-MNIST (real 28 px photos, resized to 32 px): demo-scale ConvMixer (96/4, 7x7) and ConvNeXt "
         "(1-1-2-1, 32-256, 7x7), 3 epochs each, depthwise init He normal ('Kaiming'), the original code's init "
         "('reference') or the paper's DoG init."),
-    entries=[Entry(entry.config.replace(",demo", ",fashion_mnist"), {"num_epochs": 3.0}, name=entry.name)
+    entries=[Entry(entry.config.replace(",demo", ",fashion_mnist"), _SCHEDULE, name=entry.name)
              for entry in _REPRO.entries],
     seeds=_REPRO.seeds,
     analysis=True,
