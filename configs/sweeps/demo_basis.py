@@ -9,7 +9,7 @@ the only difference. Accuracy, parameter counts and step times are in each run's
 
   python -m dog_jax.experiments configs/sweeps/demo_basis.py --workdir-root workdirs/sweeps/demo_basis
 
-A Fashion-MNIST variant is to be added once that dataset is supported by the trainer.
+The Fashion-MNIST variant is ``fashion_mnist_basis.py``.
 """
 
 from dog_jax.experiments import Entry, Sweep

@@ -21,8 +21,9 @@ from dog_jax.experiments.sweep import load_sweep
 _REPRO = load_sweep(Path(__file__).with_name("demo_repro.py"))
 
 # Evaluation and a kept checkpoint every half epoch (234 of 468 steps): six points per learning curve,
-# and the middle checkpoints the kernel analysis follows training with.
-_SCHEDULE = {"num_epochs": 3.0, "eval_every_steps": 234, "checkpoint_every_steps": 234, "keep_checkpoints": 6}
+# and the middle checkpoints the kernel analysis follows training with (8 kept: the six, plus room for
+# a preemption checkpoint between them).
+_SCHEDULE = {"num_epochs": 3.0, "eval_every_steps": 234, "checkpoint_every_steps": 234, "keep_checkpoints": 8}
 
 SWEEP = Sweep(
     description=(
