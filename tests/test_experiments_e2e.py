@@ -23,7 +23,7 @@ def test_tiny_sweep_trains_collects_analyses_and_skips_on_rerun(tmp_path, capsys
     sweep.write_text(textwrap.dedent(f"""
         from dog_jax.experiments import Entry, Sweep
         SWEEP = Sweep(entries=[Entry("{ROOT}/configs/paper.py:table2_gamma0-0.5_onoff,demo", name="dog")],
-                      seeds=(3,), overrides={overrides!r}, analysis=True)
+                      seeds=(3,), overrides={overrides!r}, analysis=True, analysis_during=True)
     """))
     root = tmp_path / "root"
     assert main([str(sweep), "--workdir-root", str(root)]) == 0
@@ -48,6 +48,16 @@ def test_tiny_sweep_trains_collects_analyses_and_skips_on_rerun(tmp_path, capsys
     table = (root / "analysis.md").read_text()
     assert "| `dog` | init | 1 × 32 |" in table and "| `dog` | trained | 1 × 32 |" in table
     assert (root / "analysis" / "dog" / "summary.json").is_file()
+    # ... and the kept checkpoint between them (steps 2 and 4 are kept; 4 is the trained one), the null row
+    # and the figure of the shares over training.
+    assert "| `dog` | step 2 | 1 × 32 |" in table and "| `dog` | step 4 |" not in table
+    assert "| `dog` | null (trained, pixels shuffled) | 1 × 32 |" in table
+    during = json.loads((root / "analysis" / "dog" / "during" / "summary.json").read_text())
+    assert [c["path"].split("/")[-2:] for c in during["checkpoints"]] == [["checkpoints", "2"]]
+    assert (root / "analysis" / "trajectory.png").stat().st_size > 10_000
 
-    assert main([str(sweep), "--workdir-root", str(root), "--no-analysis"]) == 0
+    published = tmp_path / "published"
+    assert main([str(sweep), "--workdir-root", str(root), "--no-analysis", "--publish", str(published)]) == 0
     assert "dog/seed_3: finished earlier, skipped" in capsys.readouterr().out
+    for name in ("analysis.md", "analysis/trajectory.png", "analysis/dog/during/summary.json", "commands.md"):
+        assert (published / name).is_file(), name

@@ -34,4 +34,5 @@ SWEEP = Sweep(
              for entry in _REPRO.entries],
     seeds=_REPRO.seeds,
     analysis=True,
+    analysis_during=True,
 )

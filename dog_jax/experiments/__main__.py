@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.analysis if args.analysis is not None else (sweep.analysis and shard is None):
         from dog_jax.experiments.kernel_report import analyse_sweep
 
-        analyse_sweep(all_runs, root)
+        analyse_sweep(all_runs, root, during=sweep.analysis_during)
     if args.publish is not None:
         from dog_jax.experiments.publish import publish
         from dog_jax.experiments.runner import locate_train_script

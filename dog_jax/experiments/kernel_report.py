@@ -9,7 +9,13 @@ For every config with finished runs this writes, into ``<out>/analysis/<label>/`
 
 and then one table, ``<out>/analysis.md``, with the cluster and template-classifier shares at
 init and after training (mean ± std over seeds): do DoG-initialised kernels stay centre–surround,
-do Kaiming-initialised ones become centre–surround?
+do Kaiming-initialised ones become centre–surround? Each trained row is followed by the same shares
+of its pixel-shuffled null (the trained kernels with their pixels permuted: what the numbers are
+without spatial structure).
+
+With ``during=True`` every kept checkpoint between init and the end is analysed too (into
+``analysis/<label>/during/``, summary only) and the table gets a row per step, with
+``analysis/trajectory.png`` plotting the centre–surround shares over training against the null.
 """
 
 import json
@@ -47,6 +53,12 @@ def export_init_kernels(run: Run) -> Path:
     return path
 
 
+def kept_steps(workdir: str | Path) -> list[int]:
+    """The steps of the checkpoints kept in a trainer workdir (``checkpoints/<step>``), ascending."""
+    directory = Path(workdir) / "checkpoints"
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+
+
 def _group(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{checkpoint name: its largest depthwise group} from an analysis summary.json."""
     out = {}
@@ -57,18 +69,32 @@ def _group(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _shares(group: dict[str, Any]) -> dict[str, float]:
-    props = group.get("proportions") or {}
-    paper = group.get("paper_proportions") or {}
-    templates = group["templates"]["shares"]
+def _share_row(props: dict[str, float], paper: dict[str, float], templates: dict[str, float], classified: float,
+               r2: float) -> dict[str, float]:
     return {
         "paper_excitatory": paper.get("excitatory-centre", math.nan),
         "paper_inhibitory": paper.get("inhibitory-centre", math.nan),
         "excitatory": props.get("excitatory-centre", math.nan), "inhibitory": props.get("inhibitory-centre", math.nan),
         "other": props.get("other", math.nan), "blob": props.get("gaussian-blob", math.nan),
         "dog_templates": templates["dog_on"] + templates["dog_off"], "gaussian_templates": templates["gaussian"],
-        "classified": group["templates"]["classified_share"], "r2": group["dog_fit"]["r2_median"],
+        "classified": classified, "r2": r2,
     }
+
+
+def _shares(group: dict[str, Any]) -> dict[str, float]:
+    templates = group["templates"]
+    return _share_row(group.get("proportions") or {}, group.get("paper_proportions") or {}, templates["shares"],
+                      templates["classified_share"], group["dog_fit"]["r2_median"])
+
+
+def _null_shares(group: dict[str, Any]) -> dict[str, float] | None:
+    """:func:`_shares` of a group's pixel-shuffled null baseline (no DoG fit is made for the null)."""
+    null = group.get("null_baseline")
+    if not null:
+        return None
+    templates = null["templates"]
+    return _share_row(null.get("proportions") or {}, null.get("paper_proportions") or {}, templates,
+                      1.0 - templates["unclassified"], math.nan)
 
 
 _COLUMNS = (("paper_excitatory", "paper: excit."), ("paper_inhibitory", "paper: inhib."),
@@ -88,16 +114,50 @@ def _cell(values: Sequence[float], percent: bool) -> str:
     return text if math.isnan(std) else f"{text} ± {fmt.format(scale * std)}"
 
 
-def analyse_sweep(runs: Sequence[Run], out_dir: str | Path, *, say: Callable[[str], None] = print) -> Path | None:
-    """Runs the kernel analysis per config (finished runs only) and writes ``<out_dir>/analysis.md``."""
-    from dog_jax.analysis import CheckpointError
-    from dog_jax.analysis.report import AnalysisOptions, summary
+def _analyse_label(done: Sequence[Run], target: Path, options: Any, during: bool,
+                   say: Callable[[str], None]) -> list[tuple[str, int | None, list[dict[str, Any]]]]:
+    """The analysed depthwise groups of one config's finished runs, as ``(stage, step, groups)``:
+    init (step 0), each kept checkpoint before the last (with ``during``), trained (the last)."""
+    from dog_jax.analysis.report import summary
     from dog_jax.analysis.run import analyse_to_dir
+
+    init_paths = [str(export_init_kernels(run)) for run in done]
+    analyses = analyse_to_dir([*(run.workdir for run in done), *init_paths], target, options)
+    groups = list(_group(summary(analyses, options)).values())
+    # The analysis keeps its argument order: trained checkpoints first, then the init files.
+    stages = [("init", 0, groups[len(done):])]
+    if during:
+        middle = [(step, Path(run.workdir) / "checkpoints" / str(step))
+                  for run in done for step in kept_steps(run.workdir)[:-1]]
+        if middle:
+            say(f"  and {len(middle)} checkpoints during training -> {target / 'during'}")
+            middle_analyses = analyse_to_dir([path for _, path in middle], target / "during", options, figures=False)
+            middle_groups = list(_group(summary(middle_analyses, options)).values())
+            for step in sorted({step for step, _ in middle}):
+                chosen = [g for (s, _), g in zip(middle, middle_groups) if s == step]
+                stages.append((f"step {step}", step, chosen))
+    final_steps = [max(kept_steps(run.workdir), default=None) for run in done]
+    final_step = final_steps[0] if len(set(final_steps)) == 1 else None
+    stages.append(("trained", final_step, groups[:len(done)]))
+    return stages
+
+
+def _table_row(label: str, when: str, shares: Sequence[dict[str, float]], kernels: int) -> str:
+    cells = [_cell([s[key] for s in shares], key != "r2") for key, _ in _COLUMNS]
+    return f"| `{label}` | {when} | {len(shares)} × {kernels} | " + " | ".join(cells) + " |"
+
+
+def analyse_sweep(runs: Sequence[Run], out_dir: str | Path, *, during: bool = False,
+                  say: Callable[[str], None] = print) -> Path | None:
+    """Runs the kernel analysis per config (finished runs only) and writes ``<out_dir>/analysis.md``;
+    with ``during``, also of every kept checkpoint and ``<out_dir>/analysis/trajectory.png``."""
+    from dog_jax.analysis import CheckpointError
+    from dog_jax.analysis.report import AnalysisOptions
 
     out_dir = Path(out_dir)
     options = AnalysisOptions()  # the paper's settings, as `python -m dog_jax.analysis` without flags
     labels = list(dict.fromkeys(run.label for run in runs))
-    rows = []
+    rows, trajectories = [], {}
     for label in labels:
         done = [run for run in runs if run.label == label and run_status(run.workdir) == "done"]
         if not done:
@@ -105,39 +165,40 @@ def analyse_sweep(runs: Sequence[Run], out_dir: str | Path, *, say: Callable[[st
         target = out_dir / "analysis" / label
         say(f"Kernel analysis of {label}: {len(done)} trained checkpoints and their initial kernels -> {target}")
         try:
-            init_paths = [str(export_init_kernels(run)) for run in done]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            say(f"Kernel analysis of {label} skipped: could not rebuild the initial kernels ({error}).")
-            continue
-        try:
-            analyses = analyse_to_dir([*(run.workdir for run in done), *init_paths], target, options)
-        except (CheckpointError, ValueError, OSError) as error:
+            stages = _analyse_label(done, target, options, during, say)
+        except (CheckpointError, ValueError, OSError, KeyError, TypeError) as error:
             say(f"Kernel analysis of {label} failed: {error}")
             continue
-        groups = list(_group(summary(analyses, options)).values())
-        # The analysis keeps its argument order: trained checkpoints first, then the init files.
-        trained, initial = groups[:len(done)], groups[len(done):]
-        for when, chosen in (("init", initial), ("trained", trained)):
-            shares = [_shares(g) for g in chosen]
-            kernels = chosen[0]["n_kernels"] if chosen else 0
-            cells = [_cell([s[key] for s in shares], key != "r2") for key, _ in _COLUMNS]
-            rows.append(f"| `{label}` | {when} | {len(chosen)} × {kernels} | " + " | ".join(cells) + " |")
+        for when, _, chosen in stages:
+            rows.append(_table_row(label, when, [_shares(g) for g in chosen], chosen[0]["n_kernels"]))
+        trained = stages[-1][2]
+        null = [n for n in map(_null_shares, trained) if n is not None]
+        if null:
+            rows.append(_table_row(label, "null (trained, pixels shuffled)", null, trained[0]["n_kernels"]))
+        trajectories[label] = ([(step, [_shares(g) for g in chosen]) for _, step, chosen in stages
+                                if step is not None], null)
     if not rows:
         say("Kernel analysis: no finished runs yet.")
         return None
     header = ("| config | when | seeds × kernels | " + " | ".join(name for _, name in _COLUMNS) + " |")
     text = [
-        "# Kernel analysis: centre–surround before and after training", "",
-        "Per config, the depthwise kernels of every seed at initialisation and at the end of training, "
-        "analysed with `python -m dog_jax.analysis` (docs/analysis.md): k-means (k = 3) cluster shares by "
+        "# Kernel analysis: centre–surround before, during and after training", "",
+        "Per config, the depthwise kernels of every seed at initialisation, at the kept checkpoints during "
+        "training (where analysed) and at the end, analysed with `python -m dog_jax.analysis` "
+        "(docs/analysis.md): k-means (k = 3) cluster shares by "
         "name — named from the centroid alone as in the paper (`paper:`), and by the calibrated "
         "strict rule that also checks the members' raw weights (`strict:`) — the template classifier's "
         "share of zero-sum DoG (`dog_on` + `dog_off`) and single-signed "
         "Gaussian matches, the share it classifies at all (|r| ≥ 0.7), and the median R² of the per-kernel "
-        "DoG fit. Shares in %, mean ± std over seeds. Full outputs (figures, per-layer CSV, null "
-        "baseline): `analysis/<config>/`.", "",
+        "DoG fit. The null row: the same analysis of the trained kernels with their pixels shuffled "
+        "(no spatial structure). Shares in %, mean ± std over seeds. Full outputs (figures, per-layer CSV): "
+        "`analysis/<config>/`.", "",
         header, "|" + "---|" * (3 + len(_COLUMNS)), *rows, ""]
     path = out_dir / "analysis.md"
     path.write_text("\n".join(text))
     say(f"Wrote {path}")
+    if during and any(len(points) > 2 for points, _ in trajectories.values()):
+        from dog_jax.experiments.kernel_trajectory import write_trajectory_figure
+
+        say(f"Wrote {write_trajectory_figure(trajectories, out_dir / 'analysis' / 'trajectory.png')}")
     return path

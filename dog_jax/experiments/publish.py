@@ -2,8 +2,9 @@
 
 ``python -m dog_jax.experiments SWEEP --collect --publish docs/results/<name>`` copies
 ``results.{md,csv}``, ``curves/``, ``analysis.md`` and the kernel-analysis outputs
-(``analysis/<label>/{summary.json,clusters.csv,*.png}``), and writes ``commands.md``: the sweep
-command, every run's exact ``train.py`` command, the machine, and the runs' summed wall time.
+(``analysis/<label>/{summary.json,clusters.csv,*.png,during/summary.json}``, ``analysis/*.png``),
+and writes ``commands.md``: the sweep command, every run's exact ``train.py`` command, the machine,
+and the runs' summed wall time.
 """
 
 import os
@@ -19,7 +20,7 @@ from dog_jax.experiments.runner import train_command
 from dog_jax.train.reporting import format_duration
 from dog_jax.experiments.sweep import Run, read_summary
 
-_ANALYSIS_FILES = ("summary.json", "clusters.csv", "*.png")
+_ANALYSIS_FILES = ("summary.json", "clusters.csv", "*.png", "during/summary.json")
 
 
 def _machine() -> str:
@@ -48,10 +49,13 @@ def publish(runs: Sequence[Run], root: str | os.PathLike, target: str | os.PathL
     if (root / "curves").is_dir():
         shutil.copytree(root / "curves", target / "curves", dirs_exist_ok=True)
         written += sorted((target / "curves").glob("*.png"))
+    for figure in sorted((root / "analysis").glob("*.png")):  # figures over all configs (the trajectory)
+        (target / "analysis").mkdir(parents=True, exist_ok=True)
+        written.append(Path(shutil.copy2(figure, target / "analysis" / figure.name)))
     for label_dir in sorted((root / "analysis").glob("*")) if (root / "analysis").is_dir() else []:
         for pattern in _ANALYSIS_FILES:
             for path in sorted(label_dir.glob(pattern)):
-                destination = target / "analysis" / label_dir.name / path.name
+                destination = target / "analysis" / label_dir.name / path.relative_to(label_dir)
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 written.append(Path(shutil.copy2(path, destination)))
     summaries = [read_summary(run.workdir) or {} for run in runs]

@@ -58,13 +58,15 @@ class Entry:
 @dataclasses.dataclass(frozen=True)
 class Sweep:
     """A list of configs × seeds. ``overrides`` apply to every entry; ``analysis`` turns on the
-    kernel analysis of the trained checkpoints after collecting (``--analysis`` also does)."""
+    kernel analysis of the trained checkpoints after collecting (``--analysis`` also does);
+    ``analysis_during`` extends it to every kept checkpoint (the kernels over training)."""
 
     entries: Sequence[Entry]
     seeds: Sequence[int] = (0,)
     description: str = ""
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     analysis: bool = False
+    analysis_during: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
