@@ -71,6 +71,7 @@ def test_relative_config_paths_resolve_against_the_repository(tmp_path, monkeypa
     ("SWEEP = Sweep(entries=[Entry('a.py'), Entry('b/a.py')])\n", "share the label 'a'"),
     ("SWEEP = Sweep(entries=[Entry('a.py')], seeds=(1, 1))\n", "duplicates"),
     ("SWEEP = Sweep(entries=[Entry('configs/nowhere.py:x')])\n", "Config file 'configs/nowhere.py'"),
+    ("SWEEP = Sweep(entries=[Entry('a.py')], comparisons=[('a', 'b')])\n", "comparisons name 'b'"),
 ])
 def test_bad_sweep_files(tmp_path, body, message):
     path = write_sweep(tmp_path, body)
@@ -145,6 +146,29 @@ def test_collect_table_csv_and_curves(tmp_path):
     figures = {p.name for p in result["written"] if p.suffix == ".png"}
     assert figures == {"kaiming.png", "paper.table2_gamma0-0.5_onoff.demo.png", "all_configs.png"}
     assert mean_std([1.0]) [0] == 1.0 and mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
+
+
+def test_paired_differences_by_seed(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, SIMPLE.replace(
+        "seeds=(0, 1, 2),", "seeds=(0, 1, 2), comparisons=[('paper.table2_gamma0-0.5_onoff.demo', 'kaiming')],")))
+    runs = plan_runs(sweep, tmp_path / "my_sweep.py", tmp_path / "root")
+    # kaiming: seeds 0, 1 finished; DoG: all three. Seed 2 has no pair and is left out.
+    for run, top1 in zip(runs, (0.5, 0.7, None, 0.56, 0.73, 0.9)):
+        if top1 is not None:
+            fake_summary(run.workdir, top1)
+    collect(runs, sweep, tmp_path / "root", title="T", curves=False, say=lambda _: None)
+    table = (tmp_path / "root" / "results.md").read_text()
+    # Differences +6 and +3 points: mean 4.5, std 2.12, t(0.975, 1) = 12.706 -> half width 19.06.
+    assert ("| `paper.table2_gamma0-0.5_onoff.demo` | `kaiming` | 2 | +6.0, +3.0 | +4.50 ± 2.12 | "
+            "[-14.56, +23.56] | 2 of 2 |") in table
+
+
+def test_t_quantile_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    from dog_jax.experiments.collect import _t_quantile_975
+
+    for df in range(1, 60):
+        assert _t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=2e-4), df
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

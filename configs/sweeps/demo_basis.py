@@ -29,4 +29,5 @@ SWEEP = Sweep(
     ],
     seeds=(0, 1, 2),
     analysis=True,
+    comparisons=[(f"{model}_{init}_basis", f"{model}_{init}_free") for model in _MODELS for init in _INITS],
 )

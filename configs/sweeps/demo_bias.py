@@ -25,4 +25,5 @@ SWEEP = Sweep(
              for entry in _REPRO.entries],
     seeds=_REPRO.seeds,
     analysis=True,
+    comparisons=_REPRO.comparisons,
 )

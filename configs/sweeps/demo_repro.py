@@ -35,4 +35,7 @@ SWEEP = Sweep(
     ],
     seeds=(0, 1, 2),
     analysis=True,
+    # DoG against each of the two other inits, per model, seed by seed.
+    comparisons=[(f"{model}_dog", f"{model}_{baseline}") for model in ("convmixer", "convnext")
+                 for baseline in ("reference", "kaiming-he")],
 )

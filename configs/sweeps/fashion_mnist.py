@@ -34,5 +34,6 @@ SWEEP = Sweep(
              for entry in _REPRO.entries],
     seeds=_REPRO.seeds,
     analysis=True,
+    comparisons=_REPRO.comparisons,
     analysis_during=True,
 )

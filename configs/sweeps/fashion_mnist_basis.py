@@ -28,4 +28,5 @@ SWEEP = Sweep(
         entry, Entry(entry.config, {**entry.overrides, "dw_param": "basis"}, name=f"{entry.name}_basis"))],
     seeds=_FREE.seeds,
     analysis=True,
+    comparisons=[(f"{entry.name}_basis", entry.name) for entry in _COMPARED],
 )

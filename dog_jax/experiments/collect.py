@@ -3,7 +3,9 @@
 ``results.csv`` has one row per run (missing runs included, with their status);
 ``results.md`` one row per config: mean ± sample std over the finished seeds of the final and
 best eval top-1, plus the paper's ImageNet number of the row when the config file knows it
-(``experiment_info(arg)`` in ``configs/paper.py``).
+(``experiment_info(arg)`` in ``configs/paper.py``); with the sweep's ``comparisons``, also the
+paired differences by seed (the same seed gives both runs the same data order and, for configs
+that differ only in the depthwise init, the same other weights).
 """
 
 import csv
@@ -109,6 +111,45 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _t_quantile_975(df: int) -> float:
+    """The two-sided 95 % quantile of Student's t with ``df`` degrees of freedom (exact table to 10,
+    then the Cornish-Fisher expansion around the normal quantile to third order, within 2e-4 of
+    the exact value)."""
+    table = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+    if df <= len(table):
+        return table[df - 1]
+    z = 1.959964
+    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+
+
+def paired_table(rows: Sequence[dict[str, Any]], comparisons: Sequence[tuple[str, str]]) -> str:
+    """Per ``(label, baseline)``: final top-1 of label minus baseline for each seed both finished,
+    their mean ± sample std, the 95 % t interval of the mean, and how many seeds favour the label."""
+    lines = ["| config | minus | seeds | per seed (points) | mean ± std (points) | 95 % interval | "
+             "seeds ahead |", "|---|---|---|---|---|---|---|"]
+    final = {(r["label"], r["seed"]): r["final_top1"] for r in rows
+             if r["status"] == "done" and r["final_top1"] is not None}
+    for label, baseline in comparisons:
+        seeds = sorted({seed for lab, seed in final if lab == label} & {seed for lab, seed in final if lab == baseline})
+        diffs = [100 * (final[(label, seed)] - final[(baseline, seed)]) for seed in seeds]
+        if not diffs:
+            lines.append(f"| `{label}` | `{baseline}` | 0 | — | — | — | — |")
+            continue
+        mean, std = mean_std(diffs)
+        if len(diffs) > 1:
+            half = _t_quantile_975(len(diffs) - 1) * std / math.sqrt(len(diffs))
+            interval = f"[{mean - half:+.2f}, {mean + half:+.2f}]"
+            summary = f"{mean:+.2f} ± {std:.2f}"
+        else:
+            interval, summary = "—", f"{mean:+.2f}"
+        per_seed = ", ".join(f"{d:+.1f}" for d in diffs)
+        ahead = sum(d > 0 for d in diffs)
+        lines.append(f"| `{label}` | `{baseline}` | {len(diffs)} | {per_seed} | {summary} | {interval} | "
+                     f"{ahead} of {len(diffs)} |")
+    return "\n".join(lines)
+
+
 def collect(runs: Sequence[Run], sweep: Sweep, out_dir: str | os.PathLike, *, title: str,
             curves: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Writes results.csv, results.md and (if ``curves``) learning-curve PNGs into ``out_dir``."""
@@ -129,6 +170,13 @@ def collect(runs: Sequence[Run], sweep: Sweep, out_dir: str | os.PathLike, *, ti
     text += [f"{done} of {len(rows)} runs finished. Top-1 on the eval split at the end of training "
              "(final) and the best over the evaluations (best): mean ± sample std over seeds.", "",
              markdown_table(rows), ""]
+    if sweep.comparisons:
+        text += ["## Paired by seed", "",
+                 "Final top-1 of a config minus its baseline's, seed by seed (same seed: same data order "
+                 "and, where the configs differ only in the depthwise init, the same other initial weights). "
+                 "The interval is the mean's 95 % Student-t interval over seeds; an interval containing 0 "
+                 "means the difference is within the seed-to-seed noise of this sweep.", "",
+                 paired_table(rows, sweep.comparisons), ""]
     written = [out_dir / "results.csv", out_dir / "results.md"]
     if curves and done:
         from dog_jax.experiments.curves import write_curve_figures  # matplotlib + TF: only when needed.

@@ -59,7 +59,8 @@ class Entry:
 class Sweep:
     """A list of configs × seeds. ``overrides`` apply to every entry; ``analysis`` turns on the
     kernel analysis of the trained checkpoints after collecting (``--analysis`` also does);
-    ``analysis_during`` extends it to every kept checkpoint (the kernels over training)."""
+    ``analysis_during`` extends it to every kept checkpoint (the kernels over training);
+    ``comparisons`` are ``(label, baseline label)`` pairs that results.md compares seed by seed."""
 
     entries: Sequence[Entry]
     seeds: Sequence[int] = (0,)
@@ -67,6 +68,7 @@ class Sweep:
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     analysis: bool = False
     analysis_during: bool = False
+    comparisons: Sequence[tuple[str, str]] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +145,10 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         raise SweepError(f"{path}: entries share the label {duplicates[0]!r}; give them distinct name=... values.")
     if len(set(sweep.seeds)) != len(sweep.seeds):
         raise SweepError(f"{path}: seeds {tuple(sweep.seeds)} contain duplicates.")
+    unknown = sorted({label for pair in sweep.comparisons for label in pair} - set(labels))
+    if unknown:
+        raise SweepError(f"{path}: comparisons name {unknown[0]!r}, which is no entry's label "
+                         f"(labels: {', '.join(labels)}).")
     return sweep
 
 
