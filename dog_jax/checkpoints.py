@@ -35,8 +35,12 @@ SUPPORTED = f"an orbax checkpoint directory, {FILE_FORMATS}"
 Progress = Callable[[str], None]
 
 
-class CheckpointError(Exception):
-    """A checkpoint could not be read; ``str(error)`` is one line for the user."""
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read, written or resumed; ``str(error)`` is one line for the user.
+
+    The one checkpoint error of the package: raised by this reader (conversion, analysis, export,
+    evaluation) and by the trainer's checkpoints (``dog_jax.train.checkpoint`` re-exports it).
+    """
 
 
 @dataclass(frozen=True)
@@ -326,7 +330,7 @@ def _read_orbax(path: Path, progress: Progress) -> Checkpoint:
     arrays: dict[str, np.ndarray] = {}
     for item_name, item_dir in items.items():
         progress(f"restoring orbax item {item_dir}")
-        tree = _restore_pytree(item_dir)
+        tree = restore_pytree(item_dir)
         for name, value in _flatten(tree, item_name):
             if _is_float_array(value):
                 arrays[name] = value
@@ -349,7 +353,7 @@ def _quiet_absl() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _restore_pytree(item_dir: Path) -> Any:
+def restore_pytree(item_dir: Path) -> Any:
     """Restore one orbax pytree item as host numpy arrays, with no target and no sharding."""
     import jax
     import orbax.checkpoint as ocp

@@ -39,15 +39,15 @@ from absl import logging
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
+from dog_jax.checkpoints import CheckpointError  # the package's one checkpoint error (re-exported)
 from dog_jax.train.config import comparable
+
+__all__ = ["BEST_METRIC", "CheckpointError", "Checkpointer", "absolute_dir", "array_shapes", "check_writable",
+           "remove_unfinished_checkpoints"]
 
 BEST_METRIC = "eval_top1"
 # model_info keys that decide parameter shapes; a checkpoint that differs cannot be resumed.
 _ARCHITECTURE_KEYS = ("model", "model_overrides", "num_classes")
-
-
-class CheckpointError(RuntimeError):
-    """The workdir cannot be written, or its checkpoints cannot be resumed (one-line message)."""
 
 
 def check_writable(workdir: str) -> None:
