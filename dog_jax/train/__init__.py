@@ -11,6 +11,7 @@ from dog_jax.train.config import ConfigError, base_config, parse_config_string, 
 from dog_jax.train.checkpoint import CheckpointError
 from dog_jax.train.loop import train_and_evaluate
 from dog_jax.train.reporting import NonFiniteError
+from dog_jax.train.restore import restore_model
 
 __all__ = ["CheckpointError", "ConfigError", "NonFiniteError", "base_config", "parse_config_string",
-           "train_and_evaluate", "validate"]
+           "restore_model", "train_and_evaluate", "validate"]

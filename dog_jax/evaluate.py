@@ -1,0 +1,199 @@
+"""Eval-only: ``python -m dog_jax.evaluate --checkpoint=PATH [--config=FILE[:ARGS]] [--split=...]``.
+
+Evaluates a ``train.py`` workdir (its config and latest or ``--step`` checkpoint, ``--ema`` for
+the EMA weights) or a PyTorch (.pth/.pt/.bin/...) / .safetensors file with timm or official key
+names (then ``--config`` names the model and data, e.g. a converted timm ConvNeXt on ImageNet)::
+
+    python -m dog_jax.evaluate --checkpoint=runs/cnv2_dog --split=validation
+    python -m dog_jax.evaluate --checkpoint=convnext_tiny.safetensors \\
+        --config=configs/convnext.py:model=convnext_tiny --config.data_dir=/data/tfds --out=eval.json
+
+The data go through the trainer's eval pipeline (``dog_jax.data.eval_dataset``: centre crop of
+``eval_crop_pct`` at ``image_size``, ImageNet mean/std) and the trainer's jitted eval step and loop
+(``steps.make_eval_step``, ``loop.evaluate``), so a workdir's metrics equal the trainer's own eval.
+Writes the metrics as JSON: ``--out``, default ``<workdir>/eval/<split>_step<N>[_ema].json`` for a
+workdir. Exit codes: 0 done, 1 error (one ``error: ...`` line). Needs the ``[train]`` extra
+(``[torch]`` too for PyTorch files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dog_jax._extras import require
+from dog_jax.checkpoints import CheckpointError
+
+if TYPE_CHECKING:
+    import ml_collections
+
+require("dog_jax.evaluate", "train", "tensorflow", "tensorflow_datasets", "orbax", "ml_collections")
+
+__all__ = ["default_output", "evaluate_checkpoint"]
+
+
+def _load_weights(checkpoint: str, config: ml_collections.ConfigDict | None, *, step: int | None, ema: bool,
+                  num_classes_of_data) -> tuple[Any, ml_collections.ConfigDict, dict[str, Any]]:
+    """(concrete NNX model, config, description) for a workdir or a checkpoint file."""
+    from dog_jax import convert
+    from dog_jax.train import restore
+
+    if Path(checkpoint).is_dir():
+        run = restore.find_checkpoint(checkpoint, step)
+        model = restore.inference_model(run.config, run.num_classes)
+        restore.fill_model(model, restore.read_weights(run, ema=ema), str(run.step_dir))
+        return model, run.config, {"checkpoint": str(run.workdir), "step": run.step,
+                                   "weights": "ema" if ema else "trained"}
+    if not Path(checkpoint).exists():
+        raise CheckpointError(f"{checkpoint}: no such file or directory.")
+    if config is None:
+        raise CheckpointError(f"{checkpoint}: a checkpoint file holds no model or data settings; pass "
+                              "--config=configs/<family>.py:model=<name> (and --config.dataset / data_dir).")
+    if step is not None or ema:
+        raise CheckpointError(f"{checkpoint}: --step and --ema select a workdir's checkpoint; a file has one set "
+                              "of weights.")
+    model = restore.inference_model(config, num_classes_of_data(config))
+    try:
+        report = convert.load_torch_checkpoint(model, checkpoint)
+    except convert.StateDictMismatchError as error:
+        raise CheckpointError(f"{checkpoint}: {error}") from None
+    return model, config, {"checkpoint": str(checkpoint), "step": None, "weights": f"file ({report.naming} names)"}
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: ml_collections.ConfigDict | None = None,
+                        step: int | None = None, ema: bool = False, split: str | None = None,
+                        batch_size: int | None = None) -> dict[str, Any]:
+    """Evaluates a workdir or a PyTorch / safetensors checkpoint on a tfds split.
+
+    Args:
+      checkpoint: a ``train.py`` workdir, or a .pth/.pt/.bin/.ckpt/.tar/.safetensors/.npz file.
+      config: for a file, the config naming the model (``model``, ``model_overrides``,
+        ``precision``) and the data (``dataset``, ``data_dir``, ``eval_split``, ``image_size``,
+        ``eval_crop_pct``, ``batch_size``); for a workdir its own config is used and this
+        must be None.
+      step, ema: a workdir's checkpoint step (default latest) and its EMA weights.
+      split: tfds split (default ``config.eval_split``), e.g. "validation" or "test[:1000]".
+      batch_size: global eval batch (default ``config.batch_size``); a multiple of the devices.
+
+    Returns:
+      ``{"eval_top1", "eval_top5", "eval_loss", "eval_examples", "eval_time_s"}`` (fractions;
+      mean cross-entropy) plus what was evaluated: checkpoint, step, weights, model, dataset,
+      split, image_size, crop_pct, batch_size.
+
+    Raises:
+      CheckpointError, ConfigError, DatasetError: one line each (e.g. a config with a workdir,
+      a file without one, a classifier size that differs from the dataset's classes).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from dog_jax import data
+    from dog_jax.train import config as config_lib
+    from dog_jax.train import loop, sharding, steps
+
+    if config is not None and Path(checkpoint).is_dir():
+        raise config_lib.ConfigError(f"{checkpoint} is a workdir, which evaluates with its own config; drop "
+                                     "--config (choose the data with --split / --batch_size).")
+    builders = {}
+
+    def builder_for(c):
+        key = (c.dataset, c.get("data_dir"), c.get("manual_dir"))
+        if key not in builders:
+            builders[key] = data.get_builder(c.dataset, c.get("data_dir"), manual_dir=c.get("manual_dir"))
+        return builders[key]
+
+    model, config, described = _load_weights(os.fspath(checkpoint), config, step=step, ema=ema,
+                                             num_classes_of_data=lambda c: data.num_classes(builder_for(c)))
+    builder = builder_for(config)
+    split = split or config.eval_split
+    batch_size = batch_size or config.batch_size
+    num_classes = data.num_classes(builder)
+    logits = model.head.fc if hasattr(model.head, "fc") else model.head
+    if logits is not None and logits.kernel.shape[-1] != num_classes:
+        raise config_lib.ConfigError(f"the model has {logits.kernel.shape[-1]} outputs but {config.dataset} has "
+                                     f"{num_classes} classes; evaluate it on the dataset it was trained for.")
+    devices, processes = jax.device_count(), jax.process_count()
+    if batch_size % devices or batch_size % processes:
+        raise config_lib.ConfigError(f"batch size {batch_size} is not a multiple of the {devices} devices; "
+                                     f"pass --batch_size={max(1, batch_size // devices) * devices}.")
+
+    mesh = sharding.create_mesh()
+    compute_dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
+    parts, params, batch_stats = steps.split_model(model)
+    weights = jax.device_put({"params": params, "batch_stats": batch_stats}, sharding.replicated(mesh))
+    eval_step = steps.make_eval_step(parts, compute_dtype=compute_dtype, mesh=mesh)
+    examples = data.split_size(builder, split)
+    local_batch = batch_size // processes
+    source = data.local_source(builder, split, shard_index=jax.process_index(), shard_count=processes,
+                               drop_remainder=False)
+    eval_ds = data.eval_dataset(source, local_batch_size=local_batch, image_size=config.image_size,
+                                crop_pct=config.eval_crop_pct,
+                                num_batches=data.eval_num_batches(examples, processes, local_batch))
+    metrics = loop.evaluate(weights, eval_step, parts.rng_state, eval_ds, mesh)
+    return {**metrics, **described, "model": config.model, "dataset": config.dataset, "split": split,
+            "image_size": config.image_size, "crop_pct": config.eval_crop_pct, "batch_size": batch_size}
+
+
+def default_output(result: dict[str, Any]) -> str:
+    """``<workdir>/eval/<split>_step<N>[_ema].json`` for a workdir's result."""
+    split = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in result["split"])
+    suffix = "_ema" if result["weights"] == "ema" else ""
+    return os.path.join(result["checkpoint"], "eval", f"{split}_step{result['step']}{suffix}.json")
+
+
+def write_json(path: str, payload: dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+
+
+def _main(argv: list[str]) -> None:
+    import sys
+
+    from absl import flags
+
+    from dog_jax import data
+    from dog_jax.checkpoints import TORCH_SUFFIXES
+    from dog_jax.train.config import ConfigError
+
+    if len(argv) > 1:
+        raise SystemExit(f"error: unexpected arguments {' '.join(argv[1:])}; see --helpshort.")
+    values = flags.FLAGS
+    checkpoint = values.checkpoint
+    if Path(checkpoint).suffix.lower() in TORCH_SUFFIXES:
+        try:
+            import torch  # noqa: F401  -- before TensorFlow: the pinned versions crash the other way round
+        except ImportError:
+            pass  # the reader then says which extra to install
+    try:
+        result = evaluate_checkpoint(checkpoint, config=values.config, step=values.step, ema=values.ema,
+                                     split=values.split, batch_size=values.batch_size)
+    except (CheckpointError, ConfigError, data.DatasetError) as error:
+        raise SystemExit(f"error: {error}") from None
+    out = values.out or (default_output(result) if result["step"] is not None else None)
+    if out is None:
+        raise SystemExit("error: pass --out=metrics.json to write the metrics of a checkpoint file.")
+    write_json(out, result)
+    print(f"{result['dataset']}:{result['split']} ({result['eval_examples']} examples): top-1 "
+          f"{result['eval_top1']:.4f}, top-5 {result['eval_top5']:.4f}, loss {result['eval_loss']:.4f}; "
+          f"wrote {out}", file=sys.stdout)
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    flags.DEFINE_string("checkpoint", None, "A train.py workdir, or a .pth/.pt/.bin/.safetensors/.npz file.")
+    config_flags.DEFINE_config_file("config", None, "For a file: config naming model and data, e.g. "
+                                    "configs/convnext.py:model=convnext_tiny (override fields with --config.x=y).",
+                                    lock_config=True)
+    flags.DEFINE_string("split", None, "tfds split (default: the config's eval_split).")
+    flags.DEFINE_integer("batch_size", None, "Global eval batch (default: the config's batch_size).")
+    flags.DEFINE_integer("step", None, "A workdir's checkpoint step (default: the latest).")
+    flags.DEFINE_bool("ema", False, "Evaluate a workdir's EMA weights.")
+    flags.DEFINE_string("out", None, "Metrics JSON (default for a workdir: <workdir>/eval/<split>_step<N>.json).")
+    flags.mark_flag_as_required("checkpoint")
+    app.run(_main)
