@@ -52,14 +52,15 @@ def _load_weights(checkpoint: str, config: ml_collections.ConfigDict | None, *, 
         raise CheckpointError(f"{checkpoint}: a checkpoint file holds no model or data settings; pass "
                               "--config=configs/<family>.py:model=<name> (and --config.dataset / data_dir).")
     if step is not None or ema:
-        raise CheckpointError(f"{checkpoint}: --step and --ema select a workdir's checkpoint; a file has one set "
-                              "of weights.")
+        raise CheckpointError(f"{checkpoint}: --step and --ema select a workdir's checkpoint; a file has "
+                              "one set of weights.")
     model = restore.inference_model(config, num_classes_of_data(config))
     try:
         report = convert.load_torch_checkpoint(model, checkpoint)
     except convert.StateDictMismatchError as error:
         raise CheckpointError(f"{checkpoint}: {error}") from None
-    return model, config, {"checkpoint": str(checkpoint), "step": None, "weights": f"file ({report.naming} names)"}
+    described = {"checkpoint": str(checkpoint), "step": None, "weights": f"file ({report.naming} names)"}
+    return model, config, described
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: ml_collections.ConfigDict | None = None,
@@ -112,8 +113,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: ml_collections
     num_classes = data.num_classes(builder)
     logits = model.head.fc if hasattr(model.head, "fc") else model.head
     if logits is not None and logits.kernel.shape[-1] != num_classes:
-        raise config_lib.ConfigError(f"the model has {logits.kernel.shape[-1]} outputs but {config.dataset} has "
-                                     f"{num_classes} classes; evaluate it on the dataset it was trained for.")
+        raise config_lib.ConfigError(f"the model has {logits.kernel.shape[-1]} outputs but {config.dataset} "
+                                     f"has {num_classes} classes; evaluate it on the dataset it was trained "
+                                     "for.")
     devices, processes = jax.device_count(), jax.process_count()
     if batch_size % devices or batch_size % processes:
         raise config_lib.ConfigError(f"batch size {batch_size} is not a multiple of the {devices} devices; "
@@ -187,13 +189,14 @@ if __name__ == "__main__":
     from ml_collections import config_flags
 
     flags.DEFINE_string("checkpoint", None, "A train.py workdir, or a .pth/.pt/.bin/.safetensors/.npz file.")
-    config_flags.DEFINE_config_file("config", None, "For a file: config naming model and data, e.g. "
-                                    "configs/convnext.py:model=convnext_tiny (override fields with --config.x=y).",
-                                    lock_config=True)
+    config_flags.DEFINE_config_file(
+        "config", None, "For a file: config naming model and data, e.g. "
+        "configs/convnext.py:model=convnext_tiny (override fields with --config.x=y).", lock_config=True)
     flags.DEFINE_string("split", None, "tfds split (default: the config's eval_split).")
     flags.DEFINE_integer("batch_size", None, "Global eval batch (default: the config's batch_size).")
     flags.DEFINE_integer("step", None, "A workdir's checkpoint step (default: the latest).")
     flags.DEFINE_bool("ema", False, "Evaluate a workdir's EMA weights.")
-    flags.DEFINE_string("out", None, "Metrics JSON (default for a workdir: <workdir>/eval/<split>_step<N>.json).")
+    flags.DEFINE_string("out", None,
+                        "Metrics JSON (default for a workdir: <workdir>/eval/<split>_step<N>.json).")
     flags.mark_flag_as_required("checkpoint")
     app.run(_main)

@@ -103,7 +103,8 @@ def _pretrained_cfg(config: ml_collections.ConfigDict, model_config: Any, num_cl
     return {
         "input_size": [model_config.in_chans, size, size], "fixed_input_size": False,
         "interpolation": "bicubic", "crop_pct": config.eval_crop_pct, "crop_mode": "center",
-        "mean": [round(m / 255.0, 6) for m in IMAGENET_MEAN], "std": [round(s / 255.0, 6) for s in IMAGENET_STD],
+        "mean": [round(m / 255.0, 6) for m in IMAGENET_MEAN],
+        "std": [round(s / 255.0, 6) for s in IMAGENET_STD],
         "num_classes": num_classes, "pool_size": None, "first_conv": first_conv, "classifier": classifier,
         "paper_name": _PAPER, "paper_ids": "arXiv:2401.10178",
         "description": f"dog_jax {config.model} trained on {config.dataset} (dw_init={config.dw_init})",
@@ -122,7 +123,8 @@ def hub_config(config: ml_collections.ConfigDict, num_classes: int) -> dict[str,
         hub["model_args"] = model_args
     hub["pretrained_cfg"] = _pretrained_cfg(config, model_config, num_classes, naming)
     # What dog_jax needs to rebuild it (free kernels: a basis run's kernels are exported materialised).
-    hub["dog_jax"] = {"model": config.model, "model_overrides": {k: _json_value(v) for k, v in overrides.items()},
+    hub["dog_jax"] = {"model": config.model,
+                      "model_overrides": {k: _json_value(v) for k, v in overrides.items()},
                       "naming": naming, "timm_loadable": naming == "timm"}
     return hub
 
@@ -169,8 +171,8 @@ def model_card(config: ml_collections.ConfigDict, hub: dict[str, Any], *, step: 
         + (" — exported as the materialised k×k kernels" if c.get("dw_param", "free") == "basis" else ""),
     ]
     if dog:
-        lines.append(f"- DoG settings: gamma_range {tuple(dog['gamma_range'])}, on_fraction {dog['on_fraction']}, "
-                     f"norm `{dog['norm']}`, balanced {dog['balanced']}")
+        lines.append(f"- DoG settings: gamma_range {tuple(dog['gamma_range'])}, "
+                     f"on_fraction {dog['on_fraction']}, norm `{dog['norm']}`, balanced {dog['balanced']}")
     opt, aug = c.optimizer, c.augment
     lines += [
         "", "## Training", "",
@@ -178,9 +180,11 @@ def model_card(config: ml_collections.ConfigDict, hub: dict[str, Any], *, step: 
         f"eval crop {c.eval_crop_pct}",
         f"- length: {c.num_train_steps or c.num_epochs} {'steps' if c.num_train_steps else 'epochs'}, "
         f"global batch {c.batch_size}, precision {c.precision}, seed {c.seed}",
-        f"- optimizer: AdamW lr {opt.learning_rate}, weight decay {opt.weight_decay}, {opt.schedule} schedule, "
+        f"- optimizer: AdamW lr {opt.learning_rate}, weight decay {opt.weight_decay}, "
+        f"{opt.schedule} schedule, "
         f"warmup {opt.warmup_epochs} epochs, grad clip {opt.grad_clip_norm}",
-        f"- augmentation: RandAugment `{aug.rand_augment}`, mixup {aug.mixup_alpha}, CutMix {aug.cutmix_alpha}, "
+        f"- augmentation: RandAugment `{aug.rand_augment}`, mixup {aug.mixup_alpha}, "
+        f"CutMix {aug.cutmix_alpha}, "
         f"random erasing {aug.random_erasing}, label smoothing {aug.label_smoothing}",
         f"- drop path {c.drop_path_rate}, EMA decay {c.ema_decay}; full config: `training_config.json`",
         "", "## Evaluation", "",
@@ -188,9 +192,9 @@ def model_card(config: ml_collections.ConfigDict, hub: dict[str, Any], *, step: 
     rows = _eval_metrics(summary, step)
     if rows:
         lines += ["| checkpoint | top-1 | top-5 | loss | EMA top-1 |", "|---|---|---|---|---|"]
-        lines += [f"| {label} | {_fmt(m.get('eval_top1'))} | {_fmt(m.get('eval_top5'))} | {_fmt(m.get('eval_loss'))} "
-                  f"| {_fmt(m.get('eval_ema_top1'))} |" for label, m in rows]
-        lines.append(f"\nOn `{c.dataset}:{c.eval_split}` with the run's eval pipeline (from its summary.json).")
+        keys = ("eval_top1", "eval_top5", "eval_loss", "eval_ema_top1")
+        lines += [f"| {label} | " + " | ".join(_fmt(m.get(key)) for key in keys) + " |" for label, m in rows]
+        lines.append(f"\nOn `{c.dataset}:{c.eval_split}` with the run's eval pipeline (its summary.json).")
     else:
         lines.append("No summary.json in the workdir (the run has not finished): no eval metrics recorded.")
     lines += ["", "## Loading", ""]
@@ -198,15 +202,17 @@ def model_card(config: ml_collections.ConfigDict, hub: dict[str, Any], *, step: 
         register = ("from dog_jax.timm_models import register_timm_models\nregister_timm_models()  "
                     "# dog_jax_convmixer: a ConvMixer size timm does not register\n"
                     if hub["architecture"] == "dog_jax_convmixer" else "")
-        lines += ["```python", "import timm", register + 'model = timm.create_model("local-dir:PATH/TO/THIS/DIR", '
-                  "pretrained=True).eval()", "```"]
+        load = 'model = timm.create_model("local-dir:PATH/TO/THIS/DIR", pretrained=True).eval()'
+        lines += ["```python", "import timm", register + load, "```"]
     lines += ["In dog_jax (JAX/Flax NNX):", "", "```python", "from flax import nnx",
-              "from dog_jax.convert import load_torch_checkpoint", "from dog_jax.models import create_model", "",
+              "from dog_jax.convert import load_torch_checkpoint",
+              "from dog_jax.models import create_model", "",
               f"model = create_model({mine['model']!r}, num_classes={hub['num_classes']}, rngs=nnx.Rngs(0)"
               + "".join(f", {k}={v!r}" for k, v in mine["model_overrides"].items()) + ")",
               'load_torch_checkpoint(model, "model.safetensors")', "model.eval()", "```", "",
               "## Produced by", "", "```", command, "```",
-              f"dog_jax {__version__}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.", ""]
+              f"dog_jax {__version__}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
+              ""]
     return "\n".join(lines)
 
 

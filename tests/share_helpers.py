@@ -25,7 +25,8 @@ def tiny_family_config(family: str, *, dw_param: str = "free", ema_decay: float 
         c.model_overrides.width, c.model_overrides.depth = 16, 2
         c.model_overrides.kernel_size, c.model_overrides.patch_size = 5, 4
     else:
-        c.model = {"convnext": "convnext_atto", "convnextv2": "convnextv2_atto", "hornet": "hornet_tiny_7x7"}[family]
+        names = {"convnext": "convnext_atto", "convnextv2": "convnextv2_atto", "hornet": "hornet_tiny_7x7"}
+        c.model = names[family]
         c.model_overrides.depths, c.model_overrides.dims = (1, 1, 2, 1), (8, 16, 24, 32)
     c.dw_param = dw_param
     c.ema_decay = ema_decay

@@ -27,6 +27,9 @@ def test_core_imports_no_heavy_dependency():
     ("dog_jax.analysis", "matplotlib", "analysis"),
     ("dog_jax.train", "tensorflow", "train"),
     ("dog_jax.data", "tensorflow_datasets", "train"),
+    ("dog_jax.export", "orbax", "train"),
+    ("dog_jax.evaluate", "tensorflow", "train"),
+    ("dog_jax.timm_models", "timm", "torch"),
 ])
 def test_missing_extra_names_it(package, hidden, extra):
     # sys.modules[name] = None makes Python treat the package as not installed.

@@ -39,7 +39,8 @@ def test_restore_model_trained_and_ema_weights(tmp_path):
     assert restored_config.model_overrides.width == 16 and restored_config.ema_decay == 0.9
     params, stats = _pure(model, nnx.Param), _pure(model, nnx.BatchStat)
     np.testing.assert_array_equal(params["head"]["kernel"], saved["params"]["head"]["kernel"])
-    np.testing.assert_array_equal(params["blocks"][1]["dw"]["kernel"], saved["params"]["blocks"][1]["dw"]["kernel"])
+    np.testing.assert_array_equal(params["blocks"][1]["dw"]["kernel"],
+                                  saved["params"]["blocks"][1]["dw"]["kernel"])
     saved_var = saved["batch_stats"]["blocks"][1]["pw_norm"]["var"]
     np.testing.assert_array_equal(stats["blocks"][1]["pw_norm"]["var"], saved_var)
     ema_model, _ = restore_model(tmp_path / "run", step=3, ema=True)
@@ -77,14 +78,16 @@ def test_one_checkpoint_error_class():
     assert trainer_error is checkpoints.CheckpointError is convert_error is analysis_error is CheckpointError
 
 
-@pytest.mark.parametrize("family, dw_param", [("convmixer", "free"), ("convnext", "free"), ("convnextv2", "basis")])
+@pytest.mark.parametrize("family, dw_param",
+                         [("convmixer", "free"), ("convnext", "free"), ("convnextv2", "basis")])
 def test_export_loads_in_timm_with_equal_outputs(tmp_path, family, dw_param):
     config = tiny_family_config(family, dw_param=dw_param, ema_decay=0.9)
     saved_workdir(str(tmp_path / "run"), config)
     with open(tmp_path / "run" / "summary.json", "w") as f:  # what a finished run has
         json.dump({"final_step": 3, "final_eval": {"eval_top1": 0.25, "eval_top5": 0.75, "eval_loss": 2.0},
                    "best_eval": {"step": 3, "eval_top1": 0.25}, "eval_history": []}, f)
-    out = export_model(tmp_path / "run", tmp_path / "export", ema=True, command="python -m dog_jax.export run")
+    out = export_model(tmp_path / "run", tmp_path / "export", ema=True,
+                       command="python -m dog_jax.export run")
     model, _ = restore_model(tmp_path / "run", ema=True)
 
     hub = json.loads((out / "config.json").read_text())
@@ -118,7 +121,8 @@ def test_export_hornet_official_names_reload_into_dog_jax(tmp_path):
     model, _ = restore_model(tmp_path / "run")
     mine = hub["dog_jax"]
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in mine["model_overrides"].items()}
-    reloaded = models.create_model(mine["model"], num_classes=hub["num_classes"], rngs=nnx.Rngs(1), **overrides)
+    reloaded = models.create_model(mine["model"], num_classes=hub["num_classes"], rngs=nnx.Rngs(1),
+                                   **overrides)
     report = load_torch_checkpoint(reloaded, out / "model.safetensors")
     assert report.naming == "official" and report.ok
     reloaded.eval()
@@ -145,7 +149,8 @@ def test_timm_architecture_routes():
     assert timm_architecture("convmixer_512_12", paper)[0] == "dog_jax_convmixer"
     register_timm_models()
     register_timm_models()  # idempotent
-    built = timm.create_model("dog_jax_convmixer", dim=8, depth=1, kernel_size=3, patch_size=2, activation="relu")
+    built = timm.create_model("dog_jax_convmixer", dim=8, depth=1, kernel_size=3, patch_size=2,
+                              activation="relu")
     assert isinstance(built.blocks[0][2], torch.nn.ReLU)
     with pytest.raises(ValueError, match="mlp_ratio=2 cannot be exported for timm"):
         timm_architecture("convnext_atto", models.get_model_config("convnext_atto", mlp_ratio=2))
@@ -153,7 +158,8 @@ def test_timm_architecture_routes():
 
 def test_export_cli(tmp_path):
     saved_workdir(str(tmp_path / "run"), tiny_family_config("convnext"))
-    command = [sys.executable, "-m", "dog_jax.export", str(tmp_path / "run"), "--out", str(tmp_path / "export")]
+    command = [sys.executable, "-m", "dog_jax.export", str(tmp_path / "run"),
+               "--out", str(tmp_path / "export")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stderr

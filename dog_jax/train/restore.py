@@ -82,7 +82,8 @@ def find_checkpoint(workdir: str | Path, step: int | None = None) -> RunCheckpoi
     info_file, config_file = step_dir / "model" / "metadata", workdir / "config.json"
     for needed in (info_file, config_file):
         if not needed.is_file():
-            raise CheckpointError(f"{needed}: missing; a train.py workdir has it (written by an older version?).")
+            raise CheckpointError(f"{needed}: missing; a train.py workdir has it (written by an older "
+                                  "version?).")
     info = json.loads(info_file.read_text())
     config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
     # The checkpoint's own record of the architecture wins over config.json (rewritten at every start).
@@ -140,7 +141,8 @@ def fill_model(model: nnx.Module, weights: dict[str, Any], source: str) -> None:
     for key, variable in wanted.items():
         value = np.asarray(given[key])
         if value.shape != tuple(variable.shape):
-            raise CheckpointError(f"{source}: {key} has shape {value.shape}, the model needs {tuple(variable.shape)}.")
+            raise CheckpointError(f"{source}: {key} has shape {value.shape}, the model needs "
+                                  f"{tuple(variable.shape)}.")
         variable.set_value(jax.numpy.asarray(value, dtype=variable.get_value().dtype))
     nnx.update(model, state)
 
