@@ -353,8 +353,13 @@ def _quiet_absl() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def restore_pytree(item_dir: Path) -> Any:
-    """Restore one orbax pytree item as host numpy arrays, with no target and no sharding."""
+def restore_pytree(item_dir: Path, keys: tuple[str, ...] | None = None) -> Any:
+    """Restore one orbax pytree item as host numpy arrays, with no target and no sharding.
+
+    ``keys``: restore only these top-level entries of a dict item (e.g. ``("params",
+    "batch_stats")`` of a train state, leaving the optimizer state on disk); missing ones are
+    left out of the result.
+    """
     import jax
     import orbax.checkpoint as ocp
     from orbax.checkpoint import metadata as ocp_metadata
@@ -367,11 +372,15 @@ def restore_pytree(item_dir: Path) -> Any:
             if not tree:
                 raise CheckpointError(f"{item_dir}: its orbax metadata describes no arrays (a corrupt or unfinished "
                                       "save, or not a PyTree/Standard checkpoint).")
+            if keys is not None:
+                tree = {key: value for key, value in tree.items() if key in keys}
             restore_args = jax.tree.map(
                 lambda m: ocp.RestoreArgs(restore_type=np.ndarray)
                 if isinstance(m, ocp_metadata.ArrayMetadata) else ocp.RestoreArgs(),
                 tree)
-            return checkpointer.restore(item_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+            args = ocp.args.PyTreeRestore(item=tree, restore_args=restore_args, partial_restore=True) \
+                if keys is not None else ocp.args.PyTreeRestore(restore_args=restore_args)
+            return checkpointer.restore(item_dir, args=args)
     except CheckpointError:
         raise
     except Exception as e:  # orbax raises many types; the user needs one line, not a stack.

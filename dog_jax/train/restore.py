@@ -108,7 +108,8 @@ def read_weights(checkpoint: RunCheckpoint, *, ema: bool = False) -> dict[str, A
     if ema and not checkpoint.has_ema:
         raise CheckpointError(f"{checkpoint.workdir}: the run has no EMA weights (config.ema_decay was 0); "
                               "drop --ema / ema=True.")
-    state = restore_pytree(checkpoint.step_dir / "state")
+    # Only the weights wanted: the optimizer state (twice the parameters) stays on disk.
+    state = restore_pytree(checkpoint.step_dir / "state", keys=("ema",) if ema else ("params", "batch_stats"))
     weights = state["ema"] if ema else state
     return {"params": weights["params"], "batch_stats": weights.get("batch_stats") or {}}
 
