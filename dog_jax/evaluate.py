@@ -35,8 +35,12 @@ __all__ = ["default_output", "evaluate_checkpoint"]
 
 
 def _load_weights(checkpoint: str, config: ml_collections.ConfigDict | None, *, step: int | None, ema: bool,
-                  num_classes_of_data) -> tuple[Any, ml_collections.ConfigDict, dict[str, Any]]:
-    """(concrete NNX model, config, description) for a workdir or a checkpoint file."""
+                  num_classes_of_data) -> tuple[Any, Any, ml_collections.ConfigDict, dict[str, Any]]:
+    """(model, EMA model or None, config, description) for a workdir or a checkpoint file.
+
+    A workdir whose run has an EMA gives both (the trainer evaluates both), unless ``ema`` asks for
+    the EMA alone.
+    """
     from dog_jax import convert
     from dog_jax.train import restore
 
@@ -44,8 +48,12 @@ def _load_weights(checkpoint: str, config: ml_collections.ConfigDict | None, *, 
         run = restore.find_checkpoint(checkpoint, step)
         model = restore.inference_model(run.config, run.num_classes)
         restore.fill_model(model, restore.read_weights(run, ema=ema), str(run.step_dir))
-        return model, run.config, {"checkpoint": str(run.workdir), "step": run.step,
-                                   "weights": "ema" if ema else "trained"}
+        ema_model = None
+        if run.has_ema and not ema:
+            ema_model = restore.inference_model(run.config, run.num_classes)
+            restore.fill_model(ema_model, restore.read_weights(run, ema=True), str(run.step_dir))
+        return model, ema_model, run.config, {"checkpoint": str(run.workdir), "step": run.step,
+                                              "weights": "ema" if ema else "trained"}
     if not Path(checkpoint).exists():
         raise CheckpointError(f"{checkpoint}: no such file or directory.")
     if config is None:
@@ -60,7 +68,7 @@ def _load_weights(checkpoint: str, config: ml_collections.ConfigDict | None, *, 
     except convert.StateDictMismatchError as error:
         raise CheckpointError(f"{checkpoint}: {error}") from None
     described = {"checkpoint": str(checkpoint), "step": None, "weights": f"file ({report.naming} names)"}
-    return model, config, described
+    return model, None, config, described
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: ml_collections.ConfigDict | None = None,
@@ -80,8 +88,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: ml_collections
 
     Returns:
       ``{"eval_top1", "eval_top5", "eval_loss", "eval_examples", "eval_time_s"}`` (fractions;
-      mean cross-entropy) plus what was evaluated: checkpoint, step, weights, model, dataset,
-      split, image_size, crop_pct, batch_size.
+      mean cross-entropy), ``eval_ema_{top1, top5, loss}`` for a workdir whose run has an EMA
+      (as the trainer reports; not with ``ema``, which evaluates the EMA alone), plus what was
+      evaluated: checkpoint, step, weights, model, dataset, split, image_size, crop_pct, batch_size.
 
     Raises:
       CheckpointError, ConfigError, DatasetError: one line each (e.g. a config with a workdir,
@@ -105,8 +114,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: ml_collections
             builders[key] = data.get_builder(c.dataset, c.get("data_dir"), manual_dir=c.get("manual_dir"))
         return builders[key]
 
-    model, config, described = _load_weights(os.fspath(checkpoint), config, step=step, ema=ema,
-                                             num_classes_of_data=lambda c: data.num_classes(builder_for(c)))
+    model, ema_model, config, described = _load_weights(
+        os.fspath(checkpoint), config, step=step, ema=ema,
+        num_classes_of_data=lambda c: data.num_classes(builder_for(c)))
     builder = builder_for(config)
     split = split or config.eval_split
     batch_size = batch_size or config.batch_size
@@ -124,7 +134,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: ml_collections
     mesh = sharding.create_mesh()
     compute_dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
     parts, params, batch_stats = steps.split_model(model)
-    weights = jax.device_put({"params": params, "batch_stats": batch_stats}, sharding.replicated(mesh))
+    weights = {"params": params, "batch_stats": batch_stats}
+    if ema_model is not None:
+        _, ema_params, ema_batch_stats = steps.split_model(ema_model)
+        weights["ema"] = {"params": ema_params, "batch_stats": ema_batch_stats}
+    weights = jax.device_put(weights, sharding.replicated(mesh))
     eval_step = steps.make_eval_step(parts, compute_dtype=compute_dtype, mesh=mesh)
     examples = data.split_size(builder, split)
     local_batch = batch_size // processes

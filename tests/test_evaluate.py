@@ -28,13 +28,19 @@ _METRICS = ("eval_top1", "eval_top5", "eval_loss", "eval_examples")
 
 def test_evaluate_workdir_equals_the_trainers_eval_and_its_export(tiny_data_dir, tmp_path):
     workdir = str(tmp_path / "run")
-    summary = train_and_evaluate(tiny_config(tiny_data_dir, num_train_steps=2, eval_every_steps=2), workdir)
-    trainer = summary["final_eval"]
+    config = tiny_config(tiny_data_dir, num_train_steps=2, eval_every_steps=2, ema_decay=0.5)
+    trainer = train_and_evaluate(config, workdir)["final_eval"]
 
-    result = evaluate_checkpoint(workdir)
+    result = evaluate_checkpoint(workdir)  # the trained weights and, as the trainer does, the EMA
     assert result["step"] == 2 and result["split"] == "test" and result["weights"] == "trained"
-    assert result["eval_examples"] == trainer["eval_examples"] and result["eval_top1"] == trainer["eval_top1"]
-    np.testing.assert_allclose(result["eval_loss"], trainer["eval_loss"], rtol=1e-6)
+    assert result["eval_examples"] == trainer["eval_examples"]
+    for prefix in ("eval", "eval_ema"):
+        assert result[f"{prefix}_top1"] == trainer[f"{prefix}_top1"]
+        np.testing.assert_allclose(result[f"{prefix}_loss"], trainer[f"{prefix}_loss"], rtol=1e-6)
+    assert result["eval_ema_loss"] != result["eval_loss"]
+    ema_only = evaluate_checkpoint(workdir, ema=True)
+    assert ema_only["weights"] == "ema" and "eval_ema_loss" not in ema_only
+    np.testing.assert_allclose(ema_only["eval_loss"], trainer["eval_ema_loss"], rtol=1e-6)
 
     # The exported timm-named file, evaluated with the run's config, gives the same numbers.
     export_model(workdir, tmp_path / "export")
