@@ -203,12 +203,13 @@ def model_card(config: ml_collections.ConfigDict, hub: dict[str, Any], *, step: 
                     "# dog_jax_convmixer: a ConvMixer size timm does not register\n"
                     if hub["architecture"] == "dog_jax_convmixer" else "")
         load = 'model = timm.create_model("local-dir:PATH/TO/THIS/DIR", pretrained=True).eval()'
-        lines += ["```python", "import timm", register + load, "```"]
+        lines += ["```python", "import timm", register + load, "```", ""]
     lines += ["In dog_jax (JAX/Flax NNX):", "", "```python", "from flax import nnx",
               "from dog_jax.convert import load_torch_checkpoint",
               "from dog_jax.models import create_model", "",
               f"model = create_model({mine['model']!r}, num_classes={hub['num_classes']}, rngs=nnx.Rngs(0)"
-              + "".join(f", {k}={v!r}" for k, v in mine["model_overrides"].items()) + ")",
+              + "".join(f", {k}={tuple(v) if isinstance(v, list) else v!r}"
+                        for k, v in mine["model_overrides"].items()) + ")",
               'load_torch_checkpoint(model, "model.safetensors")', "model.eval()", "```", "",
               "## Produced by", "", "```", command, "```",
               f"dog_jax {__version__}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",

@@ -117,7 +117,8 @@ def test_export_hornet_official_names_reload_into_dog_jax(tmp_path):
     out = export_model(tmp_path / "run", tmp_path / "export")
     hub = json.loads((out / "config.json").read_text())
     assert hub["dog_jax"]["naming"] == "official" and not hub["dog_jax"]["timm_loadable"]
-    assert "timm has no HorNet" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "timm has no HorNet" in card and "depths=(1, 1, 2, 1), dims=(8, 16, 24, 32)" in card
     model, _ = restore_model(tmp_path / "run")
     mine = hub["dog_jax"]
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in mine["model_overrides"].items()}
