@@ -37,10 +37,12 @@ ConvMixer the original code leaves PyTorch's default init (kaiming_uniform with 
 i.e. U(+-1/k) for a depthwise kernel), which is a Kaiming init; for ConvNeXt and HorNet the
 original code initialises every conv, the depthwise ones too, with trunc-normal(0.02) and
 no Kaiming init at all. Our best reading is that each paper baseline is the unchanged original
-code, i.e. the model's reference init: ``*_kaiming`` names use ``dw_init="reference"``. The
-literal readings are offered beside them: ``*_kaiming-he`` (He normal, N(0, 2/k^2), PyTorch's
-``kaiming_normal_``) and ``*_kaiming-torch`` (PyTorch's default; for ConvMixer identical to the
-reference). See docs/experiments.md.
+code, i.e. the model's reference init: the ``*_kaiming-reference`` names run
+``dw_init="reference"`` (their names before 2026-11-29, ``*_kaiming``, still work: results in
+docs/results record them). The literal readings are offered beside them: ``*_kaiming-he`` (He
+normal, N(0, 2/k^2), PyTorch's ``kaiming_normal_``) and ``*_kaiming-torch`` (PyTorch's default;
+for ConvMixer identical to the reference). Every name runs the ``dw_init`` that
+``python configs/paper.py`` lists beside it. See docs/experiments.md.
 """
 
 
@@ -97,9 +99,9 @@ def _experiments() -> list[Experiment]:
               "convmixer": ("ConvMixer-512/12 9x9", 64.00, 66.34, "PyTorch default, kaiming_uniform(a=sqrt(5))")}
     for family, (model, kaiming, dog, reference) in table1.items():
         rows += [
-            Experiment(f"table1_{family}_kaiming", family, "reference", "Table 1",
+            Experiment(f"table1_{family}_kaiming-reference", family, "reference", "Table 1",
                        f"{model} baseline, best reading of the paper's 'Kaiming': the original code's "
-                       f"init ({reference})", kaiming),
+                       f"init ({reference}){'' if family == 'convmixer' else ', not a Kaiming init'}", kaiming),
             Experiment(f"table1_{family}_kaiming-he", family, "he_normal", "Table 1",
                        f"{model} baseline, literal reading: He-normal N(0, 2/k^2) depthwise kernels", kaiming),
         ]
@@ -111,9 +113,9 @@ def _experiments() -> list[Experiment]:
                                f"{model} with the paper's DoG init: gamma ~ U(0, 0.5), half on-centre", dog))
     # Table 2: ConvMixer-512/12 9x9, which parts of the DoG recipe matter.
     rows += [
-        Experiment("table2_kaiming", "convmixer", "reference", "Table 2",
+        Experiment("table2_kaiming-reference", "convmixer", "reference", "Table 2",
                    "ConvMixer baseline (PyTorch default = the original code's init; same as "
-                   "table1_convmixer_kaiming)", 64.00),
+                   "table1_convmixer_kaiming-reference)", 64.00),
         Experiment("table2_kaiming-he", "convmixer", "he_normal", "Table 2",
                    "ConvMixer baseline, literal He-normal reading of 'Kaiming'", 64.00),
         Experiment("table2_gamma0-1_onoff", "convmixer", "dog", "Table 2",
@@ -164,6 +166,10 @@ def _experiments() -> list[Experiment]:
 
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in _experiments()}
+#: Earlier names of rows, still accepted (run directories and docs/results record them): the paper's
+#: "Kaiming" rows were called ``*_kaiming`` although they run the reference init.
+ALIASES: dict[str, str] = {name.removesuffix("-reference"): name for name in EXPERIMENTS
+                           if name.endswith("_kaiming-reference")}
 
 
 def _load_family(family: str):
@@ -178,7 +184,7 @@ def _load_family(family: str):
 def parse(arg: str | None) -> tuple[Experiment, str, dict[str, object]]:
     """Splits ``"NAME[,modifier...]"`` into (experiment, family, modifiers); one-line ConfigError if wrong."""
     name, _, rest = (arg or "").strip().partition(",")
-    name = name.strip()
+    name = ALIASES.get(name.strip(), name.strip())
     if name not in EXPERIMENTS:
         what = f"Unknown experiment {name!r}" if name and name != "list" else "Name an experiment"
         raise ConfigError(f"{what} in configs/paper.py; known: {', '.join(EXPERIMENTS)} "
@@ -235,10 +241,14 @@ def experiment_info(arg: str | None) -> dict[str, object]:
 
 def describe() -> str:
     """A plain-text table of every name (``python configs/paper.py``)."""
-    lines = [f"{'name':30s} {'group':9s} {'model':10s} {'paper':>6s}  tests"]
+    lines = [f"{'name':34s} {'group':9s} {'model':10s} {'dw_init':15s} {'paper':>6s}  tests"]
     for e in EXPERIMENTS.values():
         paper = f"{e.paper_top1:.2f}" if e.paper_top1 is not None else "-"
-        lines.append(f"{e.name:30s} {e.group:9s} {e.family or 'family=':10s} {paper:>6s}  {e.tests}")
+        lines.append(f"{e.name:34s} {e.group:9s} {e.family or 'family=':10s} {e.dw_init:15s} {paper:>6s}  "
+                     f"{e.tests}")
+    lines.append("dw_init: the depthwise kernels' init (config.dw_init); 'reference' is the model's original "
+                 "init, not He normal. Earlier names still accepted: "
+                 + ", ".join(f"{old} = {new}" for old, new in ALIASES.items()) + ".")
     lines.append("Modifiers: ,demo | ,cifar10 | ,fashion_mnist | ,epochs=F | ,family=convmixer|convnext|hornet "
                  "(ablation_*/baseline_*) | ,paper_text (Adam + gradient clipping, as the paper's text).")
     return "\n".join(lines)

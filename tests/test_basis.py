@@ -39,8 +39,8 @@ def _flat(model) -> dict[str, np.ndarray]:
 def test_dog_init_reproduces_dog_kernels_exactly_in_every_family(name, init):
     """Same key -> bit-identical depthwise kernels, and every other parameter identical."""
     spec = dog(norm="he") if init == "dog_he" else "dog"
-    free = create_model(name, num_classes=3, dw_kernel_init=spec, rngs=nnx.Rngs(0), **SMALL[name])
-    basis = create_model(name, num_classes=3, dw_kernel_init=spec, rngs=nnx.Rngs(0), dw_param="basis",
+    free = create_model(name, num_classes=3, dw_init=spec, rngs=nnx.Rngs(0), **SMALL[name])
+    basis = create_model(name, num_classes=3, dw_init=spec, rngs=nnx.Rngs(0), dw_param="basis",
                          **SMALL[name])
     pairs = list(zip(iter_depthwise_convs(free), iter_depthwise_convs(basis), strict=True))
     assert pairs and all(isinstance(lb, BasisDepthwiseConv2D) for _, (_, lb) in pairs)
@@ -99,7 +99,7 @@ def test_jit_and_vmap_equal_eager():
 
 
 def test_jitted_model_gradient_reaches_every_basis_parameter():
-    model = create_model("convnext_atto", num_classes=3, dw_kernel_init="dog", rngs=nnx.Rngs(0),
+    model = create_model("convnext_atto", num_classes=3, dw_init="dog", rngs=nnx.Rngs(0),
                          dw_param="basis", **SMALL["convnext_atto"])
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 32, 32, 3)), jnp.float32)
 
@@ -161,7 +161,7 @@ def test_wrong_dw_param_and_loading_free_kernels_fail_clearly():
 
 
 def test_materialize_turns_basis_parameters_into_kernels():
-    model = create_model("convmixer_512_12", num_classes=3, dw_kernel_init="dog", rngs=nnx.Rngs(0),
+    model = create_model("convmixer_512_12", num_classes=3, dw_init="dog", rngs=nnx.Rngs(0),
                          dw_param="basis", **SMALL["convmixer_512_12"])
     arrays = materialize(_flat(model), 5)
     assert not any("basis_" in k for k in arrays)
@@ -176,7 +176,7 @@ def test_export_loads_into_timm_strict_with_equal_outputs():
     from dog_jax.convert import to_torch_state_dict
 
     torch.set_num_threads(1)
-    model = create_model("convmixer_512_12", num_classes=10, dw_kernel_init="dog", rngs=nnx.Rngs(0),
+    model = create_model("convmixer_512_12", num_classes=10, dw_init="dog", rngs=nnx.Rngs(0),
                          dw_param="basis", width=16, depth=2)
     # Move the basis away from its DoG start so every term contributes to the exported kernel.
     for _, layer in iter_depthwise_convs(model):
@@ -210,7 +210,7 @@ def test_analysis_reads_a_basis_checkpoint_as_materialised_kernels(tmp_path):
     from dog_jax.analysis import extract_depthwise_kernels
 
     overrides = {"width": 8, "depth": 1, "kernel_size": 5}
-    model = create_model("convmixer_512_12", num_classes=3, dw_kernel_init="dog", rngs=nnx.Rngs(0),
+    model = create_model("convmixer_512_12", num_classes=3, dw_init="dog", rngs=nnx.Rngs(0),
                          dw_param="basis", **overrides)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     info = {"model": "convmixer_512_12", "model_overrides": {**overrides, "dw_param": "basis"}}

@@ -27,7 +27,7 @@ def write_sweep(tmp_path: Path, body: str) -> Path:
 
 
 SIMPLE = f"""
-SWEEP = Sweep(entries=[Entry("{ROOT}/configs/paper.py:table2_kaiming,demo", name="kaiming"),
+SWEEP = Sweep(entries=[Entry("{ROOT}/configs/paper.py:table2_kaiming-reference,demo", name="kaiming"),
                        Entry("{ROOT}/configs/paper.py:table2_gamma0-0.5_onoff,demo", {{"num_epochs": 2.0}})],
               seeds=(0, 1, 2), overrides={{"num_epochs": 1.0, "dog.gamma_range": (0.0, 0.5)}})
 """
@@ -137,7 +137,7 @@ def test_collect_table_csv_and_curves(tmp_path):
     result = collect(runs, sweep, tmp_path / "root", title="T", say=lambda _: None)
     with open(tmp_path / "root" / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 6 and rows[2]["status"] == "pending" and rows[0]["experiment"] == "table2_kaiming"
+    assert len(rows) == 6 and rows[2]["status"] == "pending" and rows[0]["experiment"] == "table2_kaiming-reference"
     assert rows[3]["paper_row_top1"] == "66.34" and rows[3]["overrides"] == (
         '{"dog.gamma_range": [0.0, 0.5], "num_epochs": 2.0}')
     table = (tmp_path / "root" / "results.md").read_text()
@@ -178,7 +178,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "missing.py")]) == 2
     bad = tmp_path / "bad_override.py"
     bad.write_text(f"from dog_jax.experiments import Entry, Sweep\n"
-                   f"SWEEP = Sweep(entries=[Entry('{ROOT}/configs/paper.py:table2_kaiming,demo', "
+                   f"SWEEP = Sweep(entries=[Entry('{ROOT}/configs/paper.py:table2_kaiming-reference,demo', "
                    f"{{'optimizer.lr': 1.0}})])\n")
     assert main([str(bad), "--dry-run", "--workdir-root", str(tmp_path / "r")]) == 2
     typo = tmp_path / "typo.py"
@@ -198,7 +198,7 @@ def test_cli_dry_run_and_collect(tmp_path, capsys):
     assert main([str(path), "--dry-run", "--workdir-root", str(root), "--shard", "0/2"]) == 0
     out = capsys.readouterr().out
     assert "3 of 6 runs selected" in out and "[pending] kaiming/seed_0" in out
-    assert f"train.py --config={ROOT}/configs/paper.py:table2_kaiming,demo --workdir={root}/kaiming/seed_0" in out
+    assert f"train.py --config={ROOT}/configs/paper.py:table2_kaiming-reference,demo --workdir={root}/kaiming/seed_0" in out
     assert not root.exists()  # a dry run writes nothing
     fake_summary(str(root / "kaiming" / "seed_0"), 0.9)
     published = tmp_path / "docs_results"
@@ -207,4 +207,4 @@ def test_cli_dry_run_and_collect(tmp_path, capsys):
     assert (published / "results.md").read_text() == (root / "results.md").read_text()
     commands = (published / "commands.md").read_text()
     assert "1 of 6 runs have a summary; their trainer wall times add up to 1m00s" in commands
-    assert "python train.py --config=configs/paper.py:table2_kaiming,demo --workdir=" in commands
+    assert "python train.py --config=configs/paper.py:table2_kaiming-reference,demo --workdir=" in commands

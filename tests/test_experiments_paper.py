@@ -22,9 +22,9 @@ def paper():
 def test_every_paper_row_has_its_number():
     p = paper()
     expected = {
-        "table1_convnext_kaiming": 76.17, "table1_convnext_dog": 76.74, "table1_hornet_kaiming": 76.06,
-        "table1_hornet_dog": 76.40, "table1_convmixer_kaiming": 64.00, "table1_convmixer_dog": 66.34,
-        "table2_kaiming": 64.00, "table2_gamma0-1_onoff": 65.20, "table2_gamma0-0.5_on": 64.78,
+        "table1_convnext_kaiming-reference": 76.17, "table1_convnext_dog": 76.74,
+        "table1_hornet_kaiming-reference": 76.06, "table1_hornet_dog": 76.40, "table1_convmixer_kaiming-reference": 64.00, "table1_convmixer_dog": 66.34,
+        "table2_kaiming-reference": 64.00, "table2_gamma0-1_onoff": 65.20, "table2_gamma0-0.5_on": 64.78,
         "table2_gamma0-0.5_onoff": 66.34,
     }
     for name, top1 in expected.items():
@@ -34,11 +34,11 @@ def test_every_paper_row_has_its_number():
 
 
 @pytest.mark.parametrize("name, model, dw_init, gamma_range, on_fraction, norm", [
-    ("table1_convnext_kaiming", "convnext_tiny", "reference", (0.0, 0.5), 0.5, "paper"),
+    ("table1_convnext_kaiming-reference", "convnext_tiny", "reference", (0.0, 0.5), 0.5, "paper"),
     ("table1_convnext_kaiming-he", "convnext_tiny", "he_normal", (0.0, 0.5), 0.5, "paper"),
     ("table1_hornet_kaiming-torch", "hornet_tiny_7x7", "torch_default", (0.0, 0.5), 0.5, "paper"),
     ("table1_hornet_dog", "hornet_tiny_7x7", "dog", (0.0, 0.5), 0.5, "paper"),
-    ("table2_kaiming", "convmixer_512_12", "reference", (0.0, 0.5), 0.5, "paper"),
+    ("table2_kaiming-reference", "convmixer_512_12", "reference", (0.0, 0.5), 0.5, "paper"),
     ("table2_gamma0-1_onoff", "convmixer_512_12", "dog", (0.0, 1.0), 0.5, "paper"),
     ("table2_gamma0-0.5_on", "convmixer_512_12", "dog", (0.0, 0.5), 1.0, "paper"),
     ("table2_gamma0-0.5_onoff", "convmixer_512_12", "dog", (0.0, 0.5), 0.5, "paper"),
@@ -74,13 +74,14 @@ def test_modifiers_demo_cifar10_family_epochs():
 
 
 @pytest.mark.parametrize("arg, message", [
-    ("table2_kaiminq", "Unknown experiment 'table2_kaiminq' in configs/paper.py; known: table1_convnext_kaiming,"),
+    ("table2_kaiminq",
+     "Unknown experiment 'table2_kaiminq' in configs/paper.py; known: table1_convnext_kaiming-reference,"),
     ("list", "Name an experiment in configs/paper.py; known:"),
     (None, "Name an experiment"),
     ("table1_convnext_dog,family=hornet", "'family=' applies only to ablation_* and baseline_* names"),
     ("ablation_on0,family=vit", "family='vit' is unknown"),
-    ("table2_kaiming,demo,cifar10", "one of 'demo', 'cifar10' or 'fashion_mnist'"),
-    ("table2_kaiming,epochs=lots", "takes a float"),
+    ("table2_kaiming-reference,demo,cifar10", "one of 'demo', 'cifar10' or 'fashion_mnist'"),
+    ("table2_kaiming-reference,epochs=lots", "takes a float"),
 ])
 def test_wrong_names_give_one_line_listing_the_names(arg, message):
     with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(").replace("*", r"\*")) as info:
@@ -93,12 +94,28 @@ def test_listing_from_the_command_line():
                             timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "table2_gamma0-0.5_onoff" in result.stdout and "66.34" in result.stdout
-    assert len([line for line in result.stdout.splitlines() if line.startswith(("table", "ablation", "baseline"))]) \
-        == len(paper().EXPERIMENTS)
+    rows = [line.split() for line in result.stdout.splitlines()
+            if line.startswith(("table", "ablation", "baseline"))]
+    assert len(rows) == len(paper().EXPERIMENTS)
+    # Each row states the dw_init it runs (after name, "Table N", model): a paper "Kaiming" row may run
+    # the reference init.
+    runs = {row[0]: row[4] for row in rows if row[0].startswith("table")}
+    assert runs["table1_convnext_kaiming-reference"] == "reference"
+    assert runs["table1_convnext_kaiming-he"] == "he_normal"
+
+
+@pytest.mark.parametrize("old", ["table1_convnext_kaiming", "table1_hornet_kaiming", "table1_convmixer_kaiming",
+                                 "table2_kaiming"])
+def test_names_before_the_reference_suffix_still_run_the_same_config(old):
+    """Recorded runs (docs/results, sweep workdirs) name the paper's "Kaiming" rows without "-reference"."""
+    p = paper()
+    assert p.ALIASES[old] == f"{old}-reference"
+    assert p.get_config(f"{old},demo").to_dict() == p.get_config(f"{old}-reference,demo").to_dict()
+    assert p.experiment_info(old)["experiment"] == f"{old}-reference"
 
 
 @pytest.mark.parametrize("name, clip", [("table1_convnext_dog", 1.0), ("table1_hornet_dog", 5.0),
-                                        ("table2_kaiming", 1.0)])
+                                        ("table2_kaiming-reference", 1.0)])
 def test_paper_text_follows_the_papers_optimizer(name, clip):
     """The paper's text says Adam and gradient clipping; the default follows the original recipes (AdamW)."""
     original = paper().get_config(name)

@@ -341,5 +341,7 @@ def test_old_dw_kernel_init_keyword_still_works_with_a_warning():
     with pytest.warns(DeprecationWarning, match="pass dw_init"):
         old = _tiny("convmixer", rngs=nnx.Rngs(5), dw_kernel_init="dog")
     new = _tiny("convmixer", rngs=nnx.Rngs(5), dw_init="dog")
+    with pytest.raises(ValueError, match="Pass dw_init=... only"), pytest.warns(DeprecationWarning):
+        _tiny("convmixer", rngs=nnx.Rngs(5), dw_init="dog", dw_kernel_init="he_normal")
     for (_, a), (_, b) in zip(iter_depthwise_convs(old), iter_depthwise_convs(new)):
         np.testing.assert_array_equal(a.kernel[...], b.kernel[...])

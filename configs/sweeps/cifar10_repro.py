@@ -21,7 +21,7 @@ SWEEP = Sweep(
         "('Kaiming'), the original code's PyTorch default ('reference') or the paper's DoG init."),
     entries=[
         Entry("configs/paper.py:table1_convmixer_kaiming-he,cifar10", _EPOCHS, name="convmixer_kaiming-he"),
-        Entry("configs/paper.py:table1_convmixer_kaiming,cifar10", _EPOCHS, name="convmixer_reference"),
+        Entry("configs/paper.py:table1_convmixer_kaiming-reference,cifar10", _EPOCHS, name="convmixer_reference"),
         Entry("configs/paper.py:table1_convmixer_dog,cifar10", _EPOCHS, name="convmixer_dog"),
     ],
     seeds=(0, 1, 2),

@@ -27,10 +27,10 @@ SWEEP = Sweep(
         "('Kaiming'), the original code's init ('reference') or the paper's DoG init."),
     entries=[
         Entry("configs/paper.py:table1_convmixer_kaiming-he,demo", _EPOCHS, name="convmixer_kaiming-he"),
-        Entry("configs/paper.py:table1_convmixer_kaiming,demo", _EPOCHS, name="convmixer_reference"),
+        Entry("configs/paper.py:table1_convmixer_kaiming-reference,demo", _EPOCHS, name="convmixer_reference"),
         Entry("configs/paper.py:table1_convmixer_dog,demo", _EPOCHS, name="convmixer_dog"),
         Entry("configs/paper.py:table1_convnext_kaiming-he,demo", _EPOCHS, name="convnext_kaiming-he"),
-        Entry("configs/paper.py:table1_convnext_kaiming,demo", _EPOCHS, name="convnext_reference"),
+        Entry("configs/paper.py:table1_convnext_kaiming-reference,demo", _EPOCHS, name="convnext_reference"),
         Entry("configs/paper.py:table1_convnext_dog,demo", _EPOCHS, name="convnext_dog"),
     ],
     seeds=(0, 1, 2),

@@ -11,7 +11,7 @@ from dog_jax.experiments import Entry, Sweep
 SWEEP = Sweep(
     description="Table 2 (ImageNet-1k, 50 epochs, ConvMixer-512/12 9x9): DoG gamma range and centre types.",
     entries=[Entry(f"configs/paper.py:table2_{row}")
-             for row in ("kaiming", "kaiming-he", "gamma0-1_onoff", "gamma0-0.5_on", "gamma0-0.5_onoff")],
+             for row in ("kaiming-reference", "kaiming-he", "gamma0-1_onoff", "gamma0-0.5_on", "gamma0-0.5_onoff")],
     seeds=(0,),
     analysis=True,
 )

@@ -4,7 +4,7 @@
 (see docs/experiments.md). A sweep file (``configs/sweeps/*.py``) defines ``SWEEP``:
 
     from dog_jax.experiments import Entry, Sweep
-    SWEEP = Sweep(entries=[Entry("configs/paper.py:table2_kaiming,demo")], seeds=(0, 1, 2))
+    SWEEP = Sweep(entries=[Entry("configs/paper.py:table2_kaiming-reference,demo")], seeds=(0, 1, 2))
 
 Library: :func:`load_sweep`, :func:`plan_runs`, :func:`select_runs`, :func:`run_sweep`,
 :func:`collect`; the kernel-analysis hook is :func:`analyse_sweep`.

@@ -6,7 +6,7 @@ A sweep is a small Python file that defines ``SWEEP``, a :class:`Sweep`::
 
     SWEEP = Sweep(
         description="ConvMixer on the demo data: reference vs DoG init",
-        entries=[Entry("configs/paper.py:table2_kaiming,demo"),
+        entries=[Entry("configs/paper.py:table2_kaiming-reference,demo"),
                  Entry("configs/paper.py:table2_gamma0-0.5_onoff,demo", overrides={"num_epochs": 2.0})],
         seeds=(0, 1, 2),
     )

@@ -146,7 +146,11 @@ def create_model(name: str, *, num_classes: int = 1000, dw_init: str | Initializ
     if "dw_kernel_init" in overrides:  # the name before it matched the trainer's config field
         warnings.warn("create_model(dw_kernel_init=...) is deprecated; pass dw_init=... (same values).",
                       DeprecationWarning, stacklevel=2)
-        dw_init = overrides.pop("dw_kernel_init")
+        old = overrides.pop("dw_kernel_init")
+        if not (isinstance(dw_init, str) and dw_init == "reference"):
+            raise ValueError("Pass dw_init=... only; dw_kernel_init is its deprecated old name, "
+                             "not a second setting.")
+        dw_init = old
     if not isinstance(rngs, nnx.Rngs):
         raise ValueError(f"rngs must be an nnx.Rngs, e.g. nnx.Rngs(0); got {type(rngs).__name__}.")
     if not isinstance(num_classes, int) or num_classes < 0:
