@@ -138,6 +138,9 @@ def test_collect_table_csv_and_curves(tmp_path):
     with open(tmp_path / "root" / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and rows[2]["status"] == "pending" and rows[0]["experiment"] == "table2_kaiming-reference"
+    # No machine paths: the workdir relative to results.csv's directory, the config to the repository.
+    assert rows[0]["workdir"] == os.path.join("kaiming", "seed_0")
+    assert rows[0]["config"] == "configs/paper.py:table2_kaiming-reference,demo"
     assert rows[3]["paper_row_top1"] == "66.34" and rows[3]["overrides"] == (
         '{"dog.gamma_range": [0.0, 0.5], "num_epochs": 2.0}')
     table = (tmp_path / "root" / "results.md").read_text()
@@ -198,7 +201,8 @@ def test_cli_dry_run_and_collect(tmp_path, capsys):
     assert main([str(path), "--dry-run", "--workdir-root", str(root), "--shard", "0/2"]) == 0
     out = capsys.readouterr().out
     assert "3 of 6 runs selected" in out and "[pending] kaiming/seed_0" in out
-    assert f"train.py --config={ROOT}/configs/paper.py:table2_kaiming-reference,demo --workdir={root}/kaiming/seed_0" in out
+    config = f"{ROOT}/configs/paper.py:table2_kaiming-reference,demo"
+    assert f"train.py --config={config} --workdir={root}/kaiming/seed_0" in out
     assert not root.exists()  # a dry run writes nothing
     fake_summary(str(root / "kaiming" / "seed_0"), 0.9)
     published = tmp_path / "docs_results"
@@ -207,4 +211,6 @@ def test_cli_dry_run_and_collect(tmp_path, capsys):
     assert (published / "results.md").read_text() == (root / "results.md").read_text()
     commands = (published / "commands.md").read_text()
     assert "1 of 6 runs have a summary; their trainer wall times add up to 1m00s" in commands
-    assert "python train.py --config=configs/paper.py:table2_kaiming-reference,demo --workdir=" in commands
+    assert "python train.py --config=configs/paper.py:table2_kaiming-reference,demo --workdir=$ROOT/kaiming/seed_0" \
+        in commands and "--workdir-root $ROOT" in commands
+    assert str(root) not in commands and str(ROOT) not in commands

@@ -47,13 +47,15 @@ def test_tiny_sweep_trains_collects_analyses_and_skips_on_rerun(tmp_path, capsys
     assert all(abs(float(k.sum(axis=(0, 1)).max())) < 1e-5 for k in init.values())  # DoG kernels sum to 0
     table = (root / "analysis.md").read_text()
     assert "| `dog` | init | 1 × 32 |" in table and "| `dog` | trained | 1 × 32 |" in table
-    assert (root / "analysis" / "dog" / "summary.json").is_file()
+    trained = json.loads((root / "analysis" / "dog" / "summary.json").read_text())
+    # Checkpoints named relative to the sweep's workdir root: no machine paths in results meant for docs/.
+    assert [c["path"] for c in trained["checkpoints"]] == ["dog/seed_3/checkpoints/4", "dog/seed_3/init_kernels.npz"]
     # ... and the kept checkpoint between them (steps 2 and 4 are kept; 4 is the trained one), the null row
     # and the figure of the shares over training.
     assert "| `dog` | step 2 | 1 × 32 |" in table and "| `dog` | step 4 |" not in table
     assert "| `dog` | null (trained, pixels shuffled) | 1 × 32 |" in table
     during = json.loads((root / "analysis" / "dog" / "during" / "summary.json").read_text())
-    assert [c["path"].split("/")[-2:] for c in during["checkpoints"]] == [["checkpoints", "2"]]
+    assert [c["path"] for c in during["checkpoints"]] == ["dog/seed_3/checkpoints/2"]
     assert (root / "analysis" / "trajectory.png").stat().st_size > 10_000
 
     published = tmp_path / "published"

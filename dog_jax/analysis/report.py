@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dog_jax._paths import relative_to
 from dog_jax.analysis.cluster import CLUSTER_LABELS, PAPER_LABELS, ClusterResult, cluster_kernels
 from dog_jax.analysis.fit import DogFit, fit_dog
 from dog_jax.analysis.kernels import KernelLayer, extract_depthwise_kernels, group_by_size
@@ -233,24 +234,27 @@ def group_summary(ca: CheckpointAnalysis, group: GroupAnalysis) -> dict:
     return out
 
 
-def summary(analyses: list[CheckpointAnalysis], options: AnalysisOptions) -> dict:
-    """The content of summary.json."""
+def summary(analyses: list[CheckpointAnalysis], options: AnalysisOptions,
+            paths_relative_to: str | Path = ".") -> dict:
+    """The content of summary.json; each checkpoint's ``path`` relative to ``paths_relative_to``
+    when it lies inside it (no machine paths in results that get committed)."""
     return {
         "settings": asdict(options),
         "labels": list(CLUSTER_LABELS),
         "paper_labels": list(PAPER_LABELS),
         "template_classes": list(TEMPLATE_CLASSES),
         "checkpoints": [
-            {"name": ca.name, "path": ca.path, "format": ca.format,
+            {"name": ca.name, "path": relative_to(ca.path, paths_relative_to), "format": ca.format,
              "n_layers": len(ca.layers), "groups": [group_summary(ca, g) for g in ca.groups]}
             for ca in analyses],
     }
 
 
-def write_summary(analyses: list[CheckpointAnalysis], options: AnalysisOptions, out_dir: Path) -> Path:
-    """Write summary.json; returns its path."""
+def write_summary(analyses: list[CheckpointAnalysis], options: AnalysisOptions, out_dir: Path,
+                  paths_relative_to: str | Path = ".") -> Path:
+    """Write summary.json (checkpoint paths as :func:`summary` records them); returns its path."""
     path = out_dir / "summary.json"
-    path.write_text(json.dumps(summary(analyses, options), indent=1) + "\n")
+    path.write_text(json.dumps(summary(analyses, options, paths_relative_to), indent=1) + "\n")
     return path
 
 

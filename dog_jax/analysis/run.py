@@ -16,7 +16,8 @@ from dog_jax.analysis.report import (AnalysisOptions, CheckpointAnalysis, analys
 
 def analyse_to_dir(checkpoints: Sequence[str | Path], out_dir: str | Path,
                    options: AnalysisOptions | None = None, *, figures: bool = True,
-                   progress: Progress | None = None) -> list[CheckpointAnalysis]:
+                   progress: Progress | None = None,
+                   paths_relative_to: str | Path = ".") -> list[CheckpointAnalysis]:
     """Analyses each checkpoint (in order) and writes the outputs into ``out_dir`` (created if missing).
 
     Args:
@@ -25,6 +26,8 @@ def analyse_to_dir(checkpoints: Sequence[str | Path], out_dir: str | Path,
       options: the analysis settings (defaults: the paper's k = 3, 10 k-means restarts, seed 0).
       figures: also write the PNG figures (matplotlib).
       progress: called with one-line progress messages.
+      paths_relative_to: summary.json records each checkpoint's path relative to this directory
+        (default: the current one) when the checkpoint lies inside it, else as given.
 
     Returns:
       One :class:`CheckpointAnalysis` per checkpoint, in the order given; ``report.summary`` of them
@@ -44,7 +47,7 @@ def analyse_to_dir(checkpoints: Sequence[str | Path], out_dir: str | Path,
     analyses = [analyse_checkpoint(path, name, options, say) for path, name in zip(checkpoints, names)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_summary(analyses, options, out_dir)
+    write_summary(analyses, options, out_dir, paths_relative_to)
     write_clusters_csv(analyses, out_dir)
     if figures:
         say("writing figures")

@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from dog_jax.experiments.sweep import Run, Sweep, read_summary, run_status
+from dog_jax._paths import relative_to
+from dog_jax.experiments.sweep import Run, Sweep, find_repo_root, read_summary, run_status
 
 CSV_FIELDS = ("label", "seed", "status", "config", "overrides", "experiment", "group", "dw_init", "scale",
               "final_top1", "final_top5", "final_loss", "best_top1", "best_step", "final_step", "total_steps",
@@ -38,20 +39,15 @@ def config_info(config_path: str, config_arg: str) -> dict[str, Any]:
         return {}
 
 
-def portable_path(path: str) -> str:
-    """``path`` relative to the current directory when inside it (results stay valid on other machines)."""
-    relative = os.path.relpath(os.path.abspath(path))
-    return path if relative == ".." or relative.startswith(".." + os.sep) else relative
-
-
-def run_row(run: Run, info: dict[str, Any]) -> dict[str, Any]:
-    """One ``results.csv`` row; paths relative to the current directory where possible."""
+def run_row(run: Run, info: dict[str, Any], out_dir: str | os.PathLike = ".") -> dict[str, Any]:
+    """One ``results.csv`` row. Paths are relative: the run's workdir to ``out_dir`` (where
+    results.csv goes, the sweep's workdir root), the config file to the repository holding it."""
     summary = read_summary(run.workdir) or {}
     final, best = summary.get("final_eval") or {}, summary.get("best_eval") or {}
     overrides = {k: v for k, v in run.overrides.items() if k != "seed"}
     return {
         "label": run.label, "seed": run.seed, "status": run_status(run.workdir),
-        "config": portable_path(run.config_string),
+        "config": _config_relative(run),
         "overrides": json.dumps(overrides, sort_keys=True, default=str) if overrides else "",
         "experiment": info.get("experiment", ""), "group": info.get("group", ""),
         "dw_init": info.get("dw_init", summary.get("config", {}).get("dw_init", "")),
@@ -61,8 +57,14 @@ def run_row(run: Run, info: dict[str, Any]) -> dict[str, Any]:
         "best_top1": best.get("eval_top1"), "best_step": best.get("step"),
         "final_step": summary.get("final_step"), "total_steps": summary.get("total_steps"),
         "wall_time_s": summary.get("wall_time_s"), "num_params": summary.get("num_params"),
-        "paper_row_top1": info.get("paper_row_top1"), "workdir": portable_path(run.workdir),
+        "paper_row_top1": info.get("paper_row_top1"), "workdir": relative_to(run.workdir, out_dir),
     }
+
+
+def _config_relative(run: Run) -> str:
+    root = find_repo_root(Path(run.config_path).resolve().parent)
+    path = relative_to(run.config_path, root) if root is not None else run.config_path
+    return f"{path}:{run.config_arg}" if run.config_arg else path
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -161,7 +163,7 @@ def collect(runs: Sequence[Run], sweep: Sweep, out_dir: str | os.PathLike, *, ti
         key = run.config_string
         if key not in infos:
             infos[key] = config_info(run.config_path, run.config_arg)
-        rows.append(run_row(run, infos[key]))
+        rows.append(run_row(run, infos[key], out_dir))
     write_csv(rows, out_dir / "results.csv")
     done = sum(r["status"] == "done" for r in rows)
     text = [f"# {title}", ""]

@@ -114,15 +114,17 @@ def _cell(values: Sequence[float], percent: bool) -> str:
     return text if math.isnan(std) else f"{text} ± {fmt.format(scale * std)}"
 
 
-def _analyse_label(done: Sequence[Run], target: Path, options: Any, during: bool,
-                   say: Callable[[str], None]) -> list[tuple[str, int | None, list[dict[str, Any]]]]:
+def _analyse_label(done: Sequence[Run], target: Path, options: Any, during: bool, say: Callable[[str], None],
+                   root: Path) -> list[tuple[str, int | None, list[dict[str, Any]]]]:
     """The analysed depthwise groups of one config's finished runs, as ``(stage, step, groups)``:
-    init (step 0), each kept checkpoint before the last (with ``during``), trained (the last)."""
+    init (step 0), each kept checkpoint before the last (with ``during``), trained (the last).
+    The summary.json files name the checkpoints relative to ``root``, the sweep's workdir root."""
     from dog_jax.analysis.report import summary
     from dog_jax.analysis.run import analyse_to_dir
 
     init_paths = [str(export_init_kernels(run)) for run in done]
-    analyses = analyse_to_dir([*(run.workdir for run in done), *init_paths], target, options)
+    analyses = analyse_to_dir([*(run.workdir for run in done), *init_paths], target, options,
+                              paths_relative_to=root)
     groups = list(_group(summary(analyses, options)).values())
     # The analysis keeps its argument order: trained checkpoints first, then the init files.
     stages = [("init", 0, groups[len(done):])]
@@ -131,7 +133,8 @@ def _analyse_label(done: Sequence[Run], target: Path, options: Any, during: bool
                   for run in done for step in kept_steps(run.workdir)[:-1]]
         if middle:
             say(f"  and {len(middle)} checkpoints during training -> {target / 'during'}")
-            middle_analyses = analyse_to_dir([path for _, path in middle], target / "during", options, figures=False)
+            middle_analyses = analyse_to_dir([path for _, path in middle], target / "during", options,
+                                             figures=False, paths_relative_to=root)
             middle_groups = list(_group(summary(middle_analyses, options)).values())
             for step in sorted({step for step, _ in middle}):
                 chosen = [g for (s, _), g in zip(middle, middle_groups) if s == step]
@@ -165,7 +168,7 @@ def analyse_sweep(runs: Sequence[Run], out_dir: str | Path, *, during: bool = Fa
         target = out_dir / "analysis" / label
         say(f"Kernel analysis of {label}: {len(done)} trained checkpoints and their initial kernels -> {target}")
         try:
-            stages = _analyse_label(done, target, options, during, say)
+            stages = _analyse_label(done, target, options, during, say, out_dir)
         except (CheckpointError, ValueError, OSError, KeyError, TypeError) as error:
             say(f"Kernel analysis of {label} failed: {error}")
             continue

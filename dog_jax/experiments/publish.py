@@ -32,9 +32,13 @@ def _machine() -> str:
             f"load average now {load}")
 
 
-def _relative(command: str, train_script: str | os.PathLike) -> str:
-    """Paths inside the repository written relative to it (the commands are run from its root)."""
-    return command.replace(str(Path(train_script).resolve().parent) + "/", "")
+def _relative(command: str, train_script: str | os.PathLike, root: str | os.PathLike) -> str:
+    """No machine paths: paths inside the repository relative to it (the commands are run from its
+    root), and a workdir root outside it written ``$ROOT``."""
+    repo, root = Path(train_script).resolve().parent, Path(root).resolve()
+    if not root.is_relative_to(repo):
+        command = command.replace(str(root), "$ROOT")
+    return command.replace(str(repo) + "/", "")
 
 
 def publish(runs: Sequence[Run], root: str | os.PathLike, target: str | os.PathLike, *, sweep_command: str,
@@ -61,16 +65,20 @@ def publish(runs: Sequence[Run], root: str | os.PathLike, target: str | os.PathL
     summaries = [read_summary(run.workdir) or {} for run in runs]
     total = sum(s.get("wall_time_s") or 0.0 for s in summaries)
     finished = sum(1 for s in summaries if s)
+    outside = not Path(root).resolve().is_relative_to(Path(train_script).resolve().parent)
     lines = [
         "# How these results were made", "",
         f"Published {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on: {_machine()}.", "",
         f"{finished} of {len(runs)} runs have a summary; their trainer wall times add up to "
         f"{format_duration(total)} (without process start-up and the kernel analysis).", "",
         "Sweep command (rerun it to reproduce; finished runs are skipped):", "", "```bash",
-        _relative(sweep_command, train_script), "```", "",
-        f"Published with: `{_relative(published_with, train_script)}`", "",
-        "Each run (what the sweep executed, paths as on the machine that ran it):", "", "```bash",
-        *(_relative(shlex.join(["python", *train_command(run, train_script)[1:]]), train_script) for run in runs),
+        _relative(sweep_command, train_script, root), "```", "",
+        f"Published with: `{_relative(published_with, train_script, root)}`", "",
+        *(["`$ROOT` is the sweep's workdir root, which was outside the repository on the machine that ran "
+           "it; any directory will do, e.g. `ROOT=workdirs/sweeps/<sweep name>`.", ""] if outside else []),
+        "Each run (what the sweep executed, paths relative to the repository):", "", "```bash",
+        *(_relative(shlex.join(["python", *train_command(run, train_script)[1:]]), train_script, root)
+          for run in runs),
         "```", ""]
     (target / "commands.md").write_text("\n".join(lines))
     written.append(target / "commands.md")
