@@ -121,7 +121,7 @@ def normalize(image: tf.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
     With a static image shape the per-channel constants are expanded to the full image shape
     and the division becomes a multiplication by 1/std (within 1 ulp of the division):
     TensorFlow's broadcasting element-wise kernels are several times slower per element than
-    same-shape ones (0.8 vs 0.3 ms per 224² image, one core), and this runs on every image.
+    same-shape ones (docs/performance.md, "Input pipeline"), and this runs on every image.
     """
     image = tf.cast(image, tf.float32)
     mean = np.asarray(mean, np.float32)
@@ -168,7 +168,7 @@ def random_erasing(image: tf.Tensor, seed: tf.Tensor, *, probability: float = 0.
 
     def erase():
         # Noise is drawn for the box only and spliced in: drawing it for the whole image and
-        # selecting with a mask cost ~4 ms per 224² image, most of the pipeline's time.
+        # selecting with a mask was most of the pipeline's time (docs/performance.md, "Input pipeline").
         noise = tf.random.stateless_normal(tf.stack([h, w, tf.shape(image)[2]]), seeds[4], dtype=image.dtype)
         band = tf.concat([image[top:top + h, :left], noise, image[top:top + h, left + w:]], axis=1)
         return tf.concat([image[:top], band, image[top + h:]], axis=0)

@@ -86,8 +86,8 @@ def _per_channel(values, image: tf.Tensor) -> tf.Tensor:
     """(3,) per-channel ``values`` tiled to (W * 3,), to combine with ``_flat(image)``.
 
     TensorFlow's element-wise kernels take a slow scalar path when they broadcast over a
-    last axis of 3 (AutoContrast on a 224² image: 2.1 ms that way, 0.7 ms on the flat view
-    with tiled constants; one core); the arithmetic, hence the result, is the same.
+    last axis of 3 (per-op timings: docs/performance.md, "Input pipeline"); the arithmetic,
+    hence the result, is the same.
     """
     return tf.tile(tf.convert_to_tensor(values, tf.float32), tf.shape(image)[1:2])
 

@@ -284,8 +284,8 @@ class PointwiseLinear(nnx.Linear):
     Same parameters (``kernel`` (C_in, C_out), ``bias``) and math as ``nnx.Linear``, but the
     leading axes are flattened first so that XLA sees one 2-D matmul: a (N, H, W, C) input
     fed to ``nnx.Linear`` directly becomes a dot_general whose weight gradient contracts
-    three axes, which XLA:CPU ran 1.37× slower (forward + backward, ConvMixer-512 block
-    shapes, 230 vs 168 ms on 2 cores).
+    three axes, which XLA:CPU ran slower (forward + backward; measured at ConvMixer-512 block
+    shapes in docs/performance.md, "Training step").
     """
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -300,8 +300,9 @@ class PatchifyConv(nnx.Conv):
 
     Same parameters (``kernel`` (p, p, C_in, C_out) HWIO, ``bias``) and math as
     ``nnx.Conv(..., (p, p), strides=(p, p), padding="VALID")``; rows/columns beyond the last
-    whole patch are dropped, as VALID padding does. XLA:CPU ran the convolution 1.3-3.8×
-    slower than this matmul (forward + backward, ConvNeXt-T stem and downsampling shapes).
+    whole patch are dropped, as VALID padding does. XLA:CPU ran the convolution slower than this
+    matmul (forward + backward, ConvNeXt-T stem and downsampling shapes; docs/performance.md,
+    "Training step").
     """
 
     def __init__(self, in_features: int, out_features: int, patch_size: int, **kwargs):

@@ -1,33 +1,14 @@
 """How ``impl="auto"`` picks a depthwise implementation: per backend, then per shape class.
 
-CPU (measured; docs/performance.md has the tables). The forward pass and the input gradient are
-the same fused shifted multiply-add in every "shift*" impl (channel-blocked for C >= 64, see
-``depthwise_shift.py``); the impls differ only in the weight gradient, so the choice is the fastest
-weight-gradient method for the shape. Measured with a weight-gradient-only timing (median process
-CPU time of 5 calls, one thread pinned with ``taskset``, batch 4; process time because the 2-core
-machine was shared with other jobs) on an AMD EPYC (Zen 4) VM, jax 0.10.2, 2026-11-25; times in ms
-for rows / blocked / fft:
-
-    (N, H, W, C)        k    rows   blocked   fft
-    (4, 32, 32, 512)    9    95.7    28.3     56.4    -> blocked   (ConvMixer-512)
-    (4, 56, 56, 96)     7     6.6     6.8     17.3    -> rows      (ConvNeXt-T stage 1)
-    (4, 28, 28, 192)    7     3.0     3.3      7.0    -> rows      (stage 2)
-    (4, 14, 14, 384)    7     3.2     1.7      3.7    -> blocked   (stage 3)
-    (4, 7, 7, 768)      7     3.2     4.3      4.3    -> rows      (stage 4)
-    (4, 28, 28, 224)    7     3.9     3.8      8.5    -> rows      (HorNet-T stage 2)
-    (4, 14, 14, 480)    7     2.5     2.5      4.8    -> blocked   (stage 3)
-    (4, 7, 7, 992)      7     4.1    11.4      6.0    -> rows      (stage 4)
-    (4, 14, 14, 384)   31   128.4      -      36.4    -> fft       (large kernel; earlier row loop)
-
-Rules that reproduce these choices: the FFT's cost does not grow with the kernel, so it wins for
-kernels of 15x15 and more; channel blocking pays off for wide layers (C >= 384) on maps of at least
-10x10 (on 7x7 maps the extra transposes cost more than they save); otherwise the plain row loop.
-
-Before all of these (added later, measured on the same VM with nothing else running, 2026-11-25,
-forward + backward, batch 16): when the input map has no more pixels than the kernel has taps,
-"toeplitz" (one batched matmul) -- (16, 7, 7, 768) k7: 11.5 ms vs 38.2 ms for "auto"'s shifted
-form, (16, 7, 7, 992): 13.9 vs 45.2 ms; at (16, 14, 14, 384), four times the taps, it lost
-(115.9 vs 25.8 ms). Its tap matrix has H*W*H'*W'*C entries, so it is also capped in size.
+CPU (measured; the per-shape timings behind these rules are in docs/performance.md, "How auto
+chooses"). The forward pass and the input gradient are the same fused shifted multiply-add in every
+"shift*" impl (channel-blocked for C >= 64, see ``depthwise_shift.py``); the impls differ only in the
+weight gradient, so the choice is the fastest weight-gradient method for the shape. The rules: the
+FFT's cost does not grow with the kernel, so it wins for kernels of 15x15 and more; channel blocking
+pays off for wide layers (C >= 384) on maps of at least 10x10 (on 7x7 maps the extra transposes cost
+more than they save); otherwise the plain row loop. Before all of these: when the input map has no
+more pixels than the kernel has taps, "toeplitz" (one batched matmul); its tap matrix has
+H*W*H'*W'*C entries, so it is also capped in size.
 
 GPU and TPU: "xla" (cuDNN / the TPU convolution emitter) until measured; a GPU kernel would be
 added as another impl and selected here.

@@ -3,7 +3,8 @@
 Why: XLA:CPU lowers a grouped convolution (``feature_group_count=C``) to a loop over C tiny
 convolutions, and its weight gradient is worse still (see docs/performance.md). Written as a sum of
 shifted, per-channel-scaled slices of the padded input, the same convolution becomes *one* fused,
-vectorised (over channels, the minor NHWC axis) and multi-threaded loop, which is ~10x faster.
+vectorised (over channels, the minor NHWC axis) and multi-threaded loop, several times faster
+(docs/performance.md, "Implementations" and the CPU tables).
 
 The backward pass is not left to autodiff (which would keep kh*kw intermediates alive):
   * input gradient = the same correlation applied to the stride-dilated, re-padded output
@@ -33,7 +34,7 @@ from dog_jax.ops.depthwise_weight_grad import weight_grad
 # taps), at the cost of one extra read+write of the accumulator per kernel row.
 MAX_UNROLLED_TAPS = 121
 # From this many channels (a multiple of CHANNEL_BLOCK) the forward loops over channel blocks.
-# Measured (one thread, batch 4): 4.8x faster at C=512 (k=9, 32x32), 1.3x at C=96 (k=7, 56x56).
+# Faster for wide and narrow layers alike (measured: docs/performance.md, "Implementations").
 BLOCKED_FORWARD_MIN_CHANNELS = 64
 
 
@@ -102,7 +103,7 @@ def _forward(x: jax.Array, w: jax.Array, geometry: DepthwiseGeometry) -> jax.Arr
     # Wide layers: with all C channels in the vectorised inner loop, every output pixel streams
     # kh*kw*C inputs and as many weights (2 x 162 KB for C=512, k=9) through L2, and XLA's loop
     # runs ~4x below its C<=96 speed. One block of 8 channels at a time keeps the window and the
-    # weights in L1 (measured 5.3x faster at (4, 32, 32, 512), k=9, one thread).
+    # weights in L1 (measured: docs/performance.md, "Implementations").
     kh, kw, channels = w.shape
     blocks = channels // CHANNEL_BLOCK
     xb = to_channel_blocks(xp)                                                 # (B, N, Hp, Wp, 8)

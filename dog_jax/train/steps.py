@@ -75,7 +75,7 @@ def init_train_state(model_fn: Callable[[], nnx.Module], tx: optax.GradientTrans
     parts, _, _ = split_model(abstract_model)
     lowered = jax.jit(build, out_shardings=sharding.replicated(mesh)).lower()
     # The init runs once: on CPU, skipping XLA's expensive optimisations cuts its compile time
-    # ~3x (36 s -> 13 s for the HorNet demo on a busy 2-core machine) at no cost that matters.
+    # about threefold (docs/performance.md, "Compile times") at no cost that matters.
     options = _FAST_COMPILE if jax.default_backend() == "cpu" else None
     state, rng_state = lowered.compile(compiler_options=options)()
     return dataclasses.replace(parts, rng_state=rng_state), state
