@@ -230,10 +230,28 @@ def section_depthwise_speed(args, torch_dev: str | None) -> str:
     return "\n\n".join(parts)
 
 
-def section_train_step(args, torch_dev: str | None, low_precision: bool) -> str:
+def _time_candidate(build, steps: int) -> tuple[str, tuple | None, float]:
+    """Builds one training-step candidate, runs a warm-up step, then ``steps`` timed steps.
+
+    Returns (label, compile times or None, median step seconds); the candidate is dropped before
+    returning, so the next one is timed alone.
+    """
     import gc
     import statistics
 
+    label, compile_s, run = build()
+    run()  # warm-up
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    del run
+    gc.collect()
+    return label, compile_s, statistics.median(times)
+
+
+def section_train_step(args, torch_dev: str | None, low_precision: bool) -> str:
     from benchmarks.train_step import dog_jax_step, torch_step
 
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -267,16 +285,8 @@ def section_train_step(args, torch_dev: str | None, low_precision: bool) -> str:
         medians, compiles = {}, {}
         for build in builders:
             try:
-                label, compile_s, run = build()
-                run()  # warm-up
-                times = []
-                for _ in range(args.steps):
-                    start = time.perf_counter()
-                    run()
-                    times.append(time.perf_counter() - start)
-                medians[label], compiles[label] = statistics.median(times), compile_s
-                del run
-                gc.collect()
+                label, compile_s, median = _time_candidate(build, args.steps)
+                medians[label], compiles[label] = median, compile_s
             except Exception as error:  # one candidate failing must not lose the others
                 rows.append(
                     [
