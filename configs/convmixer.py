@@ -8,11 +8,11 @@ HorNet-T, not for ConvMixer; 50 is assumed here):
 Commands::
 
   python train.py --config=configs/convmixer.py --workdir=runs/convmixer_ref       # reference init
-  python train.py --config=configs/convmixer.py:init=dog --workdir=runs/convmixer_dog
-  python train.py --config=configs/convmixer.py:init=kaiming --workdir=runs/convmixer_kaiming
+  python train.py --config=configs/convmixer.py:dw_init=dog --workdir=runs/convmixer_dog
+  python train.py --config=configs/convmixer.py:dw_init=kaiming --workdir=runs/convmixer_kaiming
   python train.py --config=configs/convmixer.py:demo --workdir=/tmp/demo          # 2-core CPU, minutes
 
-Config-string keys (comma separated): ``init=<reference|dog|kaiming|he_normal|torch_default|
+Config-string keys (comma separated): ``dw_init=<reference|dog|kaiming|he_normal|torch_default|
 trunc_normal_02>``, ``demo`` (built-in dataset, small model), ``epochs=<float>``,
 ``kernel=<int>``. Any field can also be overridden with ``--config.<field>=<value>``.
 
@@ -23,14 +23,15 @@ rand-m9-mstd0.5-inc1, mixup 0.5, CutMix 0.5, random erasing 0.25, label smoothin
 drop path; eval crop 0.96 (timm). Epochs: 50 (as the paper's other models) instead of the
 original 150. ``configs/paper.py:NAME,paper_text`` follows the paper's "Adam" (no weight decay).
 "reference" init is the PyTorch default (kaiming_uniform with a=sqrt(5)) of the original
-code; the paper's "Kaiming" baseline most likely is this default; ``init=kaiming`` gives He normal.
+code; the paper's "Kaiming" baseline most likely is this default; ``dw_init=kaiming`` gives He normal.
 """
 
 import ml_collections
 
-from dog_jax.train.config import apply_demo_recipe, base_config, parse_config_string
+from dog_jax.train.config import (DW_INIT_KEYS, apply_demo_recipe, base_config, dw_init_from_args,
+                                  parse_config_string)
 
-_ARGS = {"init": str, "demo": bool, "epochs": float, "kernel": int}
+_ARGS = {**DW_INIT_KEYS, "demo": bool, "epochs": float, "kernel": int}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -38,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = base_config()
     c.model = "convmixer_512_12"
     c.model_overrides = ml_collections.ConfigDict({"kernel_size": args.get("kernel", 9)})
-    c.dw_init = args.get("init", "reference")
+    c.dw_init = dw_init_from_args(args)
     c.batch_size = 640
     c.num_epochs = args.get("epochs", 50.0)
     c.eval_crop_pct = 0.96

@@ -5,12 +5,12 @@ Paper (Babaiee et al., WACV 2024), ImageNet-1k, 50 epochs, top-1: Kaiming 76.17 
 Commands::
 
   python train.py --config=configs/convnext.py --workdir=runs/convnext_ref           # trunc-normal 0.02
-  python train.py --config=configs/convnext.py:init=kaiming --workdir=runs/convnext_kaiming
-  python train.py --config=configs/convnext.py:init=dog --workdir=runs/convnext_dog
-  python train.py --config=configs/convnext.py:model=convnextv2_tiny,init=dog --workdir=runs/cnv2_dog
+  python train.py --config=configs/convnext.py:dw_init=kaiming --workdir=runs/convnext_kaiming
+  python train.py --config=configs/convnext.py:dw_init=dog --workdir=runs/convnext_dog
+  python train.py --config=configs/convnext.py:model=convnextv2_tiny,dw_init=dog --workdir=runs/cnv2_dog
   python train.py --config=configs/convnext.py:demo --workdir=/tmp/demo_convnext    # 2-core CPU, minutes
 
-Config-string keys: ``init=<reference|dog|kaiming|...>``, ``model=<convnext_* | convnextv2_*>``,
+Config-string keys: ``dw_init=<reference|dog|kaiming|...>``, ``model=<convnext_* | convnextv2_*>``,
 ``demo``, ``epochs=<float>``.
 
 Recipe (facebookresearch/ConvNeXt TRAINING.md, ConvNeXt-T): AdamW lr 4e-3 at batch 4096,
@@ -24,14 +24,15 @@ min(0.9999, (1+t)/(10+t)) so that 50 epochs do not leave ~21 % of the random ini
 --model_ema_eval true`` in the original), evaluated beside the model (``eval_ema_top1``); the
 best checkpoint is still chosen by the model's own top-1.
 "reference" init is the original trunc-normal(0.02) of every conv; the paper's "Kaiming"
-baseline is ambiguous here (``init=kaiming`` gives He normal on the depthwise kernels only).
+baseline is ambiguous here (``dw_init=kaiming`` gives He normal on the depthwise kernels only).
 """
 
 import ml_collections
 
-from dog_jax.train.config import apply_demo_recipe, base_config, parse_config_string
+from dog_jax.train.config import (DW_INIT_KEYS, apply_demo_recipe, base_config, dw_init_from_args,
+                                  parse_config_string)
 
-_ARGS = {"init": str, "model": str, "demo": bool, "epochs": float}
+_ARGS = {**DW_INIT_KEYS, "model": str, "demo": bool, "epochs": float}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -40,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model = args.get("model", "convnext_tiny")
     # kernel_size is listed so that --config.model_overrides.kernel_size=<k> works (locked config).
     c.model_overrides = ml_collections.ConfigDict({"kernel_size": 7})
-    c.dw_init = args.get("init", "reference")
+    c.dw_init = dw_init_from_args(args)
     c.drop_path_rate = 0.1
     c.batch_size = 4096
     c.num_epochs = args.get("epochs", 50.0)

@@ -5,11 +5,11 @@ Paper (Babaiee et al., WACV 2024), ImageNet-1k, 50 epochs, top-1: Kaiming 76.06 
 Commands::
 
   python train.py --config=configs/hornet.py --workdir=runs/hornet_ref            # trunc-normal 0.02
-  python train.py --config=configs/hornet.py:init=kaiming --workdir=runs/hornet_kaiming
-  python train.py --config=configs/hornet.py:init=dog --workdir=runs/hornet_dog
+  python train.py --config=configs/hornet.py:dw_init=kaiming --workdir=runs/hornet_kaiming
+  python train.py --config=configs/hornet.py:dw_init=dog --workdir=runs/hornet_dog
   python train.py --config=configs/hornet.py:demo --workdir=/tmp/demo_hornet     # 2-core CPU, minutes
 
-Config-string keys: ``init=<reference|dog|kaiming|...>``, ``model=<hornet_*_7x7>``, ``demo``,
+Config-string keys: ``dw_init=<reference|dog|kaiming|...>``, ``model=<hornet_*_7x7>``, ``demo``,
 ``epochs=<float>``.
 
 Recipe (raoyongming/HorNet, built on the ConvNeXt code base): AdamW lr 4e-3 at batch 4096,
@@ -26,9 +26,10 @@ commands), evaluated beside the model (``eval_ema_top1``).
 
 import ml_collections
 
-from dog_jax.train.config import apply_demo_recipe, base_config, parse_config_string
+from dog_jax.train.config import (DW_INIT_KEYS, apply_demo_recipe, base_config, dw_init_from_args,
+                                  parse_config_string)
 
-_ARGS = {"init": str, "model": str, "demo": bool, "epochs": float}
+_ARGS = {**DW_INIT_KEYS, "model": str, "demo": bool, "epochs": float}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -37,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model = args.get("model", "hornet_tiny_7x7")
     # kernel_size is listed so that --config.model_overrides.kernel_size=<k> works (locked config).
     c.model_overrides = ml_collections.ConfigDict({"kernel_size": 7})
-    c.dw_init = args.get("init", "reference")
+    c.dw_init = dw_init_from_args(args)
     c.drop_path_rate = 0.2
     c.batch_size = 4096
     c.num_epochs = args.get("epochs", 50.0)

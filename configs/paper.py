@@ -206,7 +206,7 @@ def parse(arg: str | None) -> tuple[Experiment, str, dict[str, object]]:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The config of ``configs/paper.py:NAME[,demo|,cifar10|,fashion_mnist][,epochs=F][,family=F]``."""
     experiment, family, mods = parse(arg)
-    family_args = [f"init={experiment.dw_init}"]
+    family_args = [f"dw_init={experiment.dw_init}"]
     small = next((key for key in _SMALL_DATASETS if mods.get(key)), None)
     if mods.get("demo") or small:
         family_args.append("demo")

@@ -19,9 +19,9 @@ def test_train_py_checkpoint_is_read(tmp_path):
     workdir = tmp_path / "run"
     # One step of a 1-block, 8-channel ConvMixer with the DoG init on the built-in demo dataset.
     # The one-cycle schedule starts at learning rate 0, so the saved kernels are still exact DoGs.
-    cmd = [sys.executable, "train.py", "--config=configs/convmixer.py:demo,init=dog", f"--workdir={workdir}",
-           "--config.num_train_steps=1", "--config.batch_size=8", "--config.model_overrides.width=8",
-           "--config.model_overrides.depth=1"]
+    cmd = [sys.executable, "train.py", "--config=configs/convmixer.py:demo,dw_init=dog",
+           f"--workdir={workdir}", "--config.num_train_steps=1", "--config.batch_size=8",
+           "--config.model_overrides.width=8", "--config.model_overrides.depth=1"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

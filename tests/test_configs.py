@@ -45,15 +45,19 @@ def test_recipe_details():
 
 @pytest.mark.parametrize("name", ["convmixer", "convnext", "hornet"])
 def test_config_strings(name):
-    dog = load(name, "init=dog")
+    dog = load(name, "dw_init=dog")
     assert dog.dw_init == "dog" and tuple(dog.dog.gamma_range) == (0.0, 0.5) and dog.dog.on_fraction == 0.5
     assert dog.dog.balanced is True  # the paper's split: exactly half of each layer on-centre
     demo = load(name, "demo")
     assert demo.dataset == "dog_jax_demo" and demo.image_size == 32
     config_lib.validate(demo, device_count=1)
-    assert load(name, "demo,init=dog,epochs=1").num_epochs == 1.0
+    assert load(name, "demo,dw_init=dog,epochs=1").num_epochs == 1.0
     with pytest.raises(config_lib.ConfigError, match="Unknown config-string key 'bogus'"):
         load(name, "bogus=1")
+    # init= is dw_init='s earlier spelling (recorded commands use it); giving both is refused.
+    assert load(name, "init=he_normal").dw_init == "he_normal"
+    with pytest.raises(config_lib.ConfigError, match="Give the depthwise init once, as dw_init="):
+        load(name, "init=dog,dw_init=dog")
     with pytest.raises(config_lib.ConfigError, match="takes a float"):
         load(name, "epochs=many")
 

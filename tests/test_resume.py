@@ -34,8 +34,8 @@ def _every_config_string():
     paper config with and without its demo modifier: new names are covered automatically."""
     strings = []
     for family in ("convmixer", "convnext", "hornet"):
-        for arg in (None, "demo", *(f"init={name}" for name in ("reference", *initializers.INITIALIZER_NAMES)),
-                    "demo,init=dog"):
+        for arg in (None, "demo", *(f"dw_init={name}" for name in ("reference", *initializers.INITIALIZER_NAMES)),
+                    "demo,dw_init=dog"):
             strings.append((family, arg))
     for name in _paper_module().EXPERIMENTS:
         strings += [("paper", name), ("paper", f"{name},demo")]

@@ -124,7 +124,7 @@ def test_imagenet2012_code_path_under_mock_data(tmp_path):
 
 
 def test_demo_run_writes_checkpoints_logs_and_summary(tiny_data_dir, tmp_path):
-    c = load("convmixer", "demo,init=dog")
+    c = load("convmixer", "demo,dw_init=dog")
     c.dataset = "dog_jax_demo/tiny"
     c.data_dir = tiny_data_dir
     c.num_train_steps = 40

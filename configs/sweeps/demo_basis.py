@@ -24,7 +24,8 @@ SWEEP = Sweep(
         "demo-scale ConvMixer (96/4, 7x7) and ConvNeXt (1-1-2-1, 32-256, 7x7), 2 epochs, DoG or reference "
         "depthwise init."),
     entries=[
-        Entry(f"{path}:init={init},demo", {**_EPOCHS, "dw_param": dw_param}, name=f"{model}_{init}_{dw_param}")
+        Entry(f"{path}:dw_init={init},demo", {**_EPOCHS, "dw_param": dw_param},
+              name=f"{model}_{init}_{dw_param}")
         for model, path in _MODELS.items() for init in _INITS for dw_param in ("free", "basis")
     ],
     seeds=(0, 1, 2),

@@ -129,6 +129,18 @@ def apply_demo_recipe(c: ml_collections.ConfigDict, *, epochs: float = 3.0) -> N
     c.keep_checkpoints = 2
 
 
+#: Config-string keys of the depthwise init in every family config: ``dw_init`` (the name of the config
+#: field and of ``create_model``'s argument) and ``init``, its earlier spelling, still read.
+DW_INIT_KEYS: dict[str, type] = {"dw_init": str, "init": str}
+
+
+def dw_init_from_args(args: dict[str, object]) -> str:
+    """The ``dw_init=`` of a parsed config string (or ``init=``, its earlier spelling); "reference" if none."""
+    if "dw_init" in args and "init" in args:
+        raise ConfigError("Give the depthwise init once, as dw_init=...; init= is its earlier spelling.")
+    return str(args.get("dw_init", args.get("init", "reference")))
+
+
 def parse_config_string(arg: str | None, allowed: dict[str, type]) -> dict[str, object]:
     """Parses ``"key=value,key2=value2,flag"`` (the part after ``:`` in ``--config=file.py:...``).
 
