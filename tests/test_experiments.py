@@ -206,3 +206,11 @@ def test_cli_dry_run_and_collect(tmp_path, capsys):
     assert "python train.py --config=configs/paper.py:table2_kaiming-reference,demo --workdir=$ROOT/kaiming/seed_0" \
         in commands and "--workdir-root $ROOT" in commands
     assert str(root) not in commands and str(ROOT) not in commands
+
+
+def test_results_paths_are_relative_inside_the_base_and_as_given_outside(tmp_path):
+    from dog_jax._paths import relative_to
+
+    assert relative_to(tmp_path / "root" / "a" / "seed_0", tmp_path / "root") == os.path.join("a", "seed_0")
+    assert relative_to(tmp_path / "elsewhere", tmp_path / "root") == str(tmp_path / "elsewhere")
+    assert relative_to("relative/ckpt", ".") == os.path.join("relative", "ckpt")
