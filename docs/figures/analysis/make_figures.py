@@ -35,9 +35,11 @@ def main() -> None:
         for name, init in (("dog_init_9x9", dog()), ("truncnormal_init_9x9", trunc_normal_02())):
             arrays = {f"blocks/{i}/dwconv/kernel": np.asarray(init(k, shape)) for i, k in enumerate(keys)}
             np.savez(Path(tmp) / f"{name}.npz", **arrays)
-        cmd = [sys.executable, "-m", "dog_jax.analysis", str(mobilenet), "dog_init_9x9.npz",
+        (Path(tmp) / mobilenet.name).symlink_to(mobilenet)
+        cmd = [sys.executable, "-m", "dog_jax.analysis", mobilenet.name, "dog_init_9x9.npz",
                "truncnormal_init_9x9.npz", "--out", str(HERE)]
-        # Run inside the temporary directory so summary.json names the .npz files without it.
+        # Run inside the temporary directory so summary.json names the checkpoints by file name only
+        # (no machine paths: the weights are linked in beside the .npz files).
         subprocess.run(cmd, check=True, cwd=tmp)
 
 
