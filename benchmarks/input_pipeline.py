@@ -20,17 +20,24 @@ Usage::
 Prints images per CPU-second (process CPU time over all threads: the throughput of one fully
 used core, comparable across machines and robust to other load) for each side, their ratio,
 and the wall-clock rate of dog_jax's training pipeline at each thread count with its scaling
-efficiency (rate / (threads x 1-thread rate)).
+efficiency (rate / (threads x 1-thread rate)). Because that wall-clock scaling also measures
+whatever else runs on the machine, the table adds the scheduler's view of the pipeline's own
+threads (Linux): how much of the time its workers were runnable rather than blocked on the
+pipeline, the consuming thread's CPU share, and from these an idle-machine scaling estimate
+(see ``print_scaling``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import glob
 import io
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # tf.data's option notices would drown the table
 import statistics
+import threading
 import time
 
 # torch / timm before TensorFlow: the other import order crashes with these versions.
@@ -75,6 +82,45 @@ def measure(jpegs: list[bytes], *, threads: int, batch_size: int, batches: int, 
     ``shards`` > 1 reads the examples as that many data shards interleaved into one batch, as
     one process feeding that many devices does (``config.data_shards``).
     """
+    result = measure_threads(jpegs, threads=threads, batch_size=batch_size, batches=batches, warmup=warmup,
+                             rand_augment=rand_augment, shards=shards)
+    return result.wall_rate, result.cpu_rate
+
+
+@dataclasses.dataclass(frozen=True)
+class ThreadRun:
+    """One timed run of the training pipeline with its threads' scheduler accounting.
+
+    wall_rate, cpu_rate: images per wall-clock second / per CPU-second (all threads).
+    runnable: per worker (the ``threads`` threads with the most CPU time), the fraction of the
+      wall time it was on a CPU or waiting for one, i.e. not blocked on the pipeline (NaN
+      where /proc/<pid>/task/*/schedstat is missing, e.g. not Linux).
+    consumer_cpu: CPU seconds of the consuming (main) thread per wall second.
+    """
+
+    wall_rate: float
+    cpu_rate: float
+    runnable: tuple[float, ...]
+    consumer_cpu: float
+
+
+def _thread_clock() -> dict[int, tuple[float, float]]:
+    """{thread id: (seconds on a CPU, seconds runnable but waiting for a CPU)} of this process,
+    from Linux's /proc/self/task/*/schedstat ({} where that is missing)."""
+    clock = {}
+    for task in glob.glob("/proc/self/task/*/schedstat"):
+        try:
+            with open(task) as file:
+                on_cpu, waiting, _ = (int(field) for field in file.read().split())
+        except (OSError, ValueError):  # the thread ended meanwhile
+            continue
+        clock[int(task.split("/")[-2])] = (on_cpu / 1e9, waiting / 1e9)
+    return clock
+
+
+def measure_threads(jpegs: list[bytes], *, threads: int, batch_size: int, batches: int, warmup: int,
+                    rand_augment: str = "rand-m9-mstd0.5-inc1", shards: int = 1) -> ThreadRun:
+    """:func:`measure` plus where each thread's wall time went (see :class:`ThreadRun`)."""
     labels = np.arange(len(jpegs), dtype=np.int32) % 1000
     examples = tf.data.Dataset.from_tensor_slices({"image": jpegs, "label": labels})
     per_shard = len(jpegs) // shards
@@ -85,7 +131,20 @@ def measure(jpegs: list[bytes], *, threads: int, batch_size: int, batches: int, 
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads  # overrides the pipeline's default (all cores)
     iterator = iter(dataset.with_options(options))
-    return _time_batches(iterator, batch_size=batch_size, batches=batches, warmup=warmup)
+    for _ in range(warmup):
+        next(iterator)
+    before = _thread_clock()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for _ in range(batches):
+        next(iterator)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    after = _thread_clock()
+    spent = {tid: tuple(a - b for a, b in zip(after[tid], before[tid])) for tid in after if tid in before}
+    workers = sorted((tid for tid in spent if tid != threading.get_native_id()), key=lambda tid: -spent[tid][0])
+    runnable = tuple(min(1.0, sum(spent[tid]) / wall) for tid in workers[:threads])
+    consumer = spent.get(threading.get_native_id(), (float("nan"), 0.0))[0] / wall
+    images = batches * batch_size
+    return ThreadRun(images / wall, images / cpu, runnable or (float("nan"),) * threads, consumer)
 
 
 def measure_eval(jpegs: list[bytes], *, threads: int, batch_size: int, batches: int,
@@ -203,6 +262,8 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=6, help="timed batches per measurement")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
+    parser.add_argument("--scaling_batches", type=int, default=16,
+                        help="timed batches per measurement of the thread-scaling table")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of dog_jax and timm (medians)")
     parser.add_argument("--rand_augment", default="rand-m9-mstd0.5-inc1", help="timm RandAugment string; '' = off")
     parser.add_argument("--shards", type=int, nargs="*", default=[1],
@@ -244,15 +305,45 @@ def main() -> None:
               f"ratio {median['dog_train'] / median['timm_train']:.2f}x")
         print(f"  eval  | dog_jax {median['dog_eval']:7.1f} | timm {median['timm_eval']:7.1f} | "
               f"ratio {median['dog_eval'] / median['timm_eval']:.2f}x")
-    one_thread = None
-    for threads in args.threads:
-        for shards in args.shards:
-            wall, per_cpu = measure(jpegs, threads=threads, rand_augment=args.rand_augment, shards=shards, **common)
-            one_thread = wall if threads == 1 and one_thread is None else one_thread
-            scaling = f" | scaling {wall / (threads * one_thread):.2f}" if one_thread else ""
-            print(f"train threads {threads:3d} shards {shards:2d} | {wall:8.1f} img/s wall-clock | "
-                  f"{per_cpu:7.1f} img per CPU-second{scaling}")
+    print_scaling(jpegs, thread_counts=args.threads, shard_counts=args.shards, rounds=args.rounds,
+                  batch_size=args.batch_size, batches=args.scaling_batches, warmup=args.warmup,
+                  rand_augment=args.rand_augment)
 
+
+def print_scaling(jpegs: list[bytes], *, thread_counts: list[int], shard_counts: list[int], rounds: int,
+                  **common) -> None:
+    """Wall-clock rate of the training pipeline per thread count (medians of ``rounds``, the
+    thread counts alternated) and a load-independent estimate of its scaling.
+
+    On a shared machine the wall-clock scaling measures the other load as much as the
+    pipeline. The estimate uses what the pipeline controls: images per CPU-second at N
+    threads (parallel overhead) and the fraction of the wall time its N workers were runnable
+    (on a CPU or queued for one) rather than blocked waiting on the pipeline. On an idle
+    machine runnable time becomes CPU time, so the rate would be (images per CPU-second) x
+    (sum of the workers' runnable fractions)."""
+    for shards in shard_counts:
+        runs = {threads: [] for threads in thread_counts}
+        for _ in range(rounds):
+            for threads in thread_counts:
+                runs[threads].append(measure_threads(jpegs, threads=threads, shards=shards, **common))
+        median = {threads: {
+            "wall": statistics.median(run.wall_rate for run in results),
+            "cpu": statistics.median(run.cpu_rate for run in results),
+            "runnable": statistics.median(statistics.fmean(run.runnable) for run in results),
+            "consumer": statistics.median(run.consumer_cpu for run in results),
+        } for threads, results in runs.items()}
+        base = min(thread_counts)
+        one = median[base]
+        for threads in thread_counts:
+            row = median[threads]
+            wall_scaling = row["wall"] * base / (threads * one["wall"])
+            idle_scaling = (row["cpu"] * row["runnable"]) / (one["cpu"] * one["runnable"])
+            print(f"train threads {threads:3d} shards {shards:2d} | {row['wall']:7.1f} img/s wall-clock "
+                  f"(scaling {wall_scaling:.2f}) | {row['cpu']:6.1f} img per CPU-second | workers runnable "
+                  f"{row['runnable']:4.0%} | consumer thread {row['consumer']:4.1%} of a core | "
+                  f"idle-machine scaling estimate {idle_scaling:.2f}")
+    print(f"(medians of {rounds} alternations; scaling relative to {base} thread(s) x threads; the wall-clock "
+          "scaling is meaningful only on an otherwise idle machine)")
 
 if __name__ == "__main__":
     main()
