@@ -4,7 +4,8 @@ Intentionally thin: all logic lives in :mod:`dog_jax.train` so it can be importe
 Override any config field on the command line, e.g. ``--config.batch_size=256``.
 Rerunning the same command with the same ``--workdir`` resumes from the latest checkpoint.
 Exit codes: 0 finished; 1 error (one ``error: ...`` line); 75 stopped by SIGTERM after
-checkpointing (rerun to resume; see docs/reliability.md).
+checkpointing the last completed step, or before the first step with nothing to save
+(rerun to resume; see docs/reliability.md).
 Multi-process (Cloud TPU pod slices, multi-node GPU): run the same command on every host
 with ``--multiprocess`` (calls ``jax.distributed.initialize()``).
 """
@@ -73,7 +74,7 @@ def main(argv):
     from dog_jax.data import DatasetError
     from dog_jax.train import ConfigError, sharding, train_and_evaluate
     from dog_jax.train.checkpoint import CheckpointError
-    from dog_jax.train.preemption import EXIT_PREEMPTED, StopOnSignal
+    from dog_jax.train.preemption import EXIT_PREEMPTED, Preempted, StopOnSignal
     from dog_jax.train.reporting import NonFiniteError
 
     sharding.maybe_initialize_distributed(_MULTIPROCESS.value)
@@ -84,6 +85,8 @@ def main(argv):
             summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value, stop_requested=stop)
     except (ConfigError, DatasetError, CheckpointError, NonFiniteError) as error:
         raise SystemExit(f"error: {error}") from None
+    except Preempted:  # before the first training step: nothing new to checkpoint
+        sys.exit(EXIT_PREEMPTED)
     if summary["interrupted"]:
         # Exit code documented in docs/reliability.md: checkpointed, rerun to resume.
         sys.exit(EXIT_PREEMPTED)

@@ -29,6 +29,7 @@ used; if checkpoints exist but none is readable the run stops instead of startin
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from typing import Any
@@ -130,6 +131,25 @@ class Checkpointer:
         if history is not None:
             items["history"] = ocp.args.JsonSave(history)
         return self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+    def add_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Attaches eval ``metrics`` to the committed checkpoint ``step`` (saved without them by a
+        stop during its evaluation), so that keeping the best checkpoint sees them.
+
+        Written where orbax keeps a save's metrics (``<step>/metrics/metrics``, JSON), through a
+        temporary file and a rename: a kill leaves either no metrics or all of them.
+        """
+        self.wait()
+        if jax.process_index() == 0:
+            item = epath.Path(self.directory) / str(step) / "metrics"
+            item.mkdir(parents=True, exist_ok=True)
+            temporary = item / f".metrics-{uuid.uuid4().hex}"
+            temporary.write_text(json.dumps({key: float(value) for key, value in metrics.items()}))
+            temporary.rename(item / "metrics")
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(f"dog_jax_add_metrics_{step}")
+        self._manager.reload()
 
     def restore_history(self, step: int) -> dict[str, Any] | None:
         """The history saved with checkpoint ``step``; None if it has none (older checkpoints)."""
