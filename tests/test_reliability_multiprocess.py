@@ -1,7 +1,8 @@
 """Two processes x two simulated CPU devices, coordinated by ``jax.distributed.initialize`` on
 localhost (gloo CPU collectives): disjoint data shards, identical metrics on both processes, a
-stop requested on one process only is agreed by both, the checkpoint is written once and both
-processes restore it, and the losses equal those of one process with four devices.
+SIGTERM received by one process only (in the middle of an evaluation) stops both at the same step
+with exit code 75, the checkpoint is written once and both processes restore it (redoing the
+evaluation), and the losses equal those of one process with four devices.
 """
 
 import json
@@ -18,23 +19,42 @@ import pytest
 
 from dog_jax import data
 from dog_jax.train import ConfigError, sharding, validate
+from dog_jax.train.preemption import EXIT_PREEMPTED
 from tests.test_train import ROOT, tiny_config
 
+# As train.py does: a StopOnSignal handler and exit code 75 after a stop. With signal=True the
+# process sends itself SIGTERM at the second batch of its first evaluation (step 2).
 _WORKER = textwrap.dedent("""
-    import json, sys
+    import json, signal, sys
     sys.path.insert(0, {root!r})
     import jax
     if {processes} > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize("localhost:{port}", num_processes={processes}, process_id={process})
     from tests.test_train import tiny_config
-    from dog_jax.train import train_and_evaluate
+    from dog_jax.train import steps, train_and_evaluate
+    from dog_jax.train.preemption import EXIT_PREEMPTED, StopOnSignal
     assert jax.process_count() == {processes} and jax.device_count() == 4
-    config = tiny_config({data_dir!r}, num_train_steps=4, eval_every_steps=4, checkpoint_every_steps=4)
-    stop = (lambda step: step == {stop_at}) if {stop_at} else None
-    summary = train_and_evaluate(config, {workdir!r}, stop_requested=stop)
-    print("SUMMARY" + json.dumps({{key: summary[key] for key in
-                                   ("start_step", "final_step", "interrupted", "train_history", "final_eval")}}))
+    if {signal}:
+        original, calls = steps.make_eval_step, []
+
+        def make_eval_step(*args, **kwargs):
+            eval_step = original(*args, **kwargs)
+
+            def signalling(*step_args):
+                calls.append(True)
+                if len(calls) == 2:
+                    signal.raise_signal(signal.SIGTERM)
+                return eval_step(*step_args)
+            return signalling
+
+        steps.make_eval_step = make_eval_step
+    config = tiny_config({data_dir!r}, num_train_steps=4, eval_every_steps=2, checkpoint_every_steps=4)
+    with StopOnSignal() as stop:
+        summary = train_and_evaluate(config, {workdir!r}, stop_requested=stop)
+    print("SUMMARY" + json.dumps({{key: summary[key] for key in ("start_step", "final_step", "interrupted",
+                                                                 "train_history", "final_eval", "eval_history")}}))
+    sys.exit(EXIT_PREEMPTED if summary["interrupted"] else 0)
 """)
 
 
@@ -44,8 +64,8 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _run_processes(data_dir, workdir, stop_at_process0, processes=2):
-    """Trains with ``processes`` processes sharing 4 CPU devices; returns each one's summary."""
+def _run_processes(data_dir, workdir, signalled_process=None, processes=2):
+    """Trains with ``processes`` processes sharing 4 CPU devices; returns each one's (exit code, summary)."""
     port = _free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // processes}")
@@ -54,7 +74,7 @@ def _run_processes(data_dir, workdir, stop_at_process0, processes=2):
     procs = [subprocess.Popen(
         [sys.executable, "-c", _WORKER.format(root=ROOT, port=port, process=process, processes=processes,
                                               data_dir=data_dir, workdir=workdir,
-                                              stop_at=stop_at_process0 if process == 0 else 0)],
+                                              signal=process == signalled_process)],
         env=env, cwd=ROOT, stdout=logs[process], stderr=subprocess.STDOUT, text=True) for process in range(processes)]
     summaries = []
     try:
@@ -69,8 +89,8 @@ def _run_processes(data_dir, workdir, stop_at_process0, processes=2):
         log.seek(0)
         output = log.read()
         log.close()
-        assert proc.returncode == 0, output[-3000:]
-        summaries.append(json.loads(output.split("SUMMARY", 1)[1].splitlines()[0]))
+        assert "SUMMARY" in output, output[-3000:]
+        summaries.append((proc.returncode, json.loads(output.split("SUMMARY", 1)[1].splitlines()[0])))
     return summaries
 
 
@@ -109,15 +129,20 @@ def test_two_processes_train_stop_together_and_share_one_checkpoint(tmp_path):
     assert not images[0] & images[1] and len(images[0] | images[1]) == data.split_size(builder, "train")
 
     workdir = str(tmp_path / "run")
-    # Only process 0 is asked to stop (as when one host gets the SIGTERM first): both stop at step 2.
-    first = _run_processes(data_dir, workdir, stop_at_process0=2)
+    # Only process 1 receives SIGTERM, in the middle of the evaluation of step 2: the processes agree
+    # between evaluation batches, so both abandon it, checkpoint step 2 and exit with 75.
+    codes, first = zip(*_run_processes(data_dir, workdir, signalled_process=1))
+    assert codes == (EXIT_PREEMPTED, EXIT_PREEMPTED), codes
     assert [s["final_step"] for s in first] == [2, 2] and all(s["interrupted"] for s in first)
+    assert [s["eval_history"] for s in first] == [[], []]
     assert _metrics(first[0]) == _metrics(first[1])
     assert sorted(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit()) == [2]
     assert not [n for n in os.listdir(os.path.join(workdir, "checkpoints")) if "tmp" in n]
 
-    second = _run_processes(data_dir, workdir, stop_at_process0=0)
+    codes, second = zip(*_run_processes(data_dir, workdir))
+    assert codes == (0, 0), codes
     assert [(s["start_step"], s["final_step"]) for s in second] == [(2, 4), (2, 4)]
+    assert [[e["step"] for e in s["eval_history"]] for s in second] == [[2, 4], [2, 4]]  # step 2's redone
     assert _metrics(second[0]) == _metrics(second[1])
     evals = [{k: v for k, v in s["final_eval"].items() if k != "eval_time_s"} for s in second]
     assert evals[0] == evals[1] and evals[0]["eval_examples"] == 300
@@ -130,7 +155,8 @@ def test_two_processes_train_stop_together_and_share_one_checkpoint(tmp_path):
     # (bitwise: tests/test_data_pipeline.py). Only the order in which the gradient all-reduce
     # adds the devices' parts differs (in-process vs gloo across processes), which moves
     # float32 results by an ulp or so.
-    (single,) = _run_processes(data_dir, str(tmp_path / "single"), stop_at_process0=0, processes=1)
+    ((code, single),) = _run_processes(data_dir, str(tmp_path / "single"), processes=1)
+    assert code == 0
     two = _metrics(second[0])
     for key in ("step", "accuracy", "learning_rate", "skipped"):
         assert [h[key] for h in _metrics(single)] == [h[key] for h in two]
