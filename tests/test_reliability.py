@@ -95,10 +95,14 @@ def _steps(workdir):
 
 
 def load_state(workdir, step):
-    """The raw saved train state (numpy leaves, no target) of ``workdir``'s checkpoint ``step``."""
+    """The raw saved train state (numpy leaves, no target) of ``workdir``'s checkpoint ``step``;
+    read as host arrays, so it works whatever device count wrote it or reads it."""
+    import jax
     path = os.path.join(workdir, "checkpoints", str(step), "state")
     with ocp.PyTreeCheckpointer() as checkpointer:
-        return checkpointer.restore(path)
+        tree = checkpointer.metadata(path).item_metadata.tree
+        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
 
 
 def assert_bitwise_equal(got, expected):

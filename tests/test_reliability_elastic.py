@@ -21,10 +21,17 @@ _WORKER = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {root!r})
     import jax
+    import numpy as np
     assert jax.device_count() == {devices}, jax.devices()
     from dog_jax.train import checkpoint, train_and_evaluate
-    from tests.test_reliability import assert_bitwise_equal, load_state
+    from tests.test_reliability import load_state
     from tests.test_train import tiny_config
+
+    def named(tree):  # {{orbax-style dotted path: host array}}: the raw read has dicts for tuples
+        def name(key):
+            return str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key))))
+        return {{".".join(map(name, path)): np.asarray(leaf)
+                for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}}
 
     original = checkpoint.Checkpointer.restore_latest
     checked = []
@@ -35,7 +42,10 @@ _WORKER = textwrap.dedent("""
             step, state = restored
             for leaf in jax.tree.leaves(state):
                 assert len(leaf.sharding.device_set) == {devices}, leaf.sharding
-            assert_bitwise_equal(jax.device_get(state), load_state({workdir!r}, step))
+            got, saved = named(jax.device_get(state)), named(load_state({workdir!r}, step))
+            assert sorted(got) == sorted(saved) and len(got) > 10, (sorted(got), sorted(saved))
+            for key in saved:
+                assert got[key].dtype == saved[key].dtype and got[key].tobytes() == saved[key].tobytes(), key
             checked.append(step)
         return restored
 
