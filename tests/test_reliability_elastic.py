@@ -1,8 +1,9 @@
-"""Elastic resume: a run checkpointed on N simulated CPU devices resumes on M != N (4 -> 2 with
-``data_shards`` fixed, 2 -> 4 with one shard per device). The restored parameters, batch statistics
-and optimizer state equal the saved ones bitwise (captured inside the resumed run, on its M
-devices), one line says what changes, and the run completes; with ``data_shards`` fixed its
-losses follow an uninterrupted run's (same batches, float rounding of other device counts)."""
+"""Elastic resume: a run checkpointed on N simulated CPU devices resumes on M != N (one run,
+4 -> 2 -> 4 devices, ``data_shards`` fixed). The restored parameters, batch statistics and
+optimizer state equal the saved ones bitwise (captured inside each resumed run, on its M
+devices), one line says what changes, and the run completes with the losses of an uninterrupted
+run (same batches; float rounding of other device counts). The wording with one data shard per
+device (data order changes) is checked on :func:`capacity_notice` directly."""
 
 import json
 import os
@@ -83,33 +84,28 @@ def _notices(err):
 
 
 def test_resume_on_another_device_count(tmp_path):
+    """Steps 1-2 on 4 devices, step 3 on 2, step 4 on 4 again (stops at 2 and 3)."""
     data_dir = str(tmp_path / "tfds")
     data.get_builder("dog_jax_demo/tiny", data_dir)
-    fixed, per_device = str(tmp_path / "fixed_4_to_2"), str(tmp_path / "per_device_2_to_4")
-    first = [_start(4, data_dir, fixed, data_shards=4, stop_at=2),
-             _start(2, data_dir, per_device, data_shards=0, stop_at=2)]
+    workdir = str(tmp_path / "run")
+    first = _start(4, data_dir, workdir, data_shards=4, stop_at=2)
     # The uninterrupted reference, on this process's single device, meanwhile.
     reference = train_and_evaluate(tiny_config(data_dir, num_train_steps=4, eval_every_steps=4,
                                                checkpoint_every_steps=4, data_shards=4), str(tmp_path / "ref"))
-    for proc in first:
-        summary, err = _finish(proc)
-        assert summary["final_step"] == 2 and summary["checked"] == [] and not _notices(err)
+    runs = [_finish(first)]
+    runs.append(_finish(_start(2, data_dir, workdir, data_shards=4, stop_at=3)))
+    runs.append(_finish(_start(4, data_dir, workdir, data_shards=4)))
+    assert [(run["checked"], run["start_step"], run["final_step"]) for run, _ in runs] == [
+        ([], 0, 2), ([2], 2, 3), ([3], 3, 4)]  # the restored state was the saved one, bitwise
+    assert [len(_notices(err)) for _, err in runs] == [0, 1, 1]
+    for (_, err), (now, before) in zip(runs[1:], ((2, 4), (4, 2))):
+        (notice,) = _notices(err)
+        assert f"Resuming on {now} devices from a checkpoint written on {before}:" in notice
+        assert "restored exactly" in notice and "data order is unchanged (config.data_shards=4 fixed)" in notice
 
-    second = [_start(2, data_dir, fixed, data_shards=4), _start(4, data_dir, per_device, data_shards=0)]
-    (fixed_run, fixed_err), (per_device_run, per_device_err) = (_finish(proc) for proc in second)
-    for run in (fixed_run, per_device_run):
-        assert run["checked"] == [2] and (run["start_step"], run["final_step"]) == (2, 4)
-
-    (notice,) = _notices(fixed_err)
-    assert "Resuming on 2 devices from a checkpoint written on 4" in notice
-    assert "restored exactly" in notice and "data order is unchanged (config.data_shards=4 fixed)" in notice
-    (notice,) = _notices(per_device_err)
-    assert "Resuming on 4 devices from a checkpoint written on 2" in notice
-    assert "data order changes (2 -> 4 data shards, one per device: 4; fix config.data_shards" in notice
-
-    # data_shards fixed: the same batches as the uninterrupted run, before and after the resume.
+    # data_shards fixed: the same batches as the uninterrupted run, before and after each resume.
     expected = {h["step"]: (h["loss"], h["accuracy"]) for h in reference["train_history"]}
-    got = {h["step"]: (h["loss"], h["accuracy"]) for h in fixed_run["history"]}
+    got = {h["step"]: (h["loss"], h["accuracy"]) for h in runs[-1][0]["history"]}
     assert sorted(got) == sorted(expected) == [1, 2, 3, 4]
     for step in expected:
         np.testing.assert_allclose(got[step], expected[step], rtol=2e-4, err_msg=f"step {step}")
@@ -122,3 +118,7 @@ def test_capacity_notice_only_when_the_device_count_changes():
     assert "\n" not in line and "data order is unchanged (config.data_shards=8 fixed)" in line
     line = capacity_notice({"devices": 8, "data_shards": 8}, 2, 4, fixed_shards=True)
     assert "data order changes (8 -> 4 data shards, fixed at 4;" in line
+    line = capacity_notice({"devices": 2, "data_shards": 2}, 4, 4, fixed_shards=False)
+    assert line.startswith("Resuming on 4 devices from a checkpoint written on 2: parameters, batch statistics "
+                           "and optimizer state are restored exactly; the data order changes (2 -> 4 data "
+                           "shards, one per device: 4; fix config.data_shards to keep it)")
