@@ -134,7 +134,10 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: StopPolicy) -
     stop.check_local(0)
     parts, state, train_step, eval_step = run_setup.make_steps(config, plan, mesh)
     num_params = sum(x.size for x in jax.tree.leaves(state["params"]))
-    logging.info("Model: %s (%s parameters), dw_init=%s, precision=%s", config.model, f"{num_params:,}",
+    # The registry name alone misleads when overrides resize the model (the demo configs do).
+    overrides = config_lib.architecture_overrides(config)
+    described = config.model + (" with " + ", ".join(f"{k}={v}" for k, v in overrides.items()) if overrides else "")
+    logging.info("Model: %s (%s parameters), dw_init=%s, precision=%s", described, f"{num_params:,}",
                  config.dw_init, config.precision)
 
     shard_count = config.data_shards or mesh.size  # default: one data shard per device
