@@ -130,9 +130,12 @@ DOG_JAX_CLONES void ForwardRows(const float* x, const float* w, float* y, const 
   }
 }
 
-// Kernel-gradient contribution of image n, output rows [i_begin, i_end), channels [c0, c0 + CB),
-// added into acc (KH, KW, C). Each (row, tap) partial sum over the output columns stays in a register.
-template <int CB>
+// Kernel-gradient contribution of image n, output row i, channels [c0, c0 + CB), added into acc
+// (KH, KW, C). KW > 0: the kernel width is a compile-time constant and the KW sums of one kernel row
+// stay in registers while the loop walks the output columns (each output-gradient vector is loaded
+// once, the KW input vectors it meets are neighbours, so they stay in L1 even when a pixel is 2 KB).
+// KW == 0: any width, one (row, tap) sum at a time over the columns, four independent partial sums.
+template <int CB, int KW>
 DOG_JAX_INLINE void KernelGradBlock(const float* x, const float* dy, float* acc, const Geometry& g,
                                     int64_t n, int64_t i, int64_t c0) {
   const float* dyrow = dy + ((n * g.ho + i) * g.wo) * g.c + c0;
@@ -140,26 +143,59 @@ DOG_JAX_INLINE void KernelGradBlock(const float* x, const float* dy, float* acc,
     const int64_t r = i - g.pt + a;
     if (r < 0 || r >= g.h) continue;
     const float* xr = x + ((n * g.h + r) * g.w) * g.c + c0;
-    for (int64_t b = 0; b < g.kw; ++b) {
-      // Output columns j with input column j - pl + b inside [0, W).
-      const int64_t j_lo = std::max<int64_t>(0, g.pl - b);
-      const int64_t j_hi = std::min(g.wo, g.w + g.pl - b);
-      // Four independent sums: one chain of dependent adds would wait on the add latency.
-      Vec<CB> s0 = {}, s1 = {}, s2 = {}, s3 = {};
-      const float* xb = xr + (b - g.pl) * g.c;
-      int64_t j = j_lo;
-      for (; j + 4 <= j_hi; j += 4) {
-        s0 += Load<CB>(xb + j * g.c) * Load<CB>(dyrow + j * g.c);
-        s1 += Load<CB>(xb + (j + 1) * g.c) * Load<CB>(dyrow + (j + 1) * g.c);
-        s2 += Load<CB>(xb + (j + 2) * g.c) * Load<CB>(dyrow + (j + 2) * g.c);
-        s3 += Load<CB>(xb + (j + 3) * g.c) * Load<CB>(dyrow + (j + 3) * g.c);
+    float* arow = acc + (a * g.kw) * g.c + c0;
+    if constexpr (KW > 0) {
+      Vec<CB> s[KW] = {};
+      // Columns whose KW taps all fall inside the input row; the others check each tap.
+      const int64_t j_lo = std::min(g.wo, std::max<int64_t>(0, g.pl));
+      const int64_t j_hi = std::max(j_lo, std::min(g.wo, g.w + g.pl - KW + 1));
+      auto edge_column = [&](int64_t j) {
+        const Vec<CB> d = Load<CB>(dyrow + j * g.c);
+#pragma GCC unroll 16
+        for (int b = 0; b < KW; ++b) {
+          const int64_t col = j - g.pl + b;
+          if (col >= 0 && col < g.w) s[b] += Load<CB>(xr + col * g.c) * d;
+        }
+      };
+      for (int64_t j = 0; j < j_lo; ++j) edge_column(j);
+      for (int64_t j = j_lo; j < j_hi; ++j) {
+        const Vec<CB> d = Load<CB>(dyrow + j * g.c);
+        const float* xp = xr + (j - g.pl) * g.c;
+#pragma GCC unroll 16
+        for (int b = 0; b < KW; ++b) s[b] += Load<CB>(xp + b * g.c) * d;
       }
-      for (; j < j_hi; ++j) s0 += Load<CB>(xb + j * g.c) * Load<CB>(dyrow + j * g.c);
-      const Vec<CB> s = (s0 + s1) + (s2 + s3);
-      float* ap = acc + (a * g.kw + b) * g.c + c0;
-      Store<CB>(ap, Load<CB>(ap) + s);
+      for (int64_t j = j_hi; j < g.wo; ++j) edge_column(j);
+#pragma GCC unroll 16
+      for (int b = 0; b < KW; ++b) Store<CB>(arow + b * g.c, Load<CB>(arow + b * g.c) + s[b]);
+    } else {
+      for (int64_t b = 0; b < g.kw; ++b) {
+        // Output columns j with input column j - pl + b inside [0, W).
+        const int64_t j_lo = std::max<int64_t>(0, g.pl - b);
+        const int64_t j_hi = std::min(g.wo, g.w + g.pl - b);
+        Vec<CB> s0 = {}, s1 = {}, s2 = {}, s3 = {};
+        const float* xb = xr + (b - g.pl) * g.c;
+        int64_t j = j_lo;
+        for (; j + 4 <= j_hi; j += 4) {
+          s0 += Load<CB>(xb + j * g.c) * Load<CB>(dyrow + j * g.c);
+          s1 += Load<CB>(xb + (j + 1) * g.c) * Load<CB>(dyrow + (j + 1) * g.c);
+          s2 += Load<CB>(xb + (j + 2) * g.c) * Load<CB>(dyrow + (j + 2) * g.c);
+          s3 += Load<CB>(xb + (j + 3) * g.c) * Load<CB>(dyrow + (j + 3) * g.c);
+        }
+        for (; j < j_hi; ++j) s0 += Load<CB>(xb + j * g.c) * Load<CB>(dyrow + j * g.c);
+        float* ap = arow + b * g.c;
+        Store<CB>(ap, Load<CB>(ap) + ((s0 + s1) + (s2 + s3)));
+      }
     }
   }
+}
+
+template <int KW>
+DOG_JAX_INLINE void KernelGradRow(const float* x, const float* dy, float* acc, const Geometry& g,
+                                  int64_t n, int64_t i) {
+  int64_t c0 = 0;
+  for (; c0 + 16 <= g.c; c0 += 16) KernelGradBlock<16, KW>(x, dy, acc, g, n, i, c0);
+  for (; c0 + 8 <= g.c; c0 += 8) KernelGradBlock<8, KW>(x, dy, acc, g, n, i, c0);
+  for (; c0 < g.c; ++c0) KernelGradBlock<1, KW>(x, dy, acc, g, n, i, c0);
 }
 
 // Adds the kernel gradient of images [n_begin, n_end) into acc (KH, KW, C). Row by row, all
@@ -168,10 +204,13 @@ DOG_JAX_CLONES void KernelGradImages(const float* x, const float* dy, float* acc
                                      int64_t n_begin, int64_t n_end) {
   for (int64_t n = n_begin; n < n_end; ++n) {
     for (int64_t i = 0; i < g.ho; ++i) {
-      int64_t c0 = 0;
-      for (; c0 + 16 <= g.c; c0 += 16) KernelGradBlock<16>(x, dy, acc, g, n, i, c0);
-      for (; c0 + 8 <= g.c; c0 += 8) KernelGradBlock<8>(x, dy, acc, g, n, i, c0);
-      for (; c0 < g.c; ++c0) KernelGradBlock<1>(x, dy, acc, g, n, i, c0);
+      switch (g.kw) {  // the models' kernel widths get registers; others the generic loop
+        case 3: KernelGradRow<3>(x, dy, acc, g, n, i); break;
+        case 5: KernelGradRow<5>(x, dy, acc, g, n, i); break;
+        case 7: KernelGradRow<7>(x, dy, acc, g, n, i); break;
+        case 9: KernelGradRow<9>(x, dy, acc, g, n, i); break;
+        default: KernelGradRow<0>(x, dy, acc, g, n, i);
+      }
     }
   }
 }
