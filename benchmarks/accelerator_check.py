@@ -48,7 +48,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.depthwise import SHAPES  # noqa: E402
-from dog_jax.ops.depthwise import IMPLS  # noqa: E402
+from dog_jax.ops.depthwise import IMPLS, impl_runs  # noqa: E402
 
 # (H = W, C, kernel) of the depthwise layers checked and timed: ConvMixer-512's and ConvNeXt-T's.
 FULL_SHAPES = {name: SHAPES[name] for name in ("convmixer", "convnext_s1", "convnext_s2", "convnext_s3",
@@ -148,7 +148,8 @@ def section_exactness_on_model_shapes(args) -> str:
 
         with jax.default_matmul_precision("highest"):
             reference = jax.jit(fwd_bwd, static_argnums=3)(x, w, dy, "xla")
-        for impl in (i for i in IMPLS if i != "xla" and i in args.impls + ["auto"]):
+        tried = [i for i in IMPLS if i != "xla" and i in args.impls + ["auto"] and impl_runs(i, x.dtype)]
+        for impl in tried:
             result = jax.jit(fwd_bwd, static_argnums=3)(x, w, dy, impl)
             errors = [float(jnp.abs(r - e).max() / jnp.abs(e).max()) for r, e in zip(result, reference)]
             verdict = "ok" if max(errors) <= 1e-5 else "**over 1e-5**"
@@ -169,7 +170,7 @@ def section_depthwise_speed(args, torch_dev: str | None) -> str:
     for dtype in (jnp.float32, jnp.bfloat16):
         rows = []
         for name, (size, channels, k) in (TINY_SHAPES if args.tiny else FULL_SHAPES).items():
-            impls = [i for i in IMPLS if i in args.impls or i == "xla"]
+            impls = [i for i in IMPLS if (i in args.impls or i == "xla") and impl_runs(i, dtype)]
             try:
                 for row in benchmark_shape(
                     (batch, size, size, channels),

@@ -31,7 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dog_jax.ops import depthwise_conv2d  # noqa: E402
-from dog_jax.ops.depthwise import IMPLS  # noqa: E402
+from dog_jax.ops.depthwise import IMPLS, impl_runs  # noqa: E402
 from dog_jax.ops.depthwise_select import select_impl  # noqa: E402
 from dog_jax.ops.depthwise_args import make_geometry  # noqa: E402
 
@@ -143,7 +143,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--impls", nargs="+", default=[i for i in IMPLS if i != "auto"],
+    parser.add_argument("--impls", nargs="+",
+                        default=[i for i in IMPLS if i != "auto" and impl_runs(i, "float32")],
                         choices=[i for i in IMPLS if i != "auto"])
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per candidate (median)")
     parser.add_argument("--xla-repeats", type=int, default=2,
@@ -182,6 +183,7 @@ def benchmark_shape(shape, k, dtype, impls, repeats, xla_repeats, torch_device, 
     """
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal(shape, np.float32), dtype)
+    impls = [i for i in impls if impl_runs(i, dtype)]  # "native": float32 on CPU only
     w = jnp.asarray(rng.standard_normal((k, k, 1, shape[3]), np.float32) * 0.05, dtype)
     dy = jnp.asarray(rng.standard_normal(shape, np.float32), dtype)
     if "toeplitz" in impls and (shape[1] * shape[2]) ** 2 * shape[3] > TOEPLITZ_BENCH_MAX_ENTRIES:
@@ -195,7 +197,7 @@ def benchmark_shape(shape, k, dtype, impls, repeats, xla_repeats, torch_device, 
     torch_best = min((medians[(t, "fwd+bwd")] for t in ("torch", "torch_cl") if (t, "fwd+bwd") in medians),
                      default=None)
     xla = medians.get(("xla", "fwd+bwd"))
-    auto = select_impl(shape, make_geometry(shape, w.shape, 1, "SAME", 1))
+    auto = select_impl(shape, make_geometry(shape, w.shape, 1, "SAME", 1), dtype=x.dtype)
     rows = []
     for label in labels:
         fb = medians[(label, "fwd+bwd")]

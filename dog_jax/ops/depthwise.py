@@ -10,6 +10,8 @@ of several implementations:
                loop over output rows (``depthwise_shift.py``, ``depthwise_weight_grad.py``).
   "shift_blocked"  as "shift", with the weight-gradient loop on channel-blocked copies (wide layers).
   "shift_fft"  as "shift", but the weight gradient is an FFT correlation (large kernels).
+  "native"     a C++ kernel called through the XLA FFI (``depthwise_native.py``): float32, stride 1,
+               CPU; compiled at install time, absent without a compiler (``native_status()``).
   "toeplitz"   one batched matmul over pixels with a gathered tap matrix (``depthwise_toeplitz.py``);
                for maps no larger than the kernel, where the shifted forms are overhead-bound.
   "auto"       the fastest of these for the backend and shape class (``depthwise_select.py``,
@@ -30,12 +32,24 @@ import jax.numpy as jnp
 from jax import lax
 
 from dog_jax.ops.depthwise_args import Padding, Strides, check_arrays, make_geometry
+from dog_jax.ops.depthwise_native import NATIVE_AVAILABLE, check_native, depthwise_native
 from dog_jax.ops.depthwise_select import select_impl
 from dog_jax.ops.depthwise_shift import depthwise_shift
 from dog_jax.ops.depthwise_toeplitz import depthwise_toeplitz
 
-IMPLS = ("auto", "xla", "shift", "shift_blocked", "shift_fft", "toeplitz")
+IMPLS = ("auto", "xla", "shift", "shift_blocked", "shift_fft", "toeplitz", "native")
 _WEIGHT_GRAD_METHOD = {"shift": "rows", "shift_blocked": "blocked", "shift_fft": "fft"}
+
+
+def impl_runs(impl: str, dtype, backend: str | None = None) -> bool:
+    """Whether ``impl`` can run float inputs of ``dtype`` on ``backend`` (default: JAX's default).
+
+    Every impl runs everywhere except "native": float32 on CPU, and only where its kernel was built.
+    Benchmarks and checks use this to list the impls to try.
+    """
+    if impl != "native":
+        return True
+    return NATIVE_AVAILABLE and (backend or jax.default_backend()) == "cpu" and jnp.dtype(dtype) == jnp.float32
 
 
 def _xla(x: jax.Array, kernel: jax.Array, geometry) -> jax.Array:
@@ -56,7 +70,8 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, *, strides: Strides = 1, p
       padding: "SAME" (as ``lax.conv``: for even kernels/strides the extra row/column goes
         bottom/right, same as PyTorch ``padding="same"``), "VALID", an int p (p on every side) or
         ((top, bottom), (left, right)) of non-negative ints.
-      impl: "auto", "xla", "shift", "shift_blocked", "shift_fft" or "toeplitz" (module docstring).
+      impl: "auto", "xla", "shift", "shift_blocked", "shift_fft", "toeplitz" or "native" (module
+        docstring).
 
     Returns:
       (N, H', W', C*m) in x's dtype, H' = floor((H + top + bottom - kh) / sh) + 1 (W' alike).
@@ -72,7 +87,9 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, *, strides: Strides = 1, p
     multiplier = check_arrays(x, kernel)
     geometry = make_geometry(jnp.shape(x), jnp.shape(kernel), strides, padding, multiplier)
     if impl == "auto":
-        impl = select_impl(jnp.shape(x), geometry)
+        impl = select_impl(jnp.shape(x), geometry, dtype=jnp.result_type(x, kernel))
+    if impl == "native":
+        check_native(x, kernel, geometry)
     if impl == "xla":
         return _xla(x, kernel, geometry)
     kh, kw, _, out_channels = kernel.shape
@@ -80,6 +97,8 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, *, strides: Strides = 1, p
         # Output channel c*m + j reads input channel c: repeat each input channel m times (fused by
         # XLA into the consumer; its transpose is the sum over the m copies).
         x = jnp.repeat(x, multiplier, axis=3)
+    if impl == "native":
+        return depthwise_native(x, kernel.reshape(kh, kw, out_channels), geometry)
     if impl == "toeplitz":
         return depthwise_toeplitz(x, kernel.reshape(kh, kw, out_channels), geometry)
     return depthwise_shift(x, kernel.reshape(kh, kw, out_channels), geometry, _WEIGHT_GRAD_METHOD[impl])
