@@ -86,7 +86,7 @@ def read_checkpoint(path: str | Path, *, progress: Progress | None = None) -> Ch
     if path.is_dir():
         return _read_orbax(path, progress)
     kind, tree = _read_file(path, progress)
-    arrays = {name: value for name, value in _flatten(tree) if _is_float_array(value)}
+    arrays = {name: value for name, value in flatten_names(tree) if _is_float_array(value)}
     return Checkpoint(path=path, format=kind, layout="OIHW" if kind == "torch" else "auto", arrays=arrays)
 
 
@@ -152,13 +152,14 @@ def _sniff(path: Path) -> str | None:
 # ----------------------------------------------------------------------------- flattening
 
 
-def _flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def flatten_names(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(name, leaf)`` for a nested dict/list tree, names joined with "/" (list items by index)."""
     if isinstance(tree, Mapping):
         for key, value in tree.items():
-            yield from _flatten(value, f"{prefix}/{key}" if prefix else str(key))
+            yield from flatten_names(value, f"{prefix}/{key}" if prefix else str(key))
     elif isinstance(tree, (list, tuple)):
         for i, value in enumerate(tree):
-            yield from _flatten(value, f"{prefix}/{i}" if prefix else str(i))
+            yield from flatten_names(value, f"{prefix}/{i}" if prefix else str(i))
     else:
         yield prefix, tree
 
@@ -335,7 +336,7 @@ def _read_orbax(path: Path, progress: Progress) -> Checkpoint:
     for item_name, item_dir in items.items():
         progress(f"restoring orbax item {item_dir}")
         tree = restore_pytree(item_dir)
-        for name, value in _flatten(tree, item_name):
+        for name, value in flatten_names(tree, item_name):
             if _is_float_array(value):
                 arrays[name] = value
     if any(name.endswith("basis_coeffs") for name in arrays):  # dw_param="basis": materialised kernels

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from dog_jax.checkpoints import CheckpointError, latest_step_dir, restore_pytree
+from dog_jax.checkpoints import CheckpointError, flatten_names, latest_step_dir, restore_pytree
 from dog_jax.train.loop import create_model_from_config
 
 __all__ = ["RunCheckpoint", "find_checkpoint", "read_weights", "restore_model"]
@@ -129,11 +129,8 @@ def fill_model(model: nnx.Module, weights: dict[str, Any], source: str) -> None:
       CheckpointError: a name is missing or extra, or a shape differs (one line naming it).
     """
     state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
-    wanted = {_key(path): variable for path, variable in nnx.to_flat_state(state)}
-    given = {}
-    for group in ("params", "batch_stats"):
-        for path, value in _flat(weights[group]):
-            given[_key(path)] = value
+    wanted = {"/".join(str(part) for part in path): variable for path, variable in nnx.to_flat_state(state)}
+    given = {name: value for group in ("params", "batch_stats") for name, value in flatten_names(weights[group])}
     missing, extra = sorted(set(wanted) - set(given)), sorted(set(given) - set(wanted))
     if missing or extra:
         what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
@@ -146,21 +143,6 @@ def fill_model(model: nnx.Module, weights: dict[str, Any], source: str) -> None:
                                   f"{tuple(variable.shape)}.")
         variable.set_value(jax.numpy.asarray(value, dtype=variable.get_value().dtype))
     nnx.update(model, state)
-
-
-def _key(path: tuple[Any, ...]) -> str:
-    return "/".join(str(part) for part in path)
-
-
-def _flat(tree: Any, prefix: tuple[Any, ...] = ()):
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            yield from _flat(value, prefix + (key,))
-    elif isinstance(tree, (list, tuple)):
-        for index, value in enumerate(tree):
-            yield from _flat(value, prefix + (index,))
-    else:
-        yield prefix, tree
 
 
 def restore_model(workdir: str | Path, *, step: int | None = None,
