@@ -369,6 +369,8 @@ def restore_pytree(item_dir: Path, keys: tuple[str, ...] | None = None) -> Any:
     import orbax.checkpoint as ocp
     from orbax.checkpoint import metadata as ocp_metadata
 
+    # orbax reads a relative directory's metadata as empty (no error), so hand it an absolute one.
+    item_dir = Path(item_dir).absolute()
     checkpointer = ocp.PyTreeCheckpointer()
     try:
         with _quiet_absl():  # orbax warns that an item directory has no step metadata: expected here.

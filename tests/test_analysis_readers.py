@@ -57,7 +57,7 @@ def test_npz_torch_and_safetensors_give_the_same_kernels(tmp_path):
     assert extract_depthwise_kernels(tmp_path / "m.pth", layers=r"^nothing") == []
 
 
-def test_orbax_manager_root_latest_step_and_optimizer_state_skipped(tmp_path):
+def test_orbax_manager_root_latest_step_and_optimizer_state_skipped(tmp_path, monkeypatch):
     import jax.numpy as jnp
     import orbax.checkpoint as ocp
 
@@ -82,8 +82,10 @@ def test_orbax_manager_root_latest_step_and_optimizer_state_skipped(tmp_path):
     layers = extract_depthwise_kernels(ckpt)
     assert [layer.name for layer in layers] == ["default/params/block/dwconv/kernel"]
     np.testing.assert_allclose(layers[0].kernels, new, rtol=1e-2, atol=1e-2)
-    # A step directory works as well.
+    # A step directory works as well, also given relative to the working directory.
     assert extract_depthwise_kernels(tmp_path / "ckpt" / "10")[0].kernels.shape == (8, 5, 5)
+    monkeypatch.chdir(tmp_path)
+    np.testing.assert_allclose(extract_depthwise_kernels("ckpt/20")[0].kernels, new, rtol=1e-2, atol=1e-2)
 
 
 def test_orbax_trainer_layout_from_the_run_directory(tmp_path):

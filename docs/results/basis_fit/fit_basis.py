@@ -67,14 +67,16 @@ def main(paths: list[str]) -> None:
     rng = np.random.default_rng(0)
     print("| checkpoint | kernel size | kernels | basis params / k² | explained (pooled) | mean per kernel "
           "| shuffled null (pooled) | null mean per kernel |\n|---|---|---|---|---|---|---|---|")
-    for path in paths or [default_checkpoint()]:
+    # Given paths are printed as given; the default one by its file name (its location is machine-specific).
+    labelled = [(path, path) for path in paths] or [(default_checkpoint(), default_checkpoint().name)]
+    for path, label in labelled:
         by_size: dict[tuple[int, int], list[np.ndarray]] = {}
         for layer in extract_depthwise_kernels(path):
             by_size.setdefault(layer.kernel_size, []).append(layer.kernels)
         for (kh, kw), parts in sorted(by_size.items()):
             kernels = np.concatenate(parts)
             real, null = explained(kernels), explained(shuffled(kernels, rng))
-            print(f"| {Path(path).name} | {kh}×{kw} | {len(kernels)} | 9 / {kh * kw} | {real[0]:.3f} | "
+            print(f"| {label} | {kh}×{kw} | {len(kernels)} | 9 / {kh * kw} | {real[0]:.3f} | "
                   f"{real[1]:.3f} | {null[0]:.3f} | {null[1]:.3f} |")
 
 
