@@ -13,7 +13,8 @@ ConvMixer-512/12 8.0 s vs 6.0-6.4 s), so use it only on a busy machine.
 PyTorch counterparts: ``convmixer_512_12`` is timm's ``ConvMixer(dim=512, depth=12, kernel_size=9,
 patch_size=7)`` (timm registers no 512/12 variant), ``convnext_tiny`` is timm's; HorNet has no
 timm model and the official code is not a package, so ``hornet_tiny_7x7`` is timed in dog_jax only.
-PyTorch runs in its default (NCHW) layout and with ``channels_last``.
+PyTorch runs in its default (NCHW) layout and with ``channels_last``. ``--dw-params free basis`` also
+times the dog_jax model with basis-parameterised depthwise kernels (``dw_param="basis"``).
 
     .venv/bin/python benchmarks/train_step.py --models convmixer_512_12 convnext_tiny --batch 16
 """
@@ -81,7 +82,9 @@ def dog_jax_step(name: str, batch: int, *, image_size: int = 224, dtype=jnp.floa
         if not np.isfinite(float(loss)):
             raise FloatingPointError(f"{name}: non-finite loss")
 
-    result = ("dog_jax (depthwise impl auto)", compile_s, run_one_step)
+    dw_param = (overrides or {}).get("dw_param", "free")
+    label = "dog_jax (depthwise impl auto" + (", basis kernels)" if dw_param == "basis" else ")")
+    result = (label, compile_s, run_one_step)
     return result + (compiled,) if return_compiled else result
 
 
@@ -149,6 +152,9 @@ def main(argv=None) -> None:
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-channels-last", action="store_true", help="skip the PyTorch channels_last runs")
     parser.add_argument("--channels-last-only", action="store_true", help="skip the PyTorch NCHW runs")
+    parser.add_argument("--dw-params", nargs="+", default=["free"], choices=("free", "basis"),
+                        help="dog_jax depthwise parameterisations to time (dw_param; 'basis' builds each "
+                             "kernel from 9 numbers per channel in every step)")
     parser.add_argument("--order", choices=("sequential", "round-robin"), default="sequential",
                         help="time each candidate's steps in one block (default; for a quiet machine), or "
                              "interleave the candidates step by step (spreads load from other jobs)")
@@ -166,7 +172,8 @@ def main(argv=None) -> None:
     print("| model | framework | compile (s) | step (s) | images/s | vs timm eager (best layout) |")
     print("|---|---|---|---|---|---|")
     for name in args.models:
-        builders = [lambda: dog_jax_step(name, args.batch)]
+        builders = [lambda p=dw_param: dog_jax_step(name, args.batch, overrides={"dw_param": p})
+                    for dw_param in args.dw_params]
         if not args.no_torch:
             layouts = ((True,) if args.channels_last_only else
                        (False,) if args.no_channels_last else (False, True))
