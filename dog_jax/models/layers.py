@@ -32,6 +32,7 @@ import numpy as np
 from flax import nnx
 
 from dog_jax.ops import depthwise_conv2d
+from dog_jax.ops.layernorm import check_layer_norm_impl, layer_norm
 
 Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
 
@@ -158,22 +159,32 @@ class LayerNorm(nnx.Module):
     Equals ``torch.nn.LayerNorm(C, eps)`` on channels-last input and timm's ``LayerNorm2d`` /
     the official channels-first LayerNorm on the corresponding NCHW input. Parameters
     ``scale`` (C,) initialised to 1 and ``bias`` (C,) initialised to 0.
+
+    ``impl`` (``dog_jax.ops.layernorm``): "auto" runs the native CPU kernel where it applies (CPU
+    backend, float32 input and ``dtype``, library built) and the pure-JAX code elsewhere; "xla" forces
+    the pure-JAX code; "native" forces the kernel and raises one line where it cannot run. The
+    attribute may be changed on a built model (``layer.impl = "xla"``).
     """
 
     def __init__(self, num_features: int, *, eps: float = 1e-6, dtype: Any = jnp.float32,
-                 param_dtype: Any = jnp.float32):
+                 param_dtype: Any = jnp.float32, impl: str = "auto"):
+        check_layer_norm_impl(impl)
         self.eps = eps
         self.dtype = dtype
+        self.impl = impl
         self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
         self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
-        mean = jnp.mean(x32, axis=-1, keepdims=True)
-        centred = x32 - mean
-        var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
-        y = centred * jax.lax.rsqrt(var + self.eps)
-        y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+        impl = self.impl
+        float32_io = x.dtype == jnp.float32 and jnp.dtype(self.dtype) == jnp.float32
+        if impl == "native" and not float32_io:
+            raise ValueError(f"LayerNorm(impl='native') takes float32 input and dtype, got {x.dtype} and "
+                             f"{jnp.dtype(self.dtype)}; use impl='auto'")
+        if impl == "auto" and not float32_io:
+            impl = "xla"
+        y = layer_norm(x.astype(jnp.float32), self.scale[...].astype(jnp.float32),
+                       self.bias[...].astype(jnp.float32), eps=self.eps, impl=impl)
         return y.astype(self.dtype)
 
 
