@@ -2,8 +2,8 @@
 
 The handlers (``dog_jax/ops/native/norm_cpu.cc``) are part of the native CPU library that
 ``native_cpu.py`` loads. The forward returns y and, per row, the mean and 1/σ that the backward reuses;
-the backward returns dx, dscale and dbias in one pass over the rows. Both are wrapped in custom VJPs:
-the backward's own derivative is the pure-JAX one (``jax.vjp`` of ``layer_norm_xla``'s VJP), so
+the backward returns dx, dscale and dbias in one pass over the rows. Both are wrapped in custom VJPs
+whose own derivatives are the pure-JAX ones (``jax.vjp`` of ``layer_norm_xla`` and of its VJP), so
 ``grad(grad(...))`` works and higher orders run in pure JAX. ``jax.vmap`` batches the handlers
 directly (``vmap_method="broadcast_all"``: x's rows form one group per batch element, each with its
 scale and bias). Forward-mode differentiation is unavailable, as for every custom VJP.
@@ -77,7 +77,7 @@ def layer_norm_native(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: floa
 
 
 def _layer_norm_fwd(x, scale, bias, eps):
-    y, mean, rstd = _forward_call(x, scale, bias, eps)
+    y, mean, rstd = _forward(x, scale, bias, eps)
     return y, (x, scale, mean, rstd)
 
 
@@ -87,6 +87,33 @@ def _layer_norm_bwd(eps, residuals, dy):
 
 
 layer_norm_native.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+# The forward with its row statistics, differentiable (pure-JAX derivative) because a second-order
+# derivative differentiates the forward rule above, residuals included.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _forward(x, scale, bias, eps):
+    """(y, mean, rstd): LayerNorm output and each row's mean and 1/sqrt(var + eps), shape x.shape[:-1]."""
+    return _forward_call(x, scale, bias, eps)
+
+
+def _reference_forward(x, scale, bias, eps):
+    """The same (y, mean, rstd) in pure JAX."""
+    mean = jnp.mean(x, axis=-1)
+    rstd = jax.lax.rsqrt(jnp.mean(jnp.square(x - mean[..., None]), axis=-1) + eps)
+    return layer_norm_xla(x, scale, bias, eps), mean, rstd
+
+
+def _forward_fwd(x, scale, bias, eps):
+    return _forward(x, scale, bias, eps), (x, scale, bias)
+
+
+def _forward_bwd(eps, residuals, cotangents):
+    _, vjp = jax.vjp(lambda a, s, b: _reference_forward(a, s, b, eps), *residuals)
+    return vjp(cotangents)
+
+
+_forward.defvjp(_forward_fwd, _forward_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
