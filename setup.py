@@ -1,4 +1,5 @@
-"""Builds the optional native CPU kernels (``dog_jax/ops/native/*.cc``: depthwise convolution, LayerNorm).
+"""Builds the optional native CPU kernels (``dog_jax/ops/native/*.cc``: depthwise convolution,
+LayerNorm, BatchNorm).
 
 Everything else about the package is declared in pyproject.toml. The kernels form one plain C++ shared
 library called from JAX through the XLA FFI; it needs the XLA FFI headers that ship with jaxlib

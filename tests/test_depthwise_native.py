@@ -36,7 +36,8 @@ def test_kernel_is_built_where_a_compiler_exists():
     if shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.skip("no C++ compiler on this machine")
     assert NATIVE_AVAILABLE, f"{native_status()} -- rebuild: pip install --no-deps -e ."
-    assert native_status().startswith("dog_jax native CPU kernels (depthwise conv, LayerNorm): loaded from ")
+    assert native_status().startswith("dog_jax native CPU kernels (depthwise conv, LayerNorm, BatchNorm): ")
+    assert ": loaded from " in native_status()
 
 
 @needs_native
@@ -105,7 +106,8 @@ def test_missing_kernel_raises_one_clear_line_and_auto_falls_back(monkeypatch):
     monkeypatch.setattr(native_cpu, "NATIVE_AVAILABLE", False)
     monkeypatch.setattr(native_cpu, "_STATUS", "not built (test)")
     x, w = inputs((1, 8, 8, 4), (3, 3, 1, 4))
-    with pytest.raises(RuntimeError, match=r"native CPU kernels \(depthwise conv, LayerNorm\): not built") as info:
+    match = r"depthwise_conv2d\(impl='native'\): dog_jax native CPU kernels .*: not built"
+    with pytest.raises(RuntimeError, match=match) as info:
         depthwise_conv2d(x, w, impl="native")
     assert "\n" not in str(info.value)
     geometry = make_geometry(x.shape, w.shape, 1, "SAME", 1)

@@ -32,7 +32,10 @@ import numpy as np
 from flax import nnx
 
 from dog_jax.ops import depthwise_conv2d
-from dog_jax.ops.layernorm import check_layer_norm_impl, layer_norm
+from dog_jax.ops.batchnorm import batch_norm_train
+from dog_jax.ops.batchnorm_xla import normalise
+from dog_jax.ops.layernorm import layer_norm
+from dog_jax.ops.native_cpu import check_norm_impl
 
 Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
 
@@ -168,7 +171,7 @@ class LayerNorm(nnx.Module):
 
     def __init__(self, num_features: int, *, eps: float = 1e-6, dtype: Any = jnp.float32,
                  param_dtype: Any = jnp.float32, impl: str = "auto"):
-        check_layer_norm_impl(impl)
+        check_norm_impl("LayerNorm", impl)
         self.eps = eps
         self.dtype = dtype
         self.impl = impl
@@ -176,15 +179,9 @@ class LayerNorm(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        impl = self.impl
-        float32_io = x.dtype == jnp.float32 and jnp.dtype(self.dtype) == jnp.float32
-        if impl == "native" and not float32_io:
-            raise ValueError(f"LayerNorm(impl='native') takes float32 input and dtype, got {x.dtype} and "
-                             f"{jnp.dtype(self.dtype)}; use impl='auto'")
-        if impl == "auto" and not float32_io:
-            impl = "xla"
         y = layer_norm(x.astype(jnp.float32), self.scale[...].astype(jnp.float32),
-                       self.bias[...].astype(jnp.float32), eps=self.eps, impl=impl)
+                       self.bias[...].astype(jnp.float32), eps=self.eps,
+                       impl=_norm_impl("LayerNorm", self.impl, x, self.dtype))
         return y.astype(self.dtype)
 
 
@@ -202,46 +199,56 @@ class BatchNorm(nnx.Module):
       eps: added to the variance, default 1e-5.
       axis_name: optional mapped axis name to average batch statistics over (``shard_map``/
         ``pmap``); under plain ``jit`` with a sharded batch the mean is already global.
+      impl: training-mode implementation (``dog_jax.ops.batchnorm``): "auto" runs the native CPU
+        kernel where it applies (CPU backend, float32 input and ``dtype``, no ``axis_name``, library
+        built), "xla" forces the pure-JAX code, "native" the kernel (one error line where it cannot
+        run). Evaluation mode is pure JAX always.
     """
 
     def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5,
                  use_running_average: bool = False, axis_name: str | None = None,
-                 dtype: Any = jnp.float32, param_dtype: Any = jnp.float32):
+                 dtype: Any = jnp.float32, param_dtype: Any = jnp.float32, impl: str = "auto"):
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"BatchNorm momentum (PyTorch convention) must be in [0, 1], got {momentum}.")
+        check_norm_impl("BatchNorm", impl)
         self.momentum = momentum
         self.eps = eps
         self.use_running_average = use_running_average
         self.axis_name = axis_name
         self.dtype = dtype
+        self.impl = impl
         self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
         self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
         self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
         self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
 
-    def _batch_mean(self, v: jax.Array) -> jax.Array:
-        m = jnp.mean(v, axis=tuple(range(v.ndim - 1)))
-        if self.axis_name is not None:
-            m = jax.lax.pmean(m, self.axis_name)
-        return m
-
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
+        scale, bias = self.scale[...].astype(jnp.float32), self.bias[...].astype(jnp.float32)
         if self.use_running_average:
-            mean, var = self.mean[...], self.var[...]
-        else:
-            mean = self._batch_mean(x32)
-            var = self._batch_mean(jnp.square(x32 - mean))  # two-pass, biased
-            count = math.prod(x.shape[:-1])
-            if self.axis_name is not None:
-                count *= jax.lax.psum(1, self.axis_name)
-            unbiased = var * (count / max(count - 1, 1))
-            m = self.momentum
-            self.mean[...] = (1.0 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
-            self.var[...] = (1.0 - m) * self.var[...] + m * jax.lax.stop_gradient(unbiased)
-        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
-        y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+            y = normalise(x32, self.mean[...], self.var[...], scale, bias, self.eps)
+            return y.astype(self.dtype)
+        y, mean, var = batch_norm_train(x32, scale, bias, eps=self.eps, axis_name=self.axis_name,
+                                        impl=_norm_impl("BatchNorm", self.impl, x, self.dtype))
+        count = math.prod(x.shape[:-1])
+        if self.axis_name is not None:
+            count *= jax.lax.psum(1, self.axis_name)
+        unbiased = var * (count / max(count - 1, 1))
+        m = self.momentum
+        self.mean[...] = (1.0 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
+        self.var[...] = (1.0 - m) * self.var[...] + m * jax.lax.stop_gradient(unbiased)
         return y.astype(self.dtype)
+
+
+def _norm_impl(layer: str, impl: str, x: jax.Array, dtype: Any) -> str:
+    """The impl a normalisation layer passes on: "auto" becomes "xla" unless input and output are
+    float32 (the native kernels' scope); "native" with other dtypes raises one line."""
+    if x.dtype == jnp.float32 and jnp.dtype(dtype) == jnp.float32:
+        return impl
+    if impl == "native":
+        raise ValueError(f"{layer}(impl='native') takes float32 input and dtype, got {x.dtype} and "
+                         f"{jnp.dtype(dtype)}; use impl='auto'")
+    return "xla" if impl == "auto" else impl
 
 
 class DropPath(nnx.Module):

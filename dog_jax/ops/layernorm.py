@@ -14,14 +14,7 @@ import jax
 
 from dog_jax.ops.layernorm_native import check_layer_norm_native, layer_norm_native, native_applies
 from dog_jax.ops.layernorm_xla import layer_norm_xla
-
-LAYER_NORM_IMPLS = ("auto", "xla", "native")
-
-
-def check_layer_norm_impl(impl: str) -> None:
-    """Raises one clear line unless ``impl`` is one of ``LAYER_NORM_IMPLS``."""
-    if impl not in LAYER_NORM_IMPLS:
-        raise ValueError(f"LayerNorm impl must be one of {LAYER_NORM_IMPLS}, got {impl!r}")
+from dog_jax.ops.native_cpu import check_norm_impl
 
 
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: float = 1e-6,
@@ -37,7 +30,7 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: float = 
     Returns:
       (..., C), the dtype of x.
     """
-    check_layer_norm_impl(impl)
+    check_norm_impl("LayerNorm", impl)
     if impl == "native":
         check_layer_norm_native(x, scale, bias)
     elif impl == "auto":
