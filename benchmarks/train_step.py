@@ -5,7 +5,7 @@ One step = forward, cross-entropy loss, backward, AdamW update (fp32, random ima
 the median of the timed steps, the step's process CPU time (work of all threads: less distorted than
 wall time when other jobs share the machine), and for dog_jax the compile time of the step
 (``lower().compile()``) apart from the timed steps. ``--norm-impls auto xla`` times dog_jax once per
-LayerNorm impl. By default (``--order sequential``) each candidate is built, warmed up, timed and
+LayerNorm/BatchNorm impl. By default (``--order sequential``) each candidate is built, warmed up, timed and
 dropped before the next is built (dog_jax first), so each runs alone in the process.
 ``--order round-robin`` builds all candidates first and steps them A, B, C, A, B, C, ..., which
 spreads load from other jobs over all alike, but on a quiet 2-core machine the JAX step ran
@@ -41,7 +41,7 @@ from flax import nnx  # noqa: E402
 
 from benchmarks.depthwise import cpu_model  # noqa: E402
 from dog_jax.models import create_model  # noqa: E402
-from dog_jax.models.layers import LayerNorm  # noqa: E402
+from dog_jax.models.layers import BatchNorm, LayerNorm  # noqa: E402
 
 MODELS = ("convmixer_512_12", "convnext_tiny", "hornet_tiny_7x7")
 LEARNING_RATE, WEIGHT_DECAY = 1e-3, 0.05
@@ -53,13 +53,13 @@ def dog_jax_step(name: str, batch: int, *, image_size: int = 224, dtype=jnp.floa
 
     ``dtype`` is the compute dtype (parameters stay float32); ``overrides`` are architecture fields
     passed to ``create_model`` (e.g. a narrower model for a smoke run). ``return_compiled`` appends
-    the compiled step (for its HLO) to the tuple. ``norm_impl`` is set as every ``LayerNorm``'s
-    ``impl`` ("auto", "xla" or "native").
+    the compiled step (for its HLO) to the tuple. ``norm_impl`` is set as every ``LayerNorm``'s and
+    ``BatchNorm``'s ``impl`` ("auto", "xla" or "native").
     """
     model = create_model(name, dtype=dtype, rngs=nnx.Rngs(0), **(overrides or {}))
     model.train()
     for _, module in nnx.iter_modules(model):
-        if isinstance(module, LayerNorm):
+        if isinstance(module, (LayerNorm, BatchNorm)):
             module.impl = norm_impl
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
@@ -168,7 +168,7 @@ def main(argv=None) -> None:
                         help="time each candidate's steps in one block (default; for a quiet machine), or "
                              "interleave the candidates step by step (spreads load from other jobs)")
     parser.add_argument("--norm-impls", nargs="+", default=["auto"], choices=("auto", "xla", "native"),
-                        help="one dog_jax candidate per LayerNorm impl (e.g. auto xla: native vs pure JAX)")
+                        help="one dog_jax candidate per LayerNorm/BatchNorm impl (auto xla: native vs pure JAX)")
     args = parser.parse_args(argv)
 
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
