@@ -4,9 +4,9 @@ One step = forward, cross-entropy loss, backward, AdamW update (fp32, random ima
 224x224, model in training mode: BatchNorm batch statistics, no drop path). Reports images/s from
 the median of the timed steps, the step's process CPU time (work of all threads: less distorted than
 wall time when other jobs share the machine), and for dog_jax the compile time of the step
-(``lower().compile()``) apart from the timed steps. ``--norm-impls auto xla`` times dog_jax once per
-LayerNorm/BatchNorm impl. By default (``--order sequential``) each candidate is built, warmed up, timed and
-dropped before the next is built (dog_jax first), so each runs alone in the process.
+(``lower().compile()``) apart from the timed steps. ``--norm-impls auto xla`` times dog_jax once
+per LayerNorm/BatchNorm impl. By default (``--order sequential``) each candidate is built, warmed
+up, timed and dropped before the next is built (dog_jax first), so each runs alone in the process.
 ``--order round-robin`` builds all candidates first and steps them A, B, C, A, B, C, ..., which
 spreads load from other jobs over all alike, but on a quiet 2-core machine the JAX step ran
 25-45 % slower with the PyTorch models built beside it (ConvNeXt-T 5.2-5.8 s vs 4.0 s;
@@ -48,7 +48,8 @@ LEARNING_RATE, WEIGHT_DECAY = 1e-3, 0.05
 
 
 def dog_jax_step(name: str, batch: int, *, image_size: int = 224, dtype=jnp.float32,
-                 overrides: dict | None = None, return_compiled: bool = False, norm_impl: str = "auto") -> tuple:
+                 overrides: dict | None = None, return_compiled: bool = False,
+                 norm_impl: str = "auto") -> tuple:
     """(label, (compile wall s, compile CPU s), run_one_step) for the dog_jax model; run_one_step blocks.
 
     ``dtype`` is the compute dtype (parameters stay float32); ``overrides`` are architecture fields
@@ -168,7 +169,8 @@ def main(argv=None) -> None:
                         help="time each candidate's steps in one block (default; for a quiet machine), or "
                              "interleave the candidates step by step (spreads load from other jobs)")
     parser.add_argument("--norm-impls", nargs="+", default=["auto"], choices=("auto", "xla", "native"),
-                        help="one dog_jax candidate per LayerNorm/BatchNorm impl (auto xla: native vs pure JAX)")
+                        help="one dog_jax candidate per LayerNorm/BatchNorm impl "
+                             "(auto xla: native vs pure JAX)")
     args = parser.parse_args(argv)
 
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -180,7 +182,8 @@ def main(argv=None) -> None:
     print(f"# {cpu_model()}, {threads} threads, {versions}, batch {args.batch}, fp32, AdamW, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f}")
     print(f"# command: python benchmarks/train_step.py {' '.join(argv if argv is not None else sys.argv[1:])}")
-    print("| model | framework | compile (s) | step (s) | step CPU (s) | images/s | vs timm eager (best layout) |")
+    print("| model | framework | compile (s) | step (s) | step CPU (s) | images/s "
+          "| vs timm eager (best layout) |")
     print("|---|---|---|---|---|---|---|")
     for name in args.models:
         builders = [lambda p=dw_param, impl=impl: dog_jax_step(name, args.batch, overrides={"dw_param": p},

@@ -36,7 +36,8 @@ def numpy_reference(x, scale, bias, dy):
 
 
 def outputs_and_grads(impl, x, scale, bias, dy):
-    (y, mean, var), vjp = jax.vjp(lambda a, s, b: batch_norm_train(a, s, b, eps=EPS, impl=impl), x, scale, bias)
+    (y, mean, var), vjp = jax.vjp(lambda a, s, b: batch_norm_train(a, s, b, eps=EPS, impl=impl),
+                                  x, scale, bias)
     zeros = jnp.zeros_like(mean)
     return (y, mean, var, *vjp((dy, zeros, zeros)))
 

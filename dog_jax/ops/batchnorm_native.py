@@ -55,7 +55,8 @@ def _forward_call(x, scale, bias, eps):
     c = x.shape[-1]
     out = (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct((c,), jnp.float32),
            jax.ShapeDtypeStruct((c,), jnp.float32))
-    return jax.ffi.ffi_call(_FORWARD_TARGET, out, vmap_method="sequential")(x, scale, bias, eps=np.float32(eps))
+    return jax.ffi.ffi_call(_FORWARD_TARGET, out, vmap_method="sequential")(
+        x, scale, bias, eps=np.float32(eps))
 
 
 def _backward_call(x, scale, mean, var, dy, eps):

@@ -341,7 +341,8 @@ ffi::Error BatchNormForward(ffi::ThreadPool pool, Array x, Array scale, Array bi
   float* yp = y->typed_data();
   const int64_t chunks = NumChunks(rows, pool);
   ParallelFor(pool, chunks, [&](int64_t k) {
-    BatchNormRows(xp, mean_f.data(), rstd_f.data(), sp, bp, yp, c, rows * k / chunks, rows * (k + 1) / chunks);
+    BatchNormRows(xp, mean_f.data(), rstd_f.data(), sp, bp, yp, c, rows * k / chunks,
+                  rows * (k + 1) / chunks);
   });
   return ffi::Error::Success();
 }
