@@ -32,6 +32,7 @@ namespace {
 using dog_jax_native::Load;
 using dog_jax_native::NumChunks;
 using dog_jax_native::ParallelFor;
+using dog_jax_native::Store;
 using dog_jax_native::Vec;
 namespace ffi = xla::ffi;
 
@@ -117,8 +118,8 @@ DOG_JAX_CLONES void BackwardRows(const float* x, const float* scale, const float
       acc_gx += g * xh;
       Vec<kLanes> ds = Load<kLanes>(dscale + i) + d * xh;
       Vec<kLanes> db = Load<kLanes>(dbias + i) + d;
-      dog_jax_native::Store<kLanes>(dscale + i, ds);
-      dog_jax_native::Store<kLanes>(dbias + i, db);
+      Store<kLanes>(dscale + i, ds);
+      Store<kLanes>(dbias + i, db);
     }
     float sum_g = HorizontalSum(acc_g), sum_gx = HorizontalSum(acc_gx);
     for (; i < c; ++i) {
