@@ -1,11 +1,12 @@
-"""Builds the optional native CPU depthwise kernel (``dog_jax/ops/native/depthwise_cpu.cc``).
+"""Builds the optional native CPU kernels (``dog_jax/ops/native/*.cc``: depthwise convolution,
+LayerNorm, BatchNorm).
 
-Everything else about the package is declared in pyproject.toml. The kernel is a plain C++ shared
+Everything else about the package is declared in pyproject.toml. The kernels form one plain C++ shared
 library called from JAX through the XLA FFI; it needs the XLA FFI headers that ship with jaxlib
 (``jax.ffi.include_dir()``), so pyproject.toml's [build-system] requires the pinned jaxlib. The
 extension is optional: without a C++ compiler (or without the headers) the build prints a warning,
-the install succeeds, and dog_jax uses its pure-JAX depthwise impls
-(``dog_jax.ops.depthwise_native.native_status()`` says which is in use).
+the install succeeds, and dog_jax uses its pure-JAX code paths
+(``dog_jax.ops.native_cpu.native_status()`` says which is in use).
 """
 
 import os
@@ -26,8 +27,9 @@ def _ffi_include_dirs() -> list[str]:
 setup(
     ext_modules=[
         Extension(
-            "dog_jax.ops._depthwise_cpu",
-            sources=["dog_jax/ops/native/depthwise_cpu.cc"],
+            "dog_jax.ops._native_cpu",
+            sources=["dog_jax/ops/native/depthwise_cpu.cc", "dog_jax/ops/native/norm_cpu.cc"],
+            depends=["dog_jax/ops/native/parallel.h"],
             include_dirs=_ffi_include_dirs(),
             language="c++",
             # Portable: no -march=native; the hot loops carry their own AVX2/AVX-512 clones.

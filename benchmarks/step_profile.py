@@ -36,6 +36,8 @@ JAX_CLASSES = (
     ("PatchifyConv", "patchify/downsample"),
     ("LayerNorm", "LayerNorm"),
     ("BatchNorm", "BatchNorm"),
+    ("layernorm", "LayerNorm"),  # dog_jax/ops/layernorm*.py (native kernel, pure-JAX code)
+    ("batchnorm", "BatchNorm"),
     ("gelu", "GELU"),
     ("_tree_math.py", "optimizer"),
     ("update.py", "optimizer"),

@@ -2,8 +2,10 @@
 
 One step = forward, cross-entropy loss, backward, AdamW update (fp32, random images and labels,
 224x224, model in training mode: BatchNorm batch statistics, no drop path). Reports images/s from
-the median of the timed steps, and for dog_jax the compile time of the step (``lower().compile()``)
-apart from the timed steps. By default (``--order sequential``) each candidate is built, warmed
+the median of the timed steps, the step's process CPU time (work of all threads: less distorted than
+wall time when other jobs share the machine), and for dog_jax the compile time of the step
+(``lower().compile()``) apart from the timed steps. ``--norm-impls auto xla`` times dog_jax once
+per LayerNorm/BatchNorm impl. By default (``--order sequential``) each candidate is built, warmed
 up, timed and dropped before the next is built (dog_jax first), so each runs alone in the process.
 ``--order round-robin`` builds all candidates first and steps them A, B, C, A, B, C, ..., which
 spreads load from other jobs over all alike, but on a quiet 2-core machine the JAX step ran
@@ -39,21 +41,27 @@ from flax import nnx  # noqa: E402
 
 from benchmarks.depthwise import cpu_model  # noqa: E402
 from dog_jax.models import create_model  # noqa: E402
+from dog_jax.models.layers import BatchNorm, LayerNorm  # noqa: E402
 
 MODELS = ("convmixer_512_12", "convnext_tiny", "hornet_tiny_7x7")
 LEARNING_RATE, WEIGHT_DECAY = 1e-3, 0.05
 
 
 def dog_jax_step(name: str, batch: int, *, image_size: int = 224, dtype=jnp.float32,
-                 overrides: dict | None = None, return_compiled: bool = False) -> tuple:
+                 overrides: dict | None = None, return_compiled: bool = False,
+                 norm_impl: str = "auto") -> tuple:
     """(label, (compile wall s, compile CPU s), run_one_step) for the dog_jax model; run_one_step blocks.
 
     ``dtype`` is the compute dtype (parameters stay float32); ``overrides`` are architecture fields
     passed to ``create_model`` (e.g. a narrower model for a smoke run). ``return_compiled`` appends
-    the compiled step (for its HLO) to the tuple.
+    the compiled step (for its HLO) to the tuple. ``norm_impl`` is set as every ``LayerNorm``'s and
+    ``BatchNorm``'s ``impl`` ("auto", "xla" or "native").
     """
     model = create_model(name, dtype=dtype, rngs=nnx.Rngs(0), **(overrides or {}))
     model.train()
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, (LayerNorm, BatchNorm)):
+            module.impl = norm_impl
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
     tx = optax.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY)
@@ -83,7 +91,9 @@ def dog_jax_step(name: str, batch: int, *, image_size: int = 224, dtype=jnp.floa
             raise FloatingPointError(f"{name}: non-finite loss")
 
     dw_param = (overrides or {}).get("dw_param", "free")
-    label = "dog_jax (depthwise impl auto" + (", basis kernels)" if dw_param == "basis" else ")")
+    parts = (["depthwise impl auto"] + (["basis kernels"] if dw_param == "basis" else [])
+             + ([f"norm impl {norm_impl}"] if norm_impl != "auto" else []))
+    label = f"dog_jax ({', '.join(parts)})"
     result = (label, compile_s, run_one_step)
     return result + (compiled,) if return_compiled else result
 
@@ -158,6 +168,9 @@ def main(argv=None) -> None:
     parser.add_argument("--order", choices=("sequential", "round-robin"), default="sequential",
                         help="time each candidate's steps in one block (default; for a quiet machine), or "
                              "interleave the candidates step by step (spreads load from other jobs)")
+    parser.add_argument("--norm-impls", nargs="+", default=["auto"], choices=("auto", "xla", "native"),
+                        help="one dog_jax candidate per LayerNorm/BatchNorm impl "
+                             "(auto xla: native vs pure JAX)")
     args = parser.parse_args(argv)
 
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -169,26 +182,29 @@ def main(argv=None) -> None:
     print(f"# {cpu_model()}, {threads} threads, {versions}, batch {args.batch}, fp32, AdamW, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f}")
     print(f"# command: python benchmarks/train_step.py {' '.join(argv if argv is not None else sys.argv[1:])}")
-    print("| model | framework | compile (s) | step (s) | images/s | vs timm eager (best layout) |")
-    print("|---|---|---|---|---|---|")
+    print("| model | framework | compile (s) | step (s) | step CPU (s) | images/s "
+          "| vs timm eager (best layout) |")
+    print("|---|---|---|---|---|---|---|")
     for name in args.models:
-        builders = [lambda p=dw_param: dog_jax_step(name, args.batch, overrides={"dw_param": p})
-                    for dw_param in args.dw_params]
+        builders = [lambda p=dw_param, impl=impl: dog_jax_step(name, args.batch, overrides={"dw_param": p},
+                                                                norm_impl=impl)
+                    for dw_param in args.dw_params for impl in args.norm_impls]
         if not args.no_torch:
             layouts = ((True,) if args.channels_last_only else
                        (False,) if args.no_channels_last else (False, True))
             builders += [lambda cl=channels_last: torch_step(name, args.batch, threads, cl)
                          for channels_last in layouts]
-        times, compile_times = {}, {}
+        times, cpu_times, compile_times = {}, {}, {}
 
         def timed(label, run):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             run()
             times[label].append(time.perf_counter() - start)
+            cpu_times[label].append(time.process_time() - start_cpu)
 
         def built(candidate):
             label, compile_s, run = candidate
-            times[label], compile_times[label] = [], compile_s
+            times[label], cpu_times[label], compile_times[label] = [], [], compile_s
             run()  # warm-up: first call allocates buffers (and, for PyTorch, picks kernels)
             return label, run
 
@@ -214,6 +230,7 @@ def main(argv=None) -> None:
             compile_text = f"{compile_s[0]:.1f} ({compile_s[1]:.1f} CPU)" if compile_s is not None else "-"
             ratio = f"{best_torch / medians[label]:.2f}x" if best_torch else "no PyTorch model"
             print(f"| {name} | {label} | {compile_text} | {medians[label]:.2f} | "
+                  f"{statistics.median(cpu_times[label]):.2f} | "
                   f"{args.batch / medians[label]:.2f} | {ratio} |", flush=True)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from dog_jax.ops import depthwise_conv2d
-from dog_jax.ops import depthwise_native
+from dog_jax.ops import native_cpu
 from dog_jax.ops.depthwise_args import make_geometry
 from dog_jax.ops.depthwise_native import NATIVE_AVAILABLE, native_status
 from dog_jax.ops.depthwise_select import select_impl
@@ -36,7 +36,8 @@ def test_kernel_is_built_where_a_compiler_exists():
     if shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.skip("no C++ compiler on this machine")
     assert NATIVE_AVAILABLE, f"{native_status()} -- rebuild: pip install --no-deps -e ."
-    assert native_status().startswith("dog_jax native CPU depthwise kernel: loaded from ")
+    assert native_status().startswith("dog_jax native CPU kernels (depthwise conv, LayerNorm, BatchNorm): ")
+    assert ": loaded from " in native_status()
 
 
 @needs_native
@@ -102,10 +103,11 @@ def test_unsupported_arguments_raise_one_clear_line(x_dtype, kwargs, match):
 
 
 def test_missing_kernel_raises_one_clear_line_and_auto_falls_back(monkeypatch):
-    monkeypatch.setattr(depthwise_native, "NATIVE_AVAILABLE", False)
-    monkeypatch.setattr(depthwise_native, "_STATUS", "not built (test)")
+    monkeypatch.setattr(native_cpu, "NATIVE_AVAILABLE", False)
+    monkeypatch.setattr(native_cpu, "_STATUS", "not built (test)")
     x, w = inputs((1, 8, 8, 4), (3, 3, 1, 4))
-    with pytest.raises(RuntimeError, match="native CPU depthwise kernel: not built") as info:
+    match = r"depthwise_conv2d\(impl='native'\): dog_jax native CPU kernels .*: not built"
+    with pytest.raises(RuntimeError, match=match) as info:
         depthwise_conv2d(x, w, impl="native")
     assert "\n" not in str(info.value)
     geometry = make_geometry(x.shape, w.shape, 1, "SAME", 1)

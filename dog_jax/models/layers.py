@@ -8,15 +8,9 @@ differ from Flax's defaults:
   :func:`dog_jax.ops.depthwise_conv2d` and keeps its kernel as an ``nnx.Param`` named
   ``kernel`` of shape ``(kh, kw, 1, C)``, so analysis code can find depthwise kernels and
   initializers can target exactly them (:func:`iter_depthwise_convs`).
-* :class:`BatchNorm` follows ``torch.nn.BatchNorm2d``: eps 1e-5, momentum 0.1 in PyTorch's
-  convention, two-pass variance, and running variance updated with the *unbiased* batch
-  variance (``flax.nnx.BatchNorm`` uses the biased one).
-* :class:`LayerNorm` uses eps 1e-6 and the two-pass variance (Flax's fast variance
-  E[x²]−E[x]² loses precision for inputs with a large mean).
+* :class:`BatchNorm` and :class:`LayerNorm` (defined in ``norms.py``, re-exported here) follow
+  PyTorch's eps, momentum and variance conventions (see there).
 * :func:`gelu` is the exact erf form (Flax defaults to the tanh approximation).
-
-Normalisation statistics are always computed in float32, also when the compute ``dtype``
-is bfloat16; the result is cast back to the compute dtype.
 """
 
 from __future__ import annotations
@@ -31,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dog_jax.models.norms import BatchNorm, LayerNorm
 from dog_jax.ops import depthwise_conv2d
 
 Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
@@ -150,87 +145,6 @@ def iter_depthwise_convs(model: nnx.Module) -> Iterator[tuple[tuple[Any, ...], D
     for path, module in nnx.iter_modules(model):
         if isinstance(module, DepthwiseConv2D):
             yield path, module
-
-
-class LayerNorm(nnx.Module):
-    """LayerNorm over the last (channel) axis, two-pass variance, statistics in float32.
-
-    Equals ``torch.nn.LayerNorm(C, eps)`` on channels-last input and timm's ``LayerNorm2d`` /
-    the official channels-first LayerNorm on the corresponding NCHW input. Parameters
-    ``scale`` (C,) initialised to 1 and ``bias`` (C,) initialised to 0.
-    """
-
-    def __init__(self, num_features: int, *, eps: float = 1e-6, dtype: Any = jnp.float32,
-                 param_dtype: Any = jnp.float32):
-        self.eps = eps
-        self.dtype = dtype
-        self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
-        self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
-        mean = jnp.mean(x32, axis=-1, keepdims=True)
-        centred = x32 - mean
-        var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
-        y = centred * jax.lax.rsqrt(var + self.eps)
-        y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
-        return y.astype(self.dtype)
-
-
-class BatchNorm(nnx.Module):
-    """``torch.nn.BatchNorm2d`` semantics for NHWC input (statistics over N, H, W).
-
-    Training (``use_running_average=False``, set by ``model.train()``): normalises with the
-    biased batch variance and updates ``running = (1 − momentum)·running + momentum·batch``,
-    using the *unbiased* batch variance for ``var`` as PyTorch does. Evaluation
-    (``model.eval()``): normalises with the running statistics.
-
-    Args:
-      num_features: channels C.
-      momentum: PyTorch convention (weight of the new batch statistic), default 0.1.
-      eps: added to the variance, default 1e-5.
-      axis_name: optional mapped axis name to average batch statistics over (``shard_map``/
-        ``pmap``); under plain ``jit`` with a sharded batch the mean is already global.
-    """
-
-    def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5,
-                 use_running_average: bool = False, axis_name: str | None = None,
-                 dtype: Any = jnp.float32, param_dtype: Any = jnp.float32):
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"BatchNorm momentum (PyTorch convention) must be in [0, 1], got {momentum}.")
-        self.momentum = momentum
-        self.eps = eps
-        self.use_running_average = use_running_average
-        self.axis_name = axis_name
-        self.dtype = dtype
-        self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
-        self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
-        self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
-        self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
-
-    def _batch_mean(self, v: jax.Array) -> jax.Array:
-        m = jnp.mean(v, axis=tuple(range(v.ndim - 1)))
-        if self.axis_name is not None:
-            m = jax.lax.pmean(m, self.axis_name)
-        return m
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
-        if self.use_running_average:
-            mean, var = self.mean[...], self.var[...]
-        else:
-            mean = self._batch_mean(x32)
-            var = self._batch_mean(jnp.square(x32 - mean))  # two-pass, biased
-            count = math.prod(x.shape[:-1])
-            if self.axis_name is not None:
-                count *= jax.lax.psum(1, self.axis_name)
-            unbiased = var * (count / max(count - 1, 1))
-            m = self.momentum
-            self.mean[...] = (1.0 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
-            self.var[...] = (1.0 - m) * self.var[...] + m * jax.lax.stop_gradient(unbiased)
-        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
-        y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
-        return y.astype(self.dtype)
 
 
 class DropPath(nnx.Module):

@@ -1,9 +1,9 @@
 """The native CPU depthwise convolution (``impl="native"``): a C++ kernel called through the XLA FFI.
 
-The kernel (``dog_jax/ops/native/depthwise_cpu.cc``) is compiled during ``pip install`` into the
-extension file ``dog_jax/ops/_depthwise_cpu*.so`` (``setup.py``; optional, so a machine without a
-C++ compiler still installs and uses the pure-JAX impls). Whether it is present, and why not, is
-``native_status()`` (one line), and ``NATIVE_AVAILABLE``; "auto" picks "native" only when it is.
+The kernel (``dog_jax/ops/native/depthwise_cpu.cc``) is part of the native CPU library that
+``native_cpu.py`` loads (built by ``pip install`` where a C++ compiler exists). Whether it is present,
+and why not, is ``native_status()`` (one line), and ``NATIVE_AVAILABLE``; "auto" picks "native" only
+when it is.
 
 Scope: float32 input and kernel, stride 1, any padding, CPU. Forward, input gradient and kernel
 gradient are native; the input gradient is the forward kernel on the output gradient with the
@@ -13,53 +13,26 @@ reverse-mode derivatives of any order work. ``jax.vmap`` runs the kernel once pe
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import importlib.util
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dog_jax.ops import native_cpu
 from dog_jax.ops.depthwise_args import DepthwiseGeometry
+from dog_jax.ops.native_cpu import NATIVE_AVAILABLE, native_status
 
-_EXTENSION = "dog_jax.ops._depthwise_cpu"
+__all__ = ["NATIVE_AVAILABLE", "check_native", "depthwise_native", "native_status"]
+
 _FORWARD_TARGET = "dog_jax_depthwise_forward"
 _KERNEL_GRAD_TARGET = "dog_jax_depthwise_kernel_grad"
 
 
-def _load() -> tuple[bool, str]:
-    """Loads the compiled kernel and registers its FFI targets; returns (available, status line)."""
-    try:
-        spec = importlib.util.find_spec(_EXTENSION)
-    except ImportError as error:  # pragma: no cover - a broken package layout
-        return False, f"not available ({error})"
-    if spec is None or spec.origin is None:
-        return False, ("not built (no C++ compiler at install time?): reinstall with one, "
-                       "`pip install --no-deps -e .`; the pure-JAX impls are used meanwhile")
-    try:
-        library = ctypes.CDLL(spec.origin)
-        jax.ffi.register_ffi_target(
-            _FORWARD_TARGET, jax.ffi.pycapsule(library.DogJaxDepthwiseForward), platform="cpu")
-        jax.ffi.register_ffi_target(
-            _KERNEL_GRAD_TARGET, jax.ffi.pycapsule(library.DogJaxDepthwiseKernelGrad), platform="cpu")
-    except (OSError, AttributeError) as error:
-        return False, f"present but not loadable ({spec.origin}: {error})"
-    return True, f"loaded from {spec.origin}"
-
-
-NATIVE_AVAILABLE, _STATUS = _load()
-
-
-def native_status() -> str:
-    """One line saying whether the native CPU depthwise kernel is in use, and if not, why."""
-    return f"dog_jax native CPU depthwise kernel: {_STATUS}"
-
-
 def check_native(x: jax.Array, kernel: jax.Array, geometry: DepthwiseGeometry) -> None:
     """Raises one clear line if ``impl="native"`` cannot run these arguments here."""
-    if not NATIVE_AVAILABLE:
-        raise RuntimeError(f"depthwise_conv2d(impl='native'): {native_status()}; use impl='auto'")
+    if not native_cpu.NATIVE_AVAILABLE:
+        raise RuntimeError(f"depthwise_conv2d(impl='native'): {native_cpu.native_status()}; use impl='auto'")
     if jax.default_backend() != "cpu":
         raise ValueError(f"depthwise_conv2d(impl='native') runs on CPU only, not on "
                          f"{jax.default_backend()}; use impl='auto'")

@@ -1,0 +1,150 @@
+"""The native CPU training-mode BatchNorm (``impl="native"``): C++ forward and backward via the XLA FFI.
+
+The handlers (``dog_jax/ops/native/norm_cpu.cc``) are part of the native CPU library that
+``native_cpu.py`` loads. The forward returns y and the batch mean and biased variance (C,) (the
+module updates its running statistics from them in JAX); the backward returns dx, dscale and dbias.
+Cotangents of the returned mean and variance are added in JAX when they are not symbolic zeros (they
+are zeros when, as in the module, the statistics only feed ``stop_gradient``). Both handlers are
+wrapped in custom VJPs whose own derivatives are the pure-JAX ones, so ``grad(grad(...))`` works.
+``jax.vmap`` runs the handlers once per batch element (``vmap_method="sequential"``). No ``axis_name``
+(cross-device statistics): that stays pure JAX.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.custom_derivatives import SymbolicZero
+
+from dog_jax.ops import native_cpu
+from dog_jax.ops.batchnorm_xla import batch_norm_train_xla
+
+_FORWARD_TARGET = "dog_jax_batchnorm_forward"
+_BACKWARD_TARGET = "dog_jax_batchnorm_backward"
+
+
+def check_batch_norm_native(x: jax.Array, scale: jax.Array, bias: jax.Array, axis_name) -> None:
+    """Raises one clear line if the native BatchNorm cannot run on these arguments here."""
+    if not native_cpu.NATIVE_AVAILABLE:
+        raise RuntimeError(f"batch_norm(impl='native'): {native_cpu.native_status()}; use impl='auto'")
+    if jax.default_backend() != "cpu":
+        raise ValueError(f"batch_norm(impl='native') runs on CPU only, not on {jax.default_backend()}; "
+                         "use impl='auto'")
+    if axis_name is not None:
+        raise ValueError(f"batch_norm(impl='native') has no cross-device statistics (axis_name="
+                         f"{axis_name!r}); use impl='auto'")
+    if not all(a.dtype == jnp.float32 for a in (x, scale, bias)):
+        raise ValueError(f"batch_norm(impl='native') takes float32 input, scale and bias, got {x.dtype}, "
+                         f"{scale.dtype}, {bias.dtype}; cast them or use impl='auto'")
+    if x.ndim < 2 or x.size == 0 or scale.shape != x.shape[-1:] or bias.shape != x.shape[-1:]:
+        raise ValueError(f"batch_norm(impl='native') needs a non-empty x (..., C) and scale, bias (C,), "
+                         f"got shapes {x.shape}, {scale.shape}, {bias.shape}")
+
+
+def native_applies(x: jax.Array, scale: jax.Array, bias: jax.Array, axis_name) -> bool:
+    """Whether "auto" runs the native kernel (``check_batch_norm_native`` would pass)."""
+    return (native_cpu.NATIVE_AVAILABLE and jax.default_backend() == "cpu" and axis_name is None
+            and all(a.dtype == jnp.float32 for a in (x, scale, bias)) and x.ndim >= 2 and x.size > 0
+            and scale.shape == bias.shape == x.shape[-1:])
+
+
+def _forward_call(x, scale, bias, eps):
+    c = x.shape[-1]
+    out = (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct((c,), jnp.float32),
+           jax.ShapeDtypeStruct((c,), jnp.float32))
+    return jax.ffi.ffi_call(_FORWARD_TARGET, out, vmap_method="sequential")(
+        x, scale, bias, eps=np.float32(eps))
+
+
+def _backward_call(x, scale, mean, var, dy, eps):
+    out = (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct(scale.shape, jnp.float32),
+           jax.ShapeDtypeStruct(scale.shape, jnp.float32))
+    return jax.ffi.ffi_call(_BACKWARD_TARGET, out, vmap_method="sequential")(
+        x, scale, mean, var, dy, eps=np.float32(eps))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train_native(x: jax.Array, scale: jax.Array, bias: jax.Array,
+                            eps: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Training-mode BatchNorm by the native kernel; same math as ``batch_norm_train_xla``.
+
+    Args:
+      x: (..., C) float32 (``check_batch_norm_native``); statistics over all axes but the last.
+      scale, bias: (C,) float32.
+      eps: added to the variance.
+
+    Returns:
+      (y (..., C), batch mean (C,), biased batch variance (C,)), float32.
+    """
+    return _forward_call(x, scale, bias, eps)
+
+
+def _train_fwd(x, scale, bias, eps):
+    x, scale, bias = x.value, scale.value, bias.value
+    y, mean, var = _forward(x, scale, bias, eps)
+    return (y, mean, var), (x, scale, mean, var)
+
+
+def _train_bwd(eps, residuals, cotangents):
+    x, scale, mean, var = residuals
+    dy, dmean, dvar = cotangents
+    if isinstance(dy, SymbolicZero):
+        dy = jnp.zeros_like(x)
+    dx, dscale, dbias = _backward(x, scale, mean, var, dy, eps)
+    count = x.size // x.shape[-1]
+    if not isinstance(dmean, SymbolicZero):
+        dx = dx + dmean / count
+    if not isinstance(dvar, SymbolicZero):
+        dx = dx + dvar * (2.0 / count) * (x - mean)
+    return dx, dscale, dbias
+
+
+batch_norm_train_native.defvjp(_train_fwd, _train_bwd, symbolic_zeros=True)
+
+
+# The forward, differentiable (pure-JAX derivative) because a second-order derivative
+# differentiates the forward rule above, residuals included.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _forward(x, scale, bias, eps):
+    return _forward_call(x, scale, bias, eps)
+
+
+def _forward_fwd(x, scale, bias, eps):
+    return _forward(x, scale, bias, eps), (x, scale, bias)
+
+
+def _forward_bwd(eps, residuals, cotangents):
+    _, vjp = jax.vjp(lambda a, s, b: batch_norm_train_xla(a, s, b, eps), *residuals)
+    return vjp(cotangents)
+
+
+_forward.defvjp(_forward_fwd, _forward_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _backward(x, scale, mean, var, dy, eps):
+    """(dx, dscale, dbias) for the output cotangent dy; mean and var are x's batch statistics from the
+    forward (a function of x, so they get zero cotangents below)."""
+    return _backward_call(x, scale, mean, var, dy, eps)
+
+
+def _reference_backward(x, scale, dy, eps):
+    _, vjp = jax.vjp(lambda a, s, b: batch_norm_train_xla(a, s, b, eps)[0], x, scale, jnp.zeros_like(scale))
+    return vjp(dy)
+
+
+def _backward_fwd(x, scale, mean, var, dy, eps):
+    return _backward(x, scale, mean, var, dy, eps), (x, scale, mean, var, dy)
+
+
+def _backward_bwd(eps, residuals, cotangents):
+    x, scale, mean, var, dy = residuals
+    _, vjp = jax.vjp(lambda a, s, d: _reference_backward(a, s, d, eps), x, scale, dy)
+    dx, dscale, ddy = vjp(cotangents)
+    return dx, dscale, jnp.zeros_like(mean), jnp.zeros_like(var), ddy
+
+
+_backward.defvjp(_backward_fwd, _backward_bwd)

@@ -1,0 +1,40 @@
+"""LayerNorm over the last axis with a choice of implementation.
+
+  "xla"     pure JAX (``layernorm_xla.py``): runs everywhere, any dtype.
+  "native"  C++ forward and backward through the XLA FFI (``layernorm_native.py``): float32, CPU,
+            where the native library was built (``dog_jax.ops.native_cpu.native_status()``).
+  "auto"    "native" where it can run (CPU backend, float32, library built), else "xla".
+
+Both compute the same function (two-pass variance, float32 statistics) up to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from dog_jax.ops.layernorm_native import check_layer_norm_native, layer_norm_native, native_applies
+from dog_jax.ops.layernorm_xla import layer_norm_xla
+from dog_jax.ops.native_cpu import check_norm_impl
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: float = 1e-6,
+               impl: str = "auto") -> jax.Array:
+    """(x − mean) / sqrt(var + eps) · scale + bias over the last axis.
+
+    Args:
+      x: (..., C); float32 for "native" (the caller casts, statistics are float32 anyway).
+      scale, bias: (C,), the dtype of x.
+      eps: added to the biased variance.
+      impl: "auto", "xla" or "native" (module docstring).
+
+    Returns:
+      (..., C), the dtype of x.
+    """
+    check_norm_impl("LayerNorm", impl)
+    if impl == "native":
+        check_layer_norm_native(x, scale, bias)
+    elif impl == "auto":
+        impl = "native" if native_applies(x, scale, bias) else "xla"
+    if impl == "native":
+        return layer_norm_native(x, scale, bias, eps)
+    return layer_norm_xla(x, scale, bias, eps)

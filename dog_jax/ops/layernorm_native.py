@@ -1,0 +1,143 @@
+"""The native CPU LayerNorm (``impl="native"``): C++ forward and backward called through the XLA FFI.
+
+The handlers (``dog_jax/ops/native/norm_cpu.cc``) are part of the native CPU library that
+``native_cpu.py`` loads. The forward returns y and, per row, the mean and 1/σ that the backward reuses;
+the backward returns dx, dscale and dbias in one pass over the rows. Both are wrapped in custom VJPs
+whose own derivatives are the pure-JAX ones (``jax.vjp`` of ``layer_norm_xla`` and of its VJP), so
+``grad(grad(...))`` works and higher orders run in pure JAX. ``jax.vmap`` batches the handlers
+directly (``vmap_method="broadcast_all"``: x's rows form one group per batch element, each with its
+scale and bias). Forward-mode differentiation is unavailable, as for every custom VJP.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dog_jax.ops import native_cpu
+from dog_jax.ops.layernorm_xla import layer_norm_xla
+
+_FORWARD_TARGET = "dog_jax_layernorm_forward"
+_BACKWARD_TARGET = "dog_jax_layernorm_backward"
+
+
+def check_layer_norm_native(x: jax.Array, scale: jax.Array, bias: jax.Array) -> None:
+    """Raises one clear line if the native LayerNorm cannot run on these arguments here."""
+    if not native_cpu.NATIVE_AVAILABLE:
+        raise RuntimeError(f"layer_norm(impl='native'): {native_cpu.native_status()}; use impl='auto'")
+    if jax.default_backend() != "cpu":
+        raise ValueError(f"layer_norm(impl='native') runs on CPU only, not on {jax.default_backend()}; "
+                         "use impl='auto'")
+    if not all(a.dtype == jnp.float32 for a in (x, scale, bias)):
+        raise ValueError(f"layer_norm(impl='native') takes float32 input, scale and bias, got {x.dtype}, "
+                         f"{scale.dtype}, {bias.dtype}; cast them or use impl='auto'")
+    if x.ndim == 0 or x.shape[-1] == 0 or scale.shape != x.shape[-1:] or bias.shape != x.shape[-1:]:
+        raise ValueError(f"layer_norm(impl='native') needs x (..., C) with C > 0 and scale, bias (C,), got "
+                         f"shapes {x.shape}, {scale.shape}, {bias.shape}")
+
+
+def native_applies(x: jax.Array, scale: jax.Array, bias: jax.Array) -> bool:
+    """Whether "auto" runs the native kernel: built, CPU backend, all float32, x (..., C > 0), params (C,)."""
+    return (native_cpu.NATIVE_AVAILABLE and jax.default_backend() == "cpu"
+            and all(a.dtype == jnp.float32 for a in (x, scale, bias))
+            and x.ndim > 0 and x.shape[-1] > 0 and scale.shape == bias.shape == x.shape[-1:])
+
+
+def _forward_call(x, scale, bias, eps):
+    f32 = jnp.float32
+    out = (jax.ShapeDtypeStruct(x.shape, f32), jax.ShapeDtypeStruct(x.shape[:-1], f32),
+           jax.ShapeDtypeStruct(x.shape[:-1], f32))
+    return jax.ffi.ffi_call(_FORWARD_TARGET, out, vmap_method="broadcast_all")(
+        x, scale, bias, eps=np.float32(eps))
+
+
+def _backward_call(x, scale, mean, rstd, dy):
+    f32 = jnp.float32
+    out = (jax.ShapeDtypeStruct(x.shape, f32), jax.ShapeDtypeStruct(scale.shape, f32),
+           jax.ShapeDtypeStruct(scale.shape, f32))
+    return jax.ffi.ffi_call(_BACKWARD_TARGET, out, vmap_method="broadcast_all")(x, scale, mean, rstd, dy)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def layer_norm_native(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+    """LayerNorm over the last axis by the native kernel; same math as ``layer_norm_xla``.
+
+    Args:
+      x: (..., C) float32 (``check_layer_norm_native``).
+      scale, bias: (C,) float32.
+      eps: added to the (biased, two-pass) variance.
+
+    Returns:
+      (..., C) float32.
+    """
+    return _forward_call(x, scale, bias, eps)[0]
+
+
+def _layer_norm_fwd(x, scale, bias, eps):
+    y, mean, rstd = _forward(x, scale, bias, eps)
+    return y, (x, scale, mean, rstd)
+
+
+def _layer_norm_bwd(eps, residuals, dy):
+    x, scale, mean, rstd = residuals
+    return _backward(x, scale, mean, rstd, dy, eps)
+
+
+layer_norm_native.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+# The forward with its row statistics, differentiable (pure-JAX derivative) because a second-order
+# derivative differentiates the forward rule above, residuals included.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _forward(x, scale, bias, eps):
+    """(y, mean, rstd): LayerNorm output and each row's mean and 1/sqrt(var + eps), shape x.shape[:-1]."""
+    return _forward_call(x, scale, bias, eps)
+
+
+def _reference_forward(x, scale, bias, eps):
+    """The same (y, mean, rstd) in pure JAX."""
+    mean = jnp.mean(x, axis=-1)
+    rstd = jax.lax.rsqrt(jnp.mean(jnp.square(x - mean[..., None]), axis=-1) + eps)
+    return layer_norm_xla(x, scale, bias, eps), mean, rstd
+
+
+def _forward_fwd(x, scale, bias, eps):
+    return _forward(x, scale, bias, eps), (x, scale, bias)
+
+
+def _forward_bwd(eps, residuals, cotangents):
+    _, vjp = jax.vjp(lambda a, s, b: _reference_forward(a, s, b, eps), *residuals)
+    return vjp(cotangents)
+
+
+_forward.defvjp(_forward_fwd, _forward_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _backward(x, scale, mean, rstd, dy, eps):
+    """(dx, dscale, dbias) of LayerNorm at (x, scale) for output cotangent dy; mean and rstd are x's
+    row statistics from the forward (a function of x, so they get zero cotangents below)."""
+    return _backward_call(x, scale, mean, rstd, dy)
+
+
+def _reference_backward(x, scale, dy, eps):
+    """The same (dx, dscale, dbias) in pure JAX, as a function of (x, scale, dy)."""
+    _, vjp = jax.vjp(lambda a, s, b: layer_norm_xla(a, s, b, eps), x, scale, jnp.zeros_like(scale))
+    return vjp(dy)
+
+
+def _backward_fwd(x, scale, mean, rstd, dy, eps):
+    return _backward(x, scale, mean, rstd, dy, eps), (x, scale, mean, rstd, dy)
+
+
+def _backward_bwd(eps, residuals, cotangents):
+    x, scale, mean, rstd, dy = residuals
+    _, vjp = jax.vjp(lambda a, s, d: _reference_backward(a, s, d, eps), x, scale, dy)
+    dx, dscale, ddy = vjp(cotangents)
+    return dx, dscale, jnp.zeros_like(mean), jnp.zeros_like(rstd), ddy
+
+
+_backward.defvjp(_backward_fwd, _backward_bwd)
