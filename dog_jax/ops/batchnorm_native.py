@@ -20,6 +20,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from dog_jax.ops import native_cpu
+from dog_jax.ops.native_norm_backward import differentiable_native_backward
 from dog_jax.ops.batchnorm_xla import batch_norm_train_xla
 
 _FORWARD_TARGET = "dog_jax_batchnorm_forward"
@@ -124,27 +125,7 @@ def _forward_bwd(eps, residuals, cotangents):
 _forward.defvjp(_forward_fwd, _forward_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _backward(x, scale, mean, var, dy, eps):
-    """(dx, dscale, dbias) for the output cotangent dy; mean and var are x's batch statistics from the
-    forward (a function of x, so they get zero cotangents below)."""
-    return _backward_call(x, scale, mean, var, dy, eps)
-
-
-def _reference_backward(x, scale, dy, eps):
-    _, vjp = jax.vjp(lambda a, s, b: batch_norm_train_xla(a, s, b, eps)[0], x, scale, jnp.zeros_like(scale))
-    return vjp(dy)
-
-
-def _backward_fwd(x, scale, mean, var, dy, eps):
-    return _backward(x, scale, mean, var, dy, eps), (x, scale, mean, var, dy)
-
-
-def _backward_bwd(eps, residuals, cotangents):
-    x, scale, mean, var, dy = residuals
-    _, vjp = jax.vjp(lambda a, s, d: _reference_backward(a, s, d, eps), x, scale, dy)
-    dx, dscale, ddy = vjp(cotangents)
-    return dx, dscale, jnp.zeros_like(mean), jnp.zeros_like(var), ddy
-
-
-_backward.defvjp(_backward_fwd, _backward_bwd)
+# (dx, dscale, dbias) for the output cotangent dy, differentiable (second order via the reference).
+_backward = differentiable_native_backward(
+    _backward_call,
+    lambda a, s, b, eps: batch_norm_train_xla(a, s, b, eps)[0])

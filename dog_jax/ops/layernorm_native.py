@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dog_jax.ops import native_cpu
+from dog_jax.ops.native_norm_backward import differentiable_native_backward
 from dog_jax.ops.layernorm_xla import layer_norm_xla
 
 _FORWARD_TARGET = "dog_jax_layernorm_forward"
@@ -116,28 +117,7 @@ def _forward_bwd(eps, residuals, cotangents):
 _forward.defvjp(_forward_fwd, _forward_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _backward(x, scale, mean, rstd, dy, eps):
-    """(dx, dscale, dbias) of LayerNorm at (x, scale) for output cotangent dy; mean and rstd are x's
-    row statistics from the forward (a function of x, so they get zero cotangents below)."""
-    return _backward_call(x, scale, mean, rstd, dy)
-
-
-def _reference_backward(x, scale, dy, eps):
-    """The same (dx, dscale, dbias) in pure JAX, as a function of (x, scale, dy)."""
-    _, vjp = jax.vjp(lambda a, s, b: layer_norm_xla(a, s, b, eps), x, scale, jnp.zeros_like(scale))
-    return vjp(dy)
-
-
-def _backward_fwd(x, scale, mean, rstd, dy, eps):
-    return _backward(x, scale, mean, rstd, dy, eps), (x, scale, mean, rstd, dy)
-
-
-def _backward_bwd(eps, residuals, cotangents):
-    x, scale, mean, rstd, dy = residuals
-    _, vjp = jax.vjp(lambda a, s, d: _reference_backward(a, s, d, eps), x, scale, dy)
-    dx, dscale, ddy = vjp(cotangents)
-    return dx, dscale, jnp.zeros_like(mean), jnp.zeros_like(rstd), ddy
-
-
-_backward.defvjp(_backward_fwd, _backward_bwd)
+# (dx, dscale, dbias) for the output cotangent dy, differentiable (second order via the reference).
+_backward = differentiable_native_backward(
+    lambda x, scale, mean, rstd, dy, eps: _backward_call(x, scale, mean, rstd, dy),
+    layer_norm_xla)
