@@ -47,7 +47,7 @@ def check_batch_norm_native(x: jax.Array, scale: jax.Array, bias: jax.Array, axi
 
 def native_applies(x: jax.Array, scale: jax.Array, bias: jax.Array, axis_name) -> bool:
     """Whether "auto" runs the native kernel (``check_batch_norm_native`` would pass)."""
-    return (native_cpu.NATIVE_AVAILABLE and jax.default_backend() == "cpu" and axis_name is None
+    return (native_cpu.auto_may_use_native() and axis_name is None
             and all(a.dtype == jnp.float32 for a in (x, scale, bias)) and x.ndim >= 2 and x.size > 0
             and scale.shape == bias.shape == x.shape[-1:])
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from dog_jax.ops.depthwise_args import DepthwiseGeometry
-from dog_jax.ops.depthwise_native import NATIVE_AVAILABLE
+from dog_jax.ops.native_cpu import auto_may_use_native
 
 FFT_MIN_TAPS = 15 * 15          # kernels at least this large: FFT weight gradient
 BLOCKED_MIN_CHANNELS = 384      # at least this many channels (a multiple of 8) ...
@@ -42,7 +42,8 @@ def select_impl(x_shape, geometry: DepthwiseGeometry, backend: str | None = None
       backend: "cpu", "gpu", "tpu"; defaults to ``jax.default_backend()``.
       dtype: the computation dtype (of input and kernel together); "native" needs float32. None:
         float32 assumed.
-      native: whether the native CPU kernel is built; defaults to ``NATIVE_AVAILABLE``.
+      native: whether the native CPU kernel may be used; defaults to
+        ``dog_jax.ops.native_cpu.auto_may_use_native()`` (built, CPU, a single device).
     """
     backend = backend or jax.default_backend()
     if backend != "cpu":
@@ -55,7 +56,7 @@ def select_impl(x_shape, geometry: DepthwiseGeometry, backend: str | None = None
         return "toeplitz"
     if kh * kw >= FFT_MIN_TAPS:
         return "shift_fft"
-    native = NATIVE_AVAILABLE if native is None else native
+    native = auto_may_use_native() if native is None else native
     float32 = dtype is None or jnp.dtype(dtype) == jnp.float32
     if native and float32 and geometry.strides == (1, 1):
         return "native"

@@ -42,7 +42,7 @@ def check_layer_norm_native(x: jax.Array, scale: jax.Array, bias: jax.Array) -> 
 
 def native_applies(x: jax.Array, scale: jax.Array, bias: jax.Array) -> bool:
     """Whether "auto" runs the native kernel: built, CPU backend, all float32, x (..., C > 0), params (C,)."""
-    return (native_cpu.NATIVE_AVAILABLE and jax.default_backend() == "cpu"
+    return (native_cpu.auto_may_use_native()
             and all(a.dtype == jnp.float32 for a in (x, scale, bias))
             and x.ndim > 0 and x.shape[-1] > 0 and scale.shape == bias.shape == x.shape[-1:])
 
