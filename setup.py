@@ -28,8 +28,9 @@ setup(
     ext_modules=[
         Extension(
             "dog_jax.ops._native_cpu",
-            sources=["dog_jax/ops/native/depthwise_cpu.cc", "dog_jax/ops/native/norm_cpu.cc"],
-            depends=["dog_jax/ops/native/parallel.h"],
+            sources=["dog_jax/ops/native/depthwise_cpu.cc", "dog_jax/ops/native/layernorm_cpu.cc",
+                     "dog_jax/ops/native/batchnorm_cpu.cc"],
+            depends=["dog_jax/ops/native/parallel.h", "dog_jax/ops/native/norm_shapes.h"],
             include_dirs=_ffi_include_dirs(),
             language="c++",
             # Portable: no -march=native; the hot loops carry their own AVX2/AVX-512 clones.

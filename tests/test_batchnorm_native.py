@@ -1,4 +1,4 @@
-"""Exactness of the native CPU training-mode BatchNorm (``norm_cpu.cc``, ``batchnorm_native.py``).
+"""Exactness of the native CPU training-mode BatchNorm (``batchnorm_cpu.cc``, ``batchnorm_native.py``).
 
 Output, batch statistics and the three gradients against a float64 NumPy evaluation and against the
 pure-JAX code (normwise relative error <= 1e-5), on odd channel counts, row counts that do not divide

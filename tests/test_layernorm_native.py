@@ -1,4 +1,4 @@
-"""Exactness of the native CPU LayerNorm (``dog_jax/ops/native/norm_cpu.cc``, ``layernorm_native.py``).
+"""Exactness of the native CPU LayerNorm (``dog_jax/ops/native/layernorm_cpu.cc``, ``layernorm_native.py``).
 
 Output and the three gradients (x, scale, bias) against a float64 NumPy evaluation of the definition
 and against the pure-JAX code (normwise relative error <= 1e-5), on odd channel counts (vector tails),

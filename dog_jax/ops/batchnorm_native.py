@@ -1,6 +1,6 @@
 """The native CPU training-mode BatchNorm (``impl="native"``): C++ forward and backward via the XLA FFI.
 
-The handlers (``dog_jax/ops/native/norm_cpu.cc``) are part of the native CPU library that
+The handlers (``dog_jax/ops/native/batchnorm_cpu.cc``) are part of the native CPU library that
 ``native_cpu.py`` loads. The forward returns y and the batch mean and biased variance (C,) (the
 module updates its running statistics from them in JAX); the backward returns dx, dscale and dbias.
 Cotangents of the returned mean and variance are added in JAX when they are not symbolic zeros (they

@@ -1,6 +1,6 @@
 """The native CPU LayerNorm (``impl="native"``): C++ forward and backward called through the XLA FFI.
 
-The handlers (``dog_jax/ops/native/norm_cpu.cc``) are part of the native CPU library that
+The handlers (``dog_jax/ops/native/layernorm_cpu.cc``) are part of the native CPU library that
 ``native_cpu.py`` loads. The forward returns y and, per row, the mean and 1/σ that the backward reuses;
 the backward returns dx, dscale and dbias in one pass over the rows. Both are wrapped in custom VJPs
 whose own derivatives are the pure-JAX ones (``jax.vjp`` of ``layer_norm_xla`` and of its VJP), so

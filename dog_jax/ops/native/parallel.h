@@ -1,5 +1,6 @@
-// Shared helpers of dog_jax's native CPU kernels (depthwise_cpu.cc, norm_cpu.cc): instruction-set
-// clones, GCC vector types and the split of work over XLA's intra-op thread pool.
+// Shared helpers of dog_jax's native CPU kernels (depthwise_cpu.cc, layernorm_cpu.cc,
+// batchnorm_cpu.cc): instruction-set clones, GCC vector types and the split of work over XLA's
+// intra-op thread pool.
 #ifndef DOG_JAX_OPS_NATIVE_PARALLEL_H_
 #define DOG_JAX_OPS_NATIVE_PARALLEL_H_
 
