@@ -20,7 +20,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from dog_jax.ops import native_cpu
-from dog_jax.ops.native_norm_backward import differentiable_native_backward
+from dog_jax.ops.native_norm_derivatives import reference_backward, with_reference_derivative
 from dog_jax.ops.batchnorm_xla import batch_norm_train_xla
 
 _FORWARD_TARGET = "dog_jax_batchnorm_forward"
@@ -85,7 +85,7 @@ def batch_norm_train_native(x: jax.Array, scale: jax.Array, bias: jax.Array,
 
 def _train_fwd(x, scale, bias, eps):
     x, scale, bias = x.value, scale.value, bias.value
-    y, mean, var = _forward(x, scale, bias, eps)
+    y, mean, var = _forward(eps, x, scale, bias)
     return (y, mean, var), (x, scale, mean, var)
 
 
@@ -94,7 +94,7 @@ def _train_bwd(eps, residuals, cotangents):
     dy, dmean, dvar = cotangents
     if isinstance(dy, SymbolicZero):
         dy = jnp.zeros_like(x)
-    dx, dscale, dbias = _backward(x, scale, mean, var, dy, eps)
+    dx, dscale, dbias = _backward(eps, x, scale, mean, var, dy)
     count = x.size // x.shape[-1]
     if not isinstance(dmean, SymbolicZero):
         dx = dx + dmean / count
@@ -106,26 +106,13 @@ def _train_bwd(eps, residuals, cotangents):
 batch_norm_train_native.defvjp(_train_fwd, _train_bwd, symbolic_zeros=True)
 
 
-# The forward, differentiable (pure-JAX derivative) because a second-order derivative
-# differentiates the forward rule above, residuals included.
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _forward(x, scale, bias, eps):
-    return _forward_call(x, scale, bias, eps)
+# (y, mean, var); differentiable because a second-order derivative differentiates the forward rule
+# above, residuals included.
+_forward = with_reference_derivative(
+    lambda eps, x, scale, bias: _forward_call(x, scale, bias, eps),
+    lambda eps, x, scale, bias: batch_norm_train_xla(x, scale, bias, eps))
 
-
-def _forward_fwd(x, scale, bias, eps):
-    return _forward(x, scale, bias, eps), (x, scale, bias)
-
-
-def _forward_bwd(eps, residuals, cotangents):
-    _, vjp = jax.vjp(lambda a, s, b: batch_norm_train_xla(a, s, b, eps), *residuals)
-    return vjp(cotangents)
-
-
-_forward.defvjp(_forward_fwd, _forward_bwd)
-
-
-# (dx, dscale, dbias) for the output cotangent dy, differentiable (second order via the reference).
-_backward = differentiable_native_backward(
-    _backward_call,
-    lambda a, s, b, eps: batch_norm_train_xla(a, s, b, eps)[0])
+# (dx, dscale, dbias) for the output cotangent dy.
+_backward = with_reference_derivative(
+    lambda eps, x, scale, mean, var, dy: _backward_call(x, scale, mean, var, dy, eps),
+    reference_backward(lambda eps, x, scale, bias: batch_norm_train_xla(x, scale, bias, eps)[0]))

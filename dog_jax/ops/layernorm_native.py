@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dog_jax.ops import native_cpu
-from dog_jax.ops.native_norm_backward import differentiable_native_backward
+from dog_jax.ops.native_norm_derivatives import reference_backward, with_reference_derivative
 from dog_jax.ops.layernorm_xla import layer_norm_xla
 
 _FORWARD_TARGET = "dog_jax_layernorm_forward"
@@ -78,46 +78,32 @@ def layer_norm_native(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: floa
 
 
 def _layer_norm_fwd(x, scale, bias, eps):
-    y, mean, rstd = _forward(x, scale, bias, eps)
+    y, mean, rstd = _forward(eps, x, scale, bias)
     return y, (x, scale, mean, rstd)
 
 
 def _layer_norm_bwd(eps, residuals, dy):
     x, scale, mean, rstd = residuals
-    return _backward(x, scale, mean, rstd, dy, eps)
+    return _backward(eps, x, scale, mean, rstd, dy)
 
 
 layer_norm_native.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
 
-# The forward with its row statistics, differentiable (pure-JAX derivative) because a second-order
-# derivative differentiates the forward rule above, residuals included.
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _forward(x, scale, bias, eps):
-    """(y, mean, rstd): LayerNorm output and each row's mean and 1/sqrt(var + eps), shape x.shape[:-1]."""
-    return _forward_call(x, scale, bias, eps)
-
-
-def _reference_forward(x, scale, bias, eps):
-    """The same (y, mean, rstd) in pure JAX."""
+def _reference_forward(eps, x, scale, bias):
+    """The native forward's (y, mean, rstd) in pure JAX."""
     mean = jnp.mean(x, axis=-1)
     rstd = jax.lax.rsqrt(jnp.mean(jnp.square(x - mean[..., None]), axis=-1) + eps)
     return layer_norm_xla(x, scale, bias, eps), mean, rstd
 
 
-def _forward_fwd(x, scale, bias, eps):
-    return _forward(x, scale, bias, eps), (x, scale, bias)
+# (y, mean, rstd): LayerNorm output and each row's mean and 1/sqrt(var + eps), shape x.shape[:-1];
+# differentiable because a second-order derivative differentiates the forward rule above, residuals
+# included.
+_forward = with_reference_derivative(lambda eps, x, scale, bias: _forward_call(x, scale, bias, eps),
+                                     _reference_forward)
 
-
-def _forward_bwd(eps, residuals, cotangents):
-    _, vjp = jax.vjp(lambda a, s, b: _reference_forward(a, s, b, eps), *residuals)
-    return vjp(cotangents)
-
-
-_forward.defvjp(_forward_fwd, _forward_bwd)
-
-
-# (dx, dscale, dbias) for the output cotangent dy, differentiable (second order via the reference).
-_backward = differentiable_native_backward(
-    lambda x, scale, mean, rstd, dy, eps: _backward_call(x, scale, mean, rstd, dy),
-    layer_norm_xla)
+# (dx, dscale, dbias) for the output cotangent dy.
+_backward = with_reference_derivative(
+    lambda eps, x, scale, mean, rstd, dy: _backward_call(x, scale, mean, rstd, dy),
+    reference_backward(lambda eps, x, scale, bias: layer_norm_xla(x, scale, bias, eps)))
