@@ -64,6 +64,23 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def available_threads() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def print_op_run_header(script: str, argv, batch: int, threads: int, with_torch: bool) -> None:
+    """The two header lines of an op benchmark: machine, versions, batch, date and load; the command."""
+    versions = f"jax {jax.__version__}"
+    if with_torch:
+        import torch
+        versions += f", torch {torch.__version__}"
+    print(f"# {cpu_model()}, {threads} threads, backend {jax.default_backend()}, {versions}, "
+          f"batch {batch}, f32, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"# command: python benchmarks/{script} {' '.join(argv if argv is not None else sys.argv[1:])}")
+
+
 def jax_candidates(x, w, dy, impls):
     """name -> (kind, callable, compile seconds) for the JAX impls."""
     out = {}
@@ -152,15 +169,8 @@ def main(argv=None) -> None:
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args(argv)
 
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    versions = f"jax {jax.__version__}"
-    if not args.no_torch:
-        import torch
-        versions += f", torch {torch.__version__}"
-    print(f"# {cpu_model()}, {threads} threads, backend {jax.default_backend()}, {versions}, "
-          f"batch {args.batch}, f32, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print(f"# command: python benchmarks/depthwise.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    threads = available_threads()
+    print_op_run_header("depthwise.py", argv, args.batch, threads, not args.no_torch)
     print("| shape (N,H,W,C) k | impl | compile fwd / fwd+bwd (s) | fwd (ms) | fwd+bwd (ms) "
           "| fwd+bwd vs best torch | fwd+bwd vs xla |")
     print("|---|---|---|---|---|---|---|")

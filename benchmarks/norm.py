@@ -19,7 +19,6 @@ that load from other processes hits them alike; the table gives medians. Example
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.depthwise import cpu_model, measure  # noqa: E402
+from benchmarks.depthwise import available_threads, measure, print_op_run_header  # noqa: E402
 from dog_jax.ops.batchnorm import batch_norm_train  # noqa: E402
 from dog_jax.ops.layernorm import layer_norm  # noqa: E402
 from dog_jax.ops.native_cpu import NATIVE_AVAILABLE, native_status  # noqa: E402
@@ -101,17 +100,10 @@ def main(argv=None) -> None:
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args(argv)
 
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = available_threads()
     impls = ["native", "xla"] if NATIVE_AVAILABLE else ["xla"]
-    versions = f"jax {jax.__version__}"
-    if not args.no_torch:
-        import torch
-        versions += f", torch {torch.__version__}"
-    print(f"# {cpu_model()}, {threads} threads, backend {jax.default_backend()}, {versions}, "
-          f"batch {args.batch}, f32, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print_op_run_header("norm.py", argv, args.batch, threads, not args.no_torch)
     print(f"# {native_status()}")
-    print(f"# command: python benchmarks/norm.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     print("| op, shape (N,H,W,C) | impl | fwd (ms) | fwd+bwd (ms) | fwd+bwd vs torch | fwd+bwd vs xla |")
     print("|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
