@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from dog_jax.ops import depthwise_conv2d
 from dog_jax.ops.depthwise import IMPLS
 from dog_jax.ops.depthwise_args import make_geometry
-from dog_jax.ops.depthwise_select import select_impl
+from dog_jax.ops.auto import Target, select_depthwise_impl
 
 # "native" (float32, stride 1, CPU, built at install time) has its own tests: test_depthwise_native.py.
 FAST_IMPLS = [impl for impl in IMPLS if impl not in ("auto", "xla", "native")]
@@ -246,9 +246,9 @@ def test_auto_is_exact_and_uses_a_fast_impl_on_cpu(small_problem):
     x, w = small_problem
     assert_matches_reference("auto", x, w, (1, 1), "SAME")
     geometry = make_geometry(x.shape, w.shape, 1, "SAME", 2)
-    assert select_impl(x.shape, geometry, backend="cpu") in FAST_IMPLS + ["native"]
-    assert select_impl(x.shape, geometry, backend="gpu") == "xla"
-    assert select_impl(x.shape, geometry, backend="tpu") == "xla"
+    assert select_depthwise_impl(x.shape, geometry, target=Target("cpu")) in FAST_IMPLS + ["native"]
+    assert select_depthwise_impl(x.shape, geometry, target=Target("gpu")) == "xla"
+    assert select_depthwise_impl(x.shape, geometry, target=Target("tpu")) == "xla"
 
 
 @pytest.mark.parametrize("shape, kernel, expected", [
@@ -263,7 +263,7 @@ def test_auto_is_exact_and_uses_a_fast_impl_on_cpu(small_problem):
 ])
 def test_auto_choices_on_cpu_without_the_native_kernel(shape, kernel, expected):
     geometry = make_geometry(shape, (kernel, kernel, 1, shape[3]), 1, "SAME", 1)
-    assert select_impl(shape, geometry, backend="cpu", native=False) == expected
+    assert select_depthwise_impl(shape, geometry, target=Target("cpu"), native=False) == expected
 
 
 def test_matches_even_kernel_same_padding_convention():

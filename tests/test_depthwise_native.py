@@ -19,7 +19,7 @@ from dog_jax.ops import depthwise_conv2d
 from dog_jax.ops import native_cpu
 from dog_jax.ops.depthwise_args import make_geometry
 from dog_jax.ops.depthwise_native import NATIVE_AVAILABLE, native_status
-from dog_jax.ops.depthwise_select import select_impl
+from dog_jax.ops.auto import Target, select_depthwise_impl
 from tests.test_depthwise import assert_matches_reference, rel_err
 
 needs_native = pytest.mark.skipif(not NATIVE_AVAILABLE, reason=native_status())
@@ -111,7 +111,7 @@ def test_missing_kernel_raises_one_clear_line_and_auto_falls_back(monkeypatch):
         depthwise_conv2d(x, w, impl="native")
     assert "\n" not in str(info.value)
     geometry = make_geometry(x.shape, w.shape, 1, "SAME", 1)
-    assert select_impl(x.shape, geometry, backend="cpu", native=False) == "shift"
+    assert select_depthwise_impl(x.shape, geometry, target=Target("cpu"), native=False) == "shift"
 
 
 @pytest.mark.parametrize("shape, kernel, dtype, strides, expected", [
@@ -125,5 +125,5 @@ def test_missing_kernel_raises_one_clear_line_and_auto_falls_back(monkeypatch):
 ])
 def test_auto_choices_on_cpu_with_the_native_kernel(shape, kernel, dtype, strides, expected):
     geometry = make_geometry(shape, (kernel, kernel, 1, shape[3]), strides, "SAME", 1)
-    assert select_impl(shape, geometry, backend="cpu", dtype=dtype, native=True) == expected
-    assert select_impl(shape, geometry, backend="gpu", dtype=dtype, native=True) == "xla"
+    assert select_depthwise_impl(shape, geometry, target=Target("cpu"), dtype=dtype, native=True) == expected
+    assert select_depthwise_impl(shape, geometry, target=Target("gpu"), dtype=dtype, native=True) == "xla"

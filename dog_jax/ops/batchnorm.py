@@ -3,7 +3,8 @@
   "xla"     pure JAX (``batchnorm_xla.py``): runs everywhere, any dtype, optional ``axis_name``.
   "native"  C++ forward and backward through the XLA FFI (``batchnorm_native.py``): float32, CPU, no
             ``axis_name``, where the native library was built (``native_cpu.native_status()``).
-  "auto"    "native" where it can run, else "xla".
+  "auto"    "native" where it can run (a single-device CPU compile target), else "xla"
+            (``dog_jax.ops.auto``).
 
 Both compute the same function (two-pass biased variance, float32 statistics) up to float32 rounding.
 """
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import jax
 
-from dog_jax.ops.batchnorm_native import batch_norm_train_native, check_batch_norm_native, native_applies
+from dog_jax.ops.auto import select_norm_impl
+from dog_jax.ops.batchnorm_native import batch_norm_train_native, check_batch_norm_native, native_fits
 from dog_jax.ops.batchnorm_xla import batch_norm_train_xla
 from dog_jax.ops.native_cpu import check_norm_impl
 
@@ -36,7 +38,7 @@ def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: fl
     if impl == "native":
         check_batch_norm_native(x, scale, bias, axis_name)
     elif impl == "auto":
-        impl = "native" if native_applies(x, scale, bias, axis_name) else "xla"
+        impl = select_norm_impl("batch_norm", native_fits(x, scale, bias, axis_name))
     if impl == "native":
         return batch_norm_train_native(x, scale, bias, eps)
     return batch_norm_train_xla(x, scale, bias, eps, axis_name)

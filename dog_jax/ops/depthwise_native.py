@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dog_jax.ops import native_cpu
+from dog_jax.ops.auto import check_native_target
 from dog_jax.ops.depthwise_args import DepthwiseGeometry
 from dog_jax.ops.native_cpu import NATIVE_AVAILABLE, native_status
 
@@ -33,9 +34,7 @@ def check_native(x: jax.Array, kernel: jax.Array, geometry: DepthwiseGeometry) -
     """Raises one clear line if ``impl="native"`` cannot run these arguments here."""
     if not native_cpu.NATIVE_AVAILABLE:
         raise RuntimeError(f"depthwise_conv2d(impl='native'): {native_cpu.native_status()}; use impl='auto'")
-    if jax.default_backend() != "cpu":
-        raise ValueError(f"depthwise_conv2d(impl='native') runs on CPU only, not on "
-                         f"{jax.default_backend()}; use impl='auto'")
+    check_native_target("depthwise_conv2d")
     if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
         raise ValueError(f"depthwise_conv2d(impl='native') takes float32 input and kernel, got "
                          f"{x.dtype} and {kernel.dtype}; cast them or use impl='auto'")

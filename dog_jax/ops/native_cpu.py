@@ -61,17 +61,6 @@ def check_norm_impl(layer: str, impl: str) -> None:
         raise ValueError(f"{layer} impl must be one of {NORM_IMPLS}, got {impl!r}")
 
 
-def auto_may_use_native() -> bool:
-    """Whether "auto" may pick the native kernels: built, CPU backend, and a single device in all.
-
-    With several devices (``--xla_force_host_platform_device_count``, or several processes under
-    ``jax.distributed``) a sharded computation cannot split the kernels' custom calls: XLA's SPMD
-    partitioner gathers the whole batch and every device computes all of it (correct, but N times
-    the work), so "auto" keeps to the pure-JAX code there; ``impl="native"`` still forces the kernels.
-    """
-    return NATIVE_AVAILABLE and jax.default_backend() == "cpu" and jax.device_count() == 1
-
-
 def native_status() -> str:
     """One line saying whether the native CPU kernels are in use, and if not, why."""
     return f"dog_jax native CPU kernels (depthwise conv, LayerNorm, BatchNorm): {_STATUS}"
