@@ -30,7 +30,7 @@ def run_blocks(blocks: Iterable[nnx.Module], x: jax.Array, remat: bool) -> jax.A
 
 def set_remat(model: nnx.Module, remat: bool) -> nnx.Module:
     """Turns per-block checkpointing on or off in every block sequence of ``model``; returns it."""
-    for _, module in model.iter_modules():
+    for _, module in nnx.iter_modules(model):
         if hasattr(module, "remat"):
             module.remat = remat
     return model
