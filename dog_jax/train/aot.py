@@ -175,7 +175,7 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
     memory = max(train.memory_bytes, evaluation.memory_bytes)
     num_classes, train_examples, _ = _dataset_facts(config)
     roofline = max(train.flops / chip.peak_bf16_flops, train.bytes_accessed / chip.hbm_bytes_per_second)
-    hosts = len({device.process_index for device in devices})
+    hosts = chip.hosts(n)
     report = {
         "topology": topology, "libtpu_topology": tpu_topology.libtpu_name(topology), "device_kind": kind,
         "num_devices": n, "num_hosts": hosts, "model": config.model,

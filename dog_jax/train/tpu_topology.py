@@ -21,23 +21,31 @@ GiB = 2**30
 
 @dataclasses.dataclass(frozen=True)
 class ChipSpec:
-    """Published per-chip figures: HBM capacity (bytes), peak bf16 FLOP/s, HBM bandwidth (bytes/s)."""
+    """Published per-chip figures: HBM capacity (bytes), peak bf16 FLOP/s, HBM bandwidth (bytes/s), and
+    the chips one TPU VM host drives in a multi-host training slice."""
 
     name: str
     hbm_bytes: int
     peak_bf16_flops: float
     hbm_bytes_per_second: float
+    chips_per_host: int
     source: str
+
+    def hosts(self, chips: int) -> int:
+        """TPU VM hosts of a slice of ``chips`` chips (libtpu's topology groups devices 4 to a
+        process whatever the generation, so its process count is not used)."""
+        return -(-chips // self.chips_per_host)
 
 
 # Google Cloud's TPU documentation (tpu/docs/v4, v5e, v5p, v6e; read 2026-12): "Peak compute per
-# chip (bf16)" and "HBM capacity and bandwidth". Capacities are taken in GiB (the docs write
-# "GB" for v5e/v5p/v6e and "GiB" for v4; HBM stacks come in binary sizes).
+# chip (bf16)", "HBM capacity and bandwidth", and the slice tables' chips and hosts (v5e 4x4: 16
+# chips on 2 hosts; v6e: 8 chips per host; v4/v5p 2x2x1: 4 chips on 1 host). Capacities are taken
+# in GiB (the docs write "GB" for v5e/v5p/v6e and "GiB" for v4; HBM stacks come in binary sizes).
 CHIPS = {
-    "TPU v4": ChipSpec("v4", 32 * GiB, 275e12, 1200e9, "cloud.google.com/tpu/docs/v4"),
-    "TPU v5 lite": ChipSpec("v5e", 16 * GiB, 197e12, 819e9, "cloud.google.com/tpu/docs/v5e"),
-    "TPU v5": ChipSpec("v5p", 95 * GiB, 459e12, 2765e9, "cloud.google.com/tpu/docs/v5p"),
-    "TPU v6 lite": ChipSpec("v6e", 32 * GiB, 918e12, 1638e9, "cloud.google.com/tpu/docs/v6e"),
+    "TPU v4": ChipSpec("v4", 32 * GiB, 275e12, 1200e9, 4, "cloud.google.com/tpu/docs/v4"),
+    "TPU v5 lite": ChipSpec("v5e", 16 * GiB, 197e12, 819e9, 8, "cloud.google.com/tpu/docs/v5e"),
+    "TPU v5": ChipSpec("v5p", 95 * GiB, 459e12, 2765e9, 4, "cloud.google.com/tpu/docs/v5p"),
+    "TPU v6 lite": ChipSpec("v6e", 32 * GiB, 918e12, 1638e9, 8, "cloud.google.com/tpu/docs/v6e"),
 }
 
 # Accelerator type -> libtpu topology. v4/v5p types count TensorCores (2 per chip), v5e/v6e chips.
