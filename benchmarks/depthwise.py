@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from dog_jax.ops import depthwise_conv2d  # noqa: E402
 from dog_jax.ops.depthwise import IMPLS, impl_runs  # noqa: E402
 from dog_jax.ops.auto import select_depthwise_impl  # noqa: E402
-from dog_jax.ops.depthwise_args import make_geometry  # noqa: E402
+from dog_jax.ops.depthwise.geometry import make_geometry  # noqa: E402
 
 # name: (H = W, C, kernel). HorNet-T gnconv runs its 7x7 over sum(dims) = dim*(2 - 2**(1-order))
 # channels: stage 1 dim 64 order 2 -> 96, stage 2 128/3 -> 224, stage 3 256/4 -> 480, stage 4 512/5 -> 992.

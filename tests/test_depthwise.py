@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from dog_jax.ops import depthwise_conv2d
 from dog_jax.ops.depthwise import IMPLS
-from dog_jax.ops.depthwise_args import make_geometry
+from dog_jax.ops.depthwise.geometry import make_geometry
 from dog_jax.ops.auto import Target, select_depthwise_impl
 
 # "native" (float32, stride 1, CPU, built at install time) has its own tests: test_depthwise_native.py.

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from dog_jax.ops import depthwise_conv2d
-from dog_jax.ops import native_cpu
-from dog_jax.ops.depthwise_args import make_geometry
-from dog_jax.ops.depthwise_native import NATIVE_AVAILABLE, native_status
+from dog_jax.ops.native import library
+from dog_jax.ops.depthwise.geometry import make_geometry
+from dog_jax.ops.depthwise.native import NATIVE_AVAILABLE, native_status
 from dog_jax.ops.auto import Target, select_depthwise_impl
 from tests.test_depthwise import assert_matches_reference, rel_err
 
@@ -103,8 +103,8 @@ def test_unsupported_arguments_raise_one_clear_line(x_dtype, kwargs, match):
 
 
 def test_missing_kernel_raises_one_clear_line_and_auto_falls_back(monkeypatch):
-    monkeypatch.setattr(native_cpu, "NATIVE_AVAILABLE", False)
-    monkeypatch.setattr(native_cpu, "_STATUS", "not built (test)")
+    monkeypatch.setattr(library, "NATIVE_AVAILABLE", False)
+    monkeypatch.setattr(library, "_STATUS", "not built (test)")
     x, w = inputs((1, 8, 8, 4), (3, 3, 1, 4))
     match = r"depthwise_conv2d\(impl='native'\): dog_jax native CPU kernels .*: not built"
     with pytest.raises(RuntimeError, match=match) as info:

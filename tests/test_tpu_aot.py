@@ -19,7 +19,7 @@ from flax import nnx
 
 from dog_jax.ops import depthwise_conv2d, layer_norm
 from dog_jax.ops.auto import Target, compile_target, record_choices
-from dog_jax.ops.native_cpu import NATIVE_AVAILABLE
+from dog_jax.ops.native.library import NATIVE_AVAILABLE
 from dog_jax.train import aot, run_setup, tpu_topology
 from tests.share_helpers import tiny_family_config
 

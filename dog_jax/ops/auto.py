@@ -18,7 +18,7 @@ The rule (measurements behind it: docs/performance.md, "How auto chooses"):
 
 * GPU and TPU: "xla" for every op (cuDNN / the TPU convolution emitter and XLA's fusions; no
   dog_jax custom call and no CPU-tuned formulation ever enters such a program).
-* CPU, native kernels (C++ through the XLA FFI, ``dog_jax.ops.native_cpu``) where they were built,
+* CPU, native kernels (C++ through the XLA FFI, ``dog_jax.ops.native.library``) where they were built,
   the computation is float32 and the target is a **single** device. With several devices a sharded
   computation cannot split the kernels' custom calls: XLA's SPMD partitioner gathers the whole batch
   and every device computes all of it, so "auto" keeps to pure JAX there (``impl="native"`` still
@@ -41,15 +41,18 @@ import contextlib
 import contextvars
 import dataclasses
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 
-from dog_jax.ops.depthwise_args import DepthwiseGeometry
-from dog_jax.ops.native_cpu import NATIVE_AVAILABLE
+from dog_jax.ops.native import library
+
+if TYPE_CHECKING:  # annotations only: the depthwise package imports this module
+    from dog_jax.ops.depthwise.geometry import DepthwiseGeometry
 
 PLATFORMS = ("cpu", "gpu", "tpu")
+NORM_IMPLS = ("auto", "xla", "native")  # of layer_norm and batch_norm_train
 
 FFT_MIN_TAPS = 15 * 15          # kernels at least this large: FFT weight gradient
 BLOCKED_MIN_CHANNELS = 384      # at least this many channels (a multiple of 8) ...
@@ -116,7 +119,7 @@ def current_target() -> Target:
 def native_allowed(target: Target | None = None) -> bool:
     """Whether "auto" may use the native CPU kernels for ``target`` (default: the current one)."""
     target = target or current_target()
-    return NATIVE_AVAILABLE and target.platform == "cpu" and target.device_count == 1
+    return library.NATIVE_AVAILABLE and target.platform == "cpu" and target.device_count == 1
 
 
 @contextlib.contextmanager
@@ -174,6 +177,12 @@ def select_depthwise_impl(x_shape, geometry: DepthwiseGeometry, dtype=None, *, t
     if channels >= BLOCKED_MIN_CHANNELS and channels % 8 == 0 and min(geometry.out_size) >= BLOCKED_MIN_MAP:
         return _chosen("depthwise", "shift_blocked")
     return _chosen("depthwise", "shift")
+
+
+def check_norm_impl(layer: str, impl: str) -> None:
+    """Raises one clear line unless ``impl`` is one of ``NORM_IMPLS``."""
+    if impl not in NORM_IMPLS:
+        raise ValueError(f"{layer} impl must be one of {NORM_IMPLS}, got {impl!r}")
 
 
 def select_norm_impl(op: str, native_fits: bool, *, target: Target | None = None) -> str:

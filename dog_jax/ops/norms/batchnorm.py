@@ -1,8 +1,8 @@
 """Training-mode BatchNorm (batch statistics over all axes but the last) with a choice of implementation.
 
   "xla"     pure JAX (``batchnorm_xla.py``): runs everywhere, any dtype, optional ``axis_name``.
-  "native"  C++ forward and backward through the XLA FFI (``batchnorm_native.py``): float32, CPU, no
-            ``axis_name``, where the native library was built (``native_cpu.native_status()``).
+  "native"  C++ forward and backward through the XLA FFI (``norms/batchnorm_native.py``): float32, CPU, no
+            ``axis_name``, where the native library was built (``dog_jax.ops.native_status()``).
   "auto"    "native" where it can run (a single-device CPU compile target), else "xla"
             (``dog_jax.ops.auto``).
 
@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import jax
 
-from dog_jax.ops.auto import select_norm_impl
-from dog_jax.ops.batchnorm_native import batch_norm_train_native, check_batch_norm_native, native_fits
-from dog_jax.ops.batchnorm_xla import batch_norm_train_xla
-from dog_jax.ops.native_cpu import check_norm_impl
+from dog_jax.ops.auto import check_norm_impl, select_norm_impl
+from dog_jax.ops.norms.batchnorm_native import batch_norm_train_native, check_batch_norm_native, native_fits
+from dog_jax.ops.norms.batchnorm_xla import batch_norm_train_xla
 
 
 def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: float = 1e-5,

@@ -7,12 +7,12 @@ of several implementations:
   "xla"        ``lax.conv_general_dilated``: the reference; also the choice on GPU/TPU, where
                the vendor convolution libraries are fast (until measured otherwise).
   "shift"      kh*kw fused shifted multiply-adds with a hand-written VJP; weight gradient by a
-               loop over output rows (``depthwise_shift.py``, ``depthwise_weight_grad.py``).
+               loop over output rows (``depthwise/shift.py``, ``depthwise/weight_grad.py``).
   "shift_blocked"  as "shift", with the weight-gradient loop on channel-blocked copies (wide layers).
   "shift_fft"  as "shift", but the weight gradient is an FFT correlation (large kernels).
-  "native"     a C++ kernel called through the XLA FFI (``depthwise_native.py``): float32, stride 1,
+  "native"     a C++ kernel called through the XLA FFI (``depthwise/native.py``): float32, stride 1,
                CPU; compiled at install time, absent without a compiler (``native_status()``).
-  "toeplitz"   one batched matmul over pixels with a gathered tap matrix (``depthwise_toeplitz.py``);
+  "toeplitz"   one batched matmul over pixels with a gathered tap matrix (``depthwise/toeplitz.py``);
                for maps no larger than the kernel, where the shifted forms are overhead-bound.
   "auto"       the fastest of these for the compile target's platform and the shape class
                (``dog_jax.ops.auto``, which states the rule for every op).
@@ -31,11 +31,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from dog_jax.ops.depthwise_args import Padding, Strides, check_arrays, make_geometry
-from dog_jax.ops.depthwise_native import NATIVE_AVAILABLE, check_native, depthwise_native
+from dog_jax.ops.depthwise.geometry import Padding, Strides, check_arrays, make_geometry
+from dog_jax.ops.depthwise.native import NATIVE_AVAILABLE, check_native, depthwise_native
 from dog_jax.ops.auto import current_target, select_depthwise_impl
-from dog_jax.ops.depthwise_shift import depthwise_shift
-from dog_jax.ops.depthwise_toeplitz import depthwise_toeplitz
+from dog_jax.ops.depthwise.shift import depthwise_shift
+from dog_jax.ops.depthwise.toeplitz import depthwise_toeplitz
 
 IMPLS = ("auto", "xla", "shift", "shift_blocked", "shift_fft", "toeplitz", "native")
 _WEIGHT_GRAD_METHOD = {"shift": "rows", "shift_blocked": "blocked", "shift_fft": "fft"}

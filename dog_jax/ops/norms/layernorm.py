@@ -1,8 +1,8 @@
 """LayerNorm over the last axis with a choice of implementation.
 
   "xla"     pure JAX (``layernorm_xla.py``): runs everywhere, any dtype.
-  "native"  C++ forward and backward through the XLA FFI (``layernorm_native.py``): float32, CPU,
-            where the native library was built (``dog_jax.ops.native_cpu.native_status()``).
+  "native"  C++ forward and backward through the XLA FFI (``norms/layernorm_native.py``): float32, CPU,
+            where the native library was built (``dog_jax.ops.native.library.native_status()``).
   "auto"    "native" where it can run (a single-device CPU compile target, float32, library built),
             else "xla" (``dog_jax.ops.auto``).
 
@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import jax
 
-from dog_jax.ops.auto import select_norm_impl
-from dog_jax.ops.layernorm_native import check_layer_norm_native, layer_norm_native, native_fits
-from dog_jax.ops.layernorm_xla import layer_norm_xla
-from dog_jax.ops.native_cpu import check_norm_impl
+from dog_jax.ops.auto import check_norm_impl, select_norm_impl
+from dog_jax.ops.norms.layernorm_native import check_layer_norm_native, layer_norm_native, native_fits
+from dog_jax.ops.norms.layernorm_xla import layer_norm_xla
 
 
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: float = 1e-6,
