@@ -10,12 +10,13 @@ Multi-process (Cloud TPU pod slices, multi-node GPU): run the same command on ev
 with ``--multiprocess`` (calls ``jax.distributed.initialize()``).
 """
 
-import logging as logging_std
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from dog_jax import console
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally with ':arguments'.",
                                           lock_config=True)
@@ -23,14 +24,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, Ten
 _MULTIPROCESS = flags.DEFINE_bool("multiprocess", None,
                                   "Call jax.distributed.initialize() "
                                   "(default: only if JAX_COORDINATOR_ADDRESS is set).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, f"Console: {console.VERBOSE_HELP}.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-class _ProjectLogFilter(logging_std.Filter):
-    """Console shows this project's INFO lines and everyone's warnings (orbax/tfds INFO is noise)."""
-
-    def filter(self, record: logging_std.LogRecord) -> bool:
-        return record.levelno >= logging_std.WARNING or "dog_jax" in record.pathname
 
 
 def _config_error(error: BaseException) -> BaseException | None:
@@ -49,6 +44,8 @@ def _config_error(error: BaseException) -> BaseException | None:
 
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with config errors reported as one line instead of a traceback."""
+    # Loading the config file imports TensorFlow, so its console set-up cannot wait for the parsed flag.
+    console.quiet_native(console.verbose_in(argv))
     for arg in argv[1:]:
         if arg.startswith("--config="):
             path = arg.split("=", 1)[1].split(":", 1)[0]
@@ -78,8 +75,7 @@ def main(argv):
     from dog_jax.train.reporting import NonFiniteError
 
     sharding.maybe_initialize_distributed(_MULTIPROCESS.value)
-    logging.set_verbosity(logging.INFO)
-    logging.get_absl_handler().addFilter(_ProjectLogFilter())
+    console.setup(_VERBOSE.value)
     try:
         with StopOnSignal() as stop:
             summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value, stop_requested=stop)
