@@ -114,11 +114,17 @@ class _QuietImportFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name != "tensorflow":
             return None
-        sys.meta_path.remove(self)  # once; and find the real spec without coming back here
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _QuietLoader(spec.loader)
-        return spec
+        # The spec the other finders give. Stays installed until the import itself: a mere
+        # ``importlib.util.find_spec`` (dog_jax._extras.require checks extras that way) asks too.
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _QuietLoader(spec.loader)
+                return spec
+        return None
 
 
 class _QuietLoader(importlib.abc.Loader):
@@ -129,6 +135,7 @@ class _QuietLoader(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
+        sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _QuietImportFinder)]
         module.__spec__.loader = module.__loader__ = self._loader  # the module keeps its own loader
         with drop_native_info_lines():
             self._loader.exec_module(module)

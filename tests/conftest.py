@@ -4,13 +4,59 @@ Every pytest(-xdist) worker collects every test module, so PyTorch/timm (model p
 TensorFlow (input pipeline tests) end up in one process. With the pinned versions, importing
 torchvision *after* tensorflow segfaults (tensorflow-cpu 2.21 + torchvision 0.29.1, measured
 here); the other order works. So torchvision, when installed, is imported first.
+
+Tests write only under temporary directories: the defaults that libraries fall back to when a
+test passes no directory (tfds' ~/tensorflow_datasets, matplotlib's and Keras' caches under ~)
+point into one directory per test process, removed at its exit, and inherited by the
+subprocesses tests start. hypothesis keeps no example database (it would be ./.hypothesis).
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+_SCRATCH = tempfile.mkdtemp(prefix="dog_jax_tests_")
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+for _name, _sub in (("TFDS_DATA_DIR", "tensorflow_datasets"), ("MPLCONFIGDIR", "matplotlib"),
+                    ("KERAS_HOME", "keras")):
+    os.environ[_name] = os.path.join(_SCRATCH, _sub)
 
 try:
     import torchvision  # noqa: F401
 except ImportError:  # torch is a test-only dependency; tests that need it skip or import it themselves
     pass
+
+import hypothesis  # noqa: E402
+import pytest  # noqa: E402
+
+hypothesis.settings.register_profile("dog_jax", database=None)
+hypothesis.settings.load_profile("dog_jax")
+
+
+@pytest.fixture
+def one_trace_per_run(monkeypatch):
+    """The trainer's train and eval steps are traced (so compiled) at most once per step function
+    (i.e. per ``train_and_evaluate`` call), whatever evaluations, checkpoints and resumes happen:
+    each is wrapped in ``chex.assert_max_traces(n=1)`` before ``jax.jit`` sees it, and a second
+    trace raises. Yields the names of the step functions wrapped so far (the test checks that the
+    hook saw the ones it expects)."""
+    import chex
+    import jax
+
+    wrapped = []
+    jit = jax.jit
+
+    def counting_jit(fun, *args, **kwargs):
+        if getattr(fun, "__module__", None) == "dog_jax.train.steps" and fun.__name__ in ("train_step", "eval_step"):
+            wrapped.append(fun.__name__)
+            # chex counts per definition site, not per closure: a new run (new step functions) starts
+            # from zero. Both steps are built before either is first called, so neither loses a count.
+            chex.clear_trace_counter()
+            fun = chex.assert_max_traces(fun, n=1)
+        return jit(fun, *args, **kwargs)
+
+    monkeypatch.setattr(jax, "jit", counting_jit)
+    yield wrapped

@@ -18,6 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from dog_jax import data
+from tests import subprocesses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 8
@@ -81,12 +82,9 @@ def _start(tmp, data_dir, workdir, mode="", at=0):
 
 
 def _finish(proc, timeout=300):
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()  # do not leave a stray trainer behind
-        out, err = proc.communicate()
-    return proc.returncode, err
+    """(exit code, stderr); a run past ``timeout`` fails the test as a hang (its -9 is no SIGKILL result)."""
+    code, _, err = subprocesses.finish(proc, timeout=timeout)
+    return code, err
 
 
 def _steps(workdir):
@@ -136,16 +134,21 @@ def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_p
     data_dir = os.path.join(tmp, "tfds")
     data.get_builder("dog_jax_demo/tiny", data_dir)
     reference_dir, again_dir, chain_dir = (os.path.join(tmp, name) for name in ("reference", "again", "chain"))
-    reference = _start(tmp, data_dir, reference_dir)
+    started = [_start(tmp, data_dir, reference_dir)]
     chain = []
-    for mode, at in (("kill", 3), ("kill_in_save", 4), ("term", 5), ("kill", 7), ("", 0)):
-        code, err = _finish(_start(tmp, data_dir, chain_dir, mode, at))
-        chain.append((mode, at, code, _steps(chain_dir), err))
-        if mode == "kill_in_save":  # start the second reference now: spreads the load over the chain
-            again = _start(tmp, data_dir, again_dir)
-    for proc in (reference, again):
-        code, err = _finish(proc)
-        assert code == 0, err[-3000:]
+    try:
+        for mode, at in (("kill", 3), ("kill_in_save", 4), ("term", 5), ("kill", 7), ("", 0)):
+            started.append(_start(tmp, data_dir, chain_dir, mode, at))
+            code, err = _finish(started[-1])
+            chain.append((mode, at, code, _steps(chain_dir), err))
+            if mode == "kill_in_save":  # start the second reference now: spreads the load over the chain
+                again = _start(tmp, data_dir, again_dir)
+                started.append(again)
+        for proc in (started[0], again):
+            code, err = _finish(proc)
+            assert code == 0, err[-3000:]
+    finally:
+        subprocesses.kill_all(started)
 
     for mode, at, code, steps, err in chain:
         expected = {"kill": -signal.SIGKILL, "kill_in_save": -signal.SIGKILL, "term": EXIT_PREEMPTED, "": 0}[mode]

@@ -112,10 +112,11 @@ def _comparable_summary(summary):
 
 
 @pytest.mark.parametrize("family", ["convnext", "hornet", "convmixer"])
-def test_interrupted_run_ends_like_an_uninterrupted_one(family, tiny_data, tmp_path):
+def test_interrupted_run_ends_like_an_uninterrupted_one(family, tiny_data, tmp_path, one_trace_per_run):
     """Stopped at step 5 (between checkpoints and log lines) and resumed: the final train state is
     bitwise that of an uninterrupted run, and so are best eval, eval and train histories; rerunning
-    the finished run changes none of them."""
+    the finished run changes none of them. Every run (evaluations every 2 steps, checkpoints,
+    a stop, a resume) traces its train and eval steps once (``one_trace_per_run``)."""
     config = _family_config(family, tiny_data)
     reference = train_and_evaluate(config, str(tmp_path / "reference"))
     workdir = str(tmp_path / "resumed")
@@ -132,6 +133,8 @@ def test_interrupted_run_ends_like_an_uninterrupted_one(family, tiny_data, tmp_p
     assert again["start_step"] == 8 and _comparable_summary(again) == expected
     with open(os.path.join(workdir, "summary.json")) as f:
         assert _comparable_summary(json.load(f)) == expected
+    # The hook saw every run's steps (4 runs; the finished rerun builds them too, traces neither).
+    assert one_trace_per_run == ["train_step", "eval_step"] * 4
 
 
 def test_after_a_skipped_update_the_applied_learning_rate_is_the_logged_one():
