@@ -6,10 +6,12 @@ must never be read as the code a test expected (a SIGKILL test expects -9 too).
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import subprocess
 import sys
-from typing import Sequence
+import threading
+from typing import Iterator, Sequence
 
 import pytest
 
@@ -29,9 +31,11 @@ def hang(args: Sequence[str], timeout: float, stderr: str | None = None) -> None
 
 
 def run(args: Sequence[str], *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
-    """``subprocess.run`` with captured text output; a timeout fails the test as a hang."""
+    """``subprocess.run`` (output captured as text unless told otherwise); a timeout fails the test as a hang."""
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
     try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
+        return subprocess.run(args, timeout=timeout, **kwargs)
     except subprocess.TimeoutExpired as error:
         hang(args, timeout, error.stderr.decode(errors="replace") if isinstance(error.stderr, bytes)
              else error.stderr)
@@ -54,3 +58,39 @@ def kill_all(procs: Sequence[subprocess.Popen]) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+@contextlib.contextmanager
+def watchdog(monkeypatch, timeout: float) -> Iterator[None]:
+    """For code under test that starts processes itself without a timeout (the sweep runner's
+    train.py runs): every ``subprocess.Popen`` started inside is killed after ``timeout`` seconds,
+    and the test then fails as a hang (whatever the code under test made of the killed process)."""
+    started, expired, original = [], threading.Event(), subprocess.Popen
+
+    class Recorded(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    def expire():
+        expired.set()
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+
+    def fail_if_expired():
+        if expired.is_set():
+            hang(started[-1].args if started else ["(no process)"], timeout)
+
+    monkeypatch.setattr(subprocess, "Popen", Recorded)
+    timer = threading.Timer(timeout, expire)
+    timer.start()
+    try:
+        yield
+    except BaseException:
+        fail_if_expired()
+        raise
+    finally:
+        timer.cancel()
+        monkeypatch.setattr(subprocess, "Popen", original)
+    fail_if_expired()

@@ -16,6 +16,7 @@ import numpy as np
 from dog_jax import data
 from dog_jax.train import train_and_evaluate
 from dog_jax.train.run_setup import capacity_notice
+from tests import subprocesses
 from tests.test_train import ROOT, tiny_config
 
 _WORKER = textwrap.dedent("""
@@ -70,12 +71,8 @@ def _start(devices, data_dir, workdir, data_shards, stop_at=0):
 
 
 def _finish(proc):
-    try:
-        out, err = proc.communicate(timeout=400)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    assert proc.returncode == 0, err[-3000:]
+    code, out, err = subprocesses.finish(proc, timeout=400)
+    assert code == 0, err[-3000:]
     return json.loads(out.split("SUMMARY", 1)[1].splitlines()[0]), err
 
 

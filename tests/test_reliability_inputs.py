@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import subprocess
 import sys
 
 import jax
@@ -16,6 +15,7 @@ from dog_jax.data import DatasetError
 from dog_jax.train import ConfigError, train_and_evaluate, validate
 from dog_jax.train.checkpoint import CheckpointError
 from dog_jax.train.reporting import NonFiniteError
+from tests import subprocesses
 from tests.test_reliability import load_state
 from tests.test_train import ROOT, tiny_config
 
@@ -148,7 +148,7 @@ def test_unknown_dataset_and_empty_folder(tmp_path):
     ("--config.batch_size=lots", "error: "),
 ])
 def test_cli_unknown_key_and_wrong_type(tmp_path, flag, expected):
-    result = subprocess.run(
+    result = subprocesses.run(
         [sys.executable, os.path.join(ROOT, "train.py"), "--config=" + os.path.join(ROOT, "configs/convmixer.py:demo"),
          flag, f"--workdir={tmp_path}"],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"))

@@ -3,7 +3,6 @@
 import glob
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -14,6 +13,7 @@ import tensorflow_datasets as tfds
 
 from dog_jax import data
 from dog_jax.train import train_and_evaluate
+from tests import subprocesses
 from tests.test_configs import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,7 +76,7 @@ def test_resume_and_device_count(tiny_data_dir, tmp_path):
     workdir = str(tmp_path / "resumed")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     script = _SUBPROCESS_RUN.format(root=ROOT, data_dir=tiny_data_dir, workdir=workdir)
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=400)
+    result = subprocesses.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads(result.stdout.split("SUMMARY", 1)[1])
     eight = {h["step"]: (h["loss"], h["learning_rate"]) for h in history}
@@ -153,7 +153,7 @@ def test_demo_run_writes_checkpoints_logs_and_summary(tiny_data_dir, tmp_path):
 
 
 def test_cli_bad_config_is_one_error_line(tmp_path):
-    result = subprocess.run(
+    result = subprocesses.run(
         [sys.executable, os.path.join(ROOT, "train.py"), "--config=" + os.path.join(ROOT, "configs/convmixer.py:demo"),
          "--config.model=convmixer_9000", f"--workdir={tmp_path}"],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"))
