@@ -7,8 +7,14 @@ here); the other order works. So torchvision, when installed, is imported first.
 
 Tests write only under temporary directories: the defaults that libraries fall back to when a
 test passes no directory (tfds' ~/tensorflow_datasets, matplotlib's and Keras' caches under ~)
-point into one directory per test process, removed at its exit, and inherited by the
-subprocesses tests start. hypothesis keeps no example database (it would be ./.hypothesis).
+point into one scratch directory per pytest run, made by the first process that loads this file
+(pytest-xdist's controller), inherited by its workers and by the subprocesses tests start, and
+removed when that process exits. hypothesis keeps no example database (it would be ./.hypothesis).
+
+The scratch directory also holds a JAX persistent compilation cache: the trainer tests compile
+the same small train and eval steps in many runs and processes (reference, interrupted and resumed
+runs, train.py subprocesses); each is compiled once per pytest run. Tracing still happens in every
+run (the trace-count and signal-during-trace tests see it); only XLA's compilation is reused.
 """
 
 import atexit
@@ -18,11 +24,12 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-_SCRATCH = tempfile.mkdtemp(prefix="dog_jax_tests_")
-atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+if "DOG_JAX_TEST_SCRATCH" not in os.environ:
+    os.environ["DOG_JAX_TEST_SCRATCH"] = tempfile.mkdtemp(prefix="dog_jax_tests_")
+    atexit.register(shutil.rmtree, os.environ["DOG_JAX_TEST_SCRATCH"], ignore_errors=True)
 for _name, _sub in (("TFDS_DATA_DIR", "tensorflow_datasets"), ("MPLCONFIGDIR", "matplotlib"),
-                    ("KERAS_HOME", "keras")):
-    os.environ[_name] = os.path.join(_SCRATCH, _sub)
+                    ("KERAS_HOME", "keras"), ("JAX_COMPILATION_CACHE_DIR", "jax_cache")):
+    os.environ[_name] = os.path.join(os.environ["DOG_JAX_TEST_SCRATCH"], _sub)
 
 try:
     import torchvision  # noqa: F401
