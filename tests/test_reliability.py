@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 
+import chex
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -104,19 +105,20 @@ def load_state(workdir, step):
 
 
 def assert_bitwise_equal(got, expected):
-    got_leaves, got_tree = _flatten(got)
-    expected_leaves, expected_tree = _flatten(expected)
-    assert got_tree == expected_tree
-    for path, a, b in zip(got_tree, got_leaves, expected_leaves):
-        a, b = np.asarray(a), np.asarray(b)
-        assert a.dtype == b.dtype and a.shape == b.shape, path
-        assert a.tobytes() == b.tobytes(), f"{path} differs (max abs diff {np.max(np.abs(a - b))})"
+    """The same tree, and every leaf of the same dtype, shape and bytes (chex names the first leaf that differs)."""
+    chex.assert_trees_all_equal_comparator(_same_bits, _bits_differ, got, expected)
 
 
-def _flatten(tree):
-    import jax
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return [leaf for _, leaf in leaves], [jax.tree_util.keystr(path) for path, _ in leaves]
+def _same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def _bits_differ(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return f"{a.dtype}{list(a.shape)} vs {b.dtype}{list(b.shape)}"
+    return f"bits differ (max abs diff {np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))})"
 
 
 def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_path):
