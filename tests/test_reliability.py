@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 
 from dog_jax import data
 from tests import subprocesses
+from tests.test_console import third_party_info_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 8
@@ -44,7 +45,7 @@ _CONFIG_FILE = textwrap.dedent("""
 _DRIVER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {root!r})
-    sys.argv = ["train.py", "--config={config}", "--workdir={workdir}"]
+    sys.argv = ["train.py", "--config={config}", "--workdir={workdir}", *{extra!r}]
     import train
     from dog_jax.train import checkpoint, preemption
 
@@ -70,14 +71,14 @@ _DRIVER = textwrap.dedent("""
 """)
 
 
-def _start(tmp, data_dir, workdir, mode="", at=0):
+def _start(tmp, data_dir, workdir, mode="", at=0, flags=()):
     config = os.path.join(tmp, "reliability_config.py")
     if not os.path.exists(config):
         with open(config, "w") as f:
             f.write(_CONFIG_FILE.format(root=ROOT, data_dir=data_dir, steps=TOTAL_STEPS))
     env = dict(os.environ, JAX_PLATFORMS="cpu", KILL_MODE=mode, KILL_AT=str(at), TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("XLA_FLAGS", None)  # one device, whatever the test process uses
-    script = _DRIVER.format(root=ROOT, config=config, workdir=workdir)
+    script = _DRIVER.format(root=ROOT, config=config, workdir=workdir, extra=list(flags))
     return subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -144,11 +145,13 @@ def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_p
             code, err = _finish(started[-1])
             chain.append((mode, at, code, _steps(chain_dir), err))
             if mode == "kill_in_save":  # start the second reference now: spreads the load over the chain
-                again = _start(tmp, data_dir, again_dir)
+                again = _start(tmp, data_dir, again_dir, flags=["--verbose"])  # (the console's other setting)
                 started.append(again)
+        consoles = []
         for proc in (started[0], again):
             code, err = _finish(proc)
             assert code == 0, err[-3000:]
+            consoles.append(err)
     finally:
         subprocesses.kill_all(started)
 
@@ -167,6 +170,12 @@ def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_p
     mode, at, code, steps, err = chain[2]
     assert at in steps and "Received SIGTERM" in err, (steps, err[-3000:])
 
+    # The console's Python logging: by default dog_jax's INFO lines only; with --verbose other libraries'
+    # (orbax's) too. (This driver imports TensorFlow before train.py's flags: its native notices are
+    # checked on a real train.py command in test_analysis_train.py.)
+    python_info = [[line for line in third_party_info_lines(err) if ".py:" in line] for err in consoles]
+    assert not python_info[0] and "Done: step 8" in consoles[0], consoles[0][-3000:]
+    assert python_info[1], consoles[1][-3000:]
     summary = json.load(open(os.path.join(chain_dir, "summary.json")))
     assert summary["final_step"] == TOTAL_STEPS and summary["start_step"] in (5, 6) and not summary["interrupted"]
     assert _steps(reference_dir)[-1] == TOTAL_STEPS and _steps(chain_dir)[-1] == TOTAL_STEPS

@@ -206,7 +206,7 @@ def _train(run: _Run, stop: StopPolicy, run_start: float) -> tuple[int, bool, fl
                 reporter.check_finite()  # never checkpoint a NaN state
                 if ckpt.save(step, run.state, run.info(step), metrics=eval_metrics,
                              history=reporter.history_snapshot()):
-                    logging.info("checkpoint step %d -> %s (written in the background)", step, ckpt.directory)
+                    logging.info("Checkpoint of step %d: being written in the background", step)
             if step < plan.total_steps and stop.after_step(step):
                 raise Preempted(f"stop requested at step {step}")
     except Preempted:
