@@ -99,9 +99,10 @@ def test_resume_on_another_device_count(tmp_path):
         assert f"Resuming on {now} devices from a checkpoint written on {before}:" in notice
         assert "restored exactly" in notice and "data order is unchanged (config.data_shards=4 fixed)" in notice
 
-    # data_shards fixed: the same batches as the uninterrupted run, before and after each resume.
-    expected = {h["step"]: (h["loss"], h["accuracy"]) for h in reference["train_history"]}
-    got = {h["step"]: (h["loss"], h["accuracy"]) for h in runs[-1][0]["history"]}
+    # data_shards fixed: the same batches (and learning rates) as the uninterrupted run on this process's
+    # device, before and after each resume.
+    expected = {h["step"]: (h["loss"], h["accuracy"], h["learning_rate"]) for h in reference["train_history"]}
+    got = {h["step"]: (h["loss"], h["accuracy"], h["learning_rate"]) for h in runs[-1][0]["history"]}
     assert sorted(got) == sorted(expected) == [1, 2, 3, 4]
     for step in expected:
         np.testing.assert_allclose(got[step], expected[step], rtol=2e-4, err_msg=f"step {step}")
