@@ -15,6 +15,10 @@ from typing import Iterator, Sequence
 
 import pytest
 
+# Generous: a timeout here means a hang, not a slow machine. On the 2-core machine under a load
+# of ~30 a trainer subprocess took over 400 s; an idle machine needs a few tens of seconds.
+TIMEOUT_S = 900
+
 
 def describe(args: Sequence[str]) -> str:
     """The command, shortened for a failure message (``python -c`` scripts are long)."""

@@ -52,7 +52,7 @@ def test_mobilenet_v2_has_excitatory_and_inhibitory_clusters(mobilenet_kernels):
 def test_cli_on_mobilenet_v2(tmp_path):
     out = tmp_path / "mnv2"
     proc = subprocesses.run([sys.executable, "-m", "dog_jax.analysis", str(_weights()), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+                          timeout=subprocesses.TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "depthwise 3x3: 7,136 kernels" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -64,6 +64,6 @@ def test_cli_on_mobilenet_v2(tmp_path):
 
 def test_cli_exit_code_for_missing_file(tmp_path):
     proc = subprocesses.run([sys.executable, "-m", "dog_jax.analysis", str(tmp_path / "missing.pth"), "--out",
-                           str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+                           str(tmp_path / "o")], timeout=subprocesses.TIMEOUT_S)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.pth'}: no such file or directory."]

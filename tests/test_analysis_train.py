@@ -25,7 +25,7 @@ def test_train_py_checkpoint_is_read(tmp_path):
            f"--workdir={workdir}", "--config.dataset=dog_jax_demo/tiny", f"--config.data_dir={tmp_path / 'tfds'}",
            "--config.num_train_steps=1", "--config.batch_size=8",
            "--config.model_overrides.width=8", "--config.model_overrides.depth=1"]
-    proc = subprocesses.run(cmd, cwd=REPO, timeout=300)
+    proc = subprocesses.run(cmd, cwd=REPO, timeout=subprocesses.TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The default console: dog_jax's lines, no other library's INFO (orbax's checkpointing, TensorFlow's notices).
     assert "Done: step 1" in proc.stderr and not third_party_info_lines(proc.stderr), proc.stderr[-3000:]
@@ -41,7 +41,7 @@ def test_train_py_checkpoint_is_read(tmp_path):
 
     out = tmp_path / "analysis"
     proc = subprocesses.run([sys.executable, "-m", "dog_jax.analysis", str(workdir), "--out", str(out), "--no-figures"],
-                            cwd=REPO, timeout=300)
+                            cwd=REPO, timeout=subprocesses.TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "depthwise 7x7: 8 kernels" in proc.stdout and not third_party_info_lines(proc.stderr), proc.stderr
     assert (out / "summary.json").exists() and (out / "clusters.csv").exists()

@@ -12,7 +12,7 @@ HEAVY = ("tensorflow", "tensorflow_datasets", "sklearn", "matplotlib", "torch", 
 
 def _run(code: str) -> subprocess.CompletedProcess:
     # A fresh interpreter: this test process has already imported torch and TensorFlow.
-    return subprocesses.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    return subprocesses.run([sys.executable, "-c", code], timeout=subprocesses.TIMEOUT_S)
 
 
 def test_core_imports_no_heavy_dependency():

@@ -58,7 +58,7 @@ def test_evaluate_workdir_equals_the_trainers_eval_and_its_export(tiny_data_dir,
     # The command line: default output <workdir>/eval/<split>_step<N>.json, one summary line.
     command = [sys.executable, "-m", "dog_jax.evaluate", f"--checkpoint={workdir}", "--split=test[:40]",
                "--batch_size=8"]
-    result = subprocesses.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT,
+    result = subprocesses.run(command, timeout=subprocesses.TIMEOUT_S, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stderr
     written = json.loads((tmp_path / "run" / "eval" / "test__40__step2.json").read_text())

@@ -27,7 +27,8 @@ def test_tiny_sweep_trains_collects_analyses_and_skips_on_rerun(tmp_path, capsys
                       seeds=(3,), overrides={overrides!r}, analysis=True, analysis_during=True)
     """))
     root = tmp_path / "root"
-    with subprocesses.watchdog(monkeypatch, timeout=600):  # the runner's train.py has no timeout of its own
+    # The runner starts train.py without a timeout of its own.
+    with subprocesses.watchdog(monkeypatch, timeout=subprocesses.TIMEOUT_S):
         assert main([str(sweep), "--workdir-root", str(root)]) == 0
     out = capsys.readouterr().out
     assert "[1/1] dog/seed_3: starting" in out and "[1/1] dog/seed_3: done in" in out

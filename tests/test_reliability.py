@@ -83,7 +83,7 @@ def _start(tmp, data_dir, workdir, mode="", at=0, flags=()):
                             stderr=subprocess.PIPE, text=True)
 
 
-def _finish(proc, timeout=300):
+def _finish(proc, timeout=subprocesses.TIMEOUT_S):
     """(exit code, stderr); a run past ``timeout`` fails the test as a hang (its -9 is no SIGKILL result)."""
     code, _, err = subprocesses.finish(proc, timeout=timeout)
     return code, err

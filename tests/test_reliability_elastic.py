@@ -70,7 +70,7 @@ def _start(devices, data_dir, workdir, data_shards, stop_at=0):
 
 
 def _finish(proc):
-    code, out, err = subprocesses.finish(proc, timeout=400)
+    code, out, err = subprocesses.finish(proc, timeout=subprocesses.TIMEOUT_S)
     assert code == 0, err[-3000:]
     return json.loads(out.split("SUMMARY", 1)[1].splitlines()[0]), err
 

@@ -68,7 +68,7 @@ def _free_port():
 
 
 _BIND_FAILED = "Failed to start RPC server"  # jax.distributed.initialize's error when the port is taken
-_TIMEOUT_S = 240
+_TIMEOUT_S = subprocesses.TIMEOUT_S
 
 
 def _run_processes(data_dir, workdir, signalled_process=None, processes=2, attempts=3):
