@@ -13,12 +13,13 @@ on any machine (libtpu installed, no TPU needed) and reports memory, FLOPs and c
 training (docs/tpu.md); exit code 1 with one line when the batch does not fit.
 """
 
-import logging as logging_std
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from dog_jax import console
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally with ':arguments'.",
                                           lock_config=True)
@@ -32,14 +33,8 @@ _AOT_TOPOLOGY = flags.DEFINE_string(
     "v6e-8, or libtpu's v5e:4x4), print memory / FLOPs / collectives and exit without training "
     "(needs libtpu: pip install -e .[tpu]; --workdir is not needed).")
 _AOT_REPORT = flags.DEFINE_string("aot_report", None, "With --aot_topology: also write the report as JSON here.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, f"Console: {console.VERBOSE_HELP}.")
 flags.mark_flag_as_required("config")
-
-
-class _ProjectLogFilter(logging_std.Filter):
-    """Console shows this project's INFO lines and everyone's warnings (orbax/tfds INFO is noise)."""
-
-    def filter(self, record: logging_std.LogRecord) -> bool:
-        return record.levelno >= logging_std.WARNING or "dog_jax" in record.pathname
 
 
 def _config_error(error: BaseException) -> BaseException | None:
@@ -58,6 +53,8 @@ def _config_error(error: BaseException) -> BaseException | None:
 
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with config errors reported as one line instead of a traceback."""
+    # Loading the config file imports TensorFlow, so its console set-up cannot wait for the parsed flag.
+    console.quiet_native(console.verbose_in(argv))
     for arg in argv[1:]:
         if arg.startswith("--config="):
             path = arg.split("=", 1)[1].split(":", 1)[0]
@@ -83,8 +80,7 @@ def _aot(config) -> None:
     from dog_jax.train import ConfigError, aot
     from dog_jax.train.tpu_topology import TopologyError
 
-    logging.set_verbosity(logging.INFO)
-    logging.get_absl_handler().addFilter(_ProjectLogFilter())
+    console.setup(_VERBOSE.value)
     try:
         too_big = aot.run(config, _AOT_TOPOLOGY.value, _AOT_REPORT.value)
     except (ConfigError, DatasetError, TopologyError) as error:
@@ -110,8 +106,7 @@ def main(argv):
     from dog_jax.train.reporting import NonFiniteError
 
     sharding.maybe_initialize_distributed(_MULTIPROCESS.value)
-    logging.set_verbosity(logging.INFO)
-    logging.get_absl_handler().addFilter(_ProjectLogFilter())
+    console.setup(_VERBOSE.value)
     try:
         with StopOnSignal() as stop:
             summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value, stop_requested=stop)

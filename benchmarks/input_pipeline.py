@@ -104,18 +104,37 @@ class ThreadRun:
     consumer_cpu: float
 
 
+def parse_schedstat(text: str) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for a CPU) from a schedstat file's text
+    ("<ns on cpu> <ns waiting> <timeslices>"). Raises ValueError on anything else."""
+    on_cpu, waiting, _ = (int(field) for field in text.split())
+    return on_cpu / 1e9, waiting / 1e9
+
+
 def _thread_clock() -> dict[int, tuple[float, float]]:
-    """{thread id: (seconds on a CPU, seconds runnable but waiting for a CPU)} of this process,
-    from Linux's /proc/self/task/*/schedstat ({} where that is missing)."""
+    """{thread id: :func:`parse_schedstat`} of this process's threads, from Linux's
+    /proc/self/task/*/schedstat ({} where that is missing)."""
     clock = {}
     for task in glob.glob("/proc/self/task/*/schedstat"):
         try:
             with open(task) as file:
-                on_cpu, waiting, _ = (int(field) for field in file.read().split())
+                clock[int(task.split("/")[-2])] = parse_schedstat(file.read())
         except (OSError, ValueError):  # the thread ended meanwhile
             continue
-        clock[int(task.split("/")[-2])] = (on_cpu / 1e9, waiting / 1e9)
     return clock
+
+
+def thread_run(before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]], *, consumer: int,
+               threads: int, images: int, wall: float, cpu: float) -> ThreadRun:
+    """The :class:`ThreadRun` of ``images`` in ``wall`` seconds and ``cpu`` process CPU-seconds,
+    from two :func:`_thread_clock` readings around it. The workers are the ``threads`` threads
+    other than ``consumer`` (the consuming thread's id) that spent the most CPU time in between;
+    threads that started or ended in between are left out."""
+    spent = {tid: tuple(a - b for a, b in zip(after[tid], before[tid])) for tid in after if tid in before}
+    workers = sorted((tid for tid in spent if tid != consumer), key=lambda tid: -spent[tid][0])
+    runnable = tuple(min(1.0, sum(spent[tid]) / wall) for tid in workers[:threads])
+    consumer_cpu = spent.get(consumer, (float("nan"), 0.0))[0] / wall
+    return ThreadRun(images / wall, images / cpu, runnable or (float("nan"),) * threads, consumer_cpu)
 
 
 def measure_threads(jpegs: list[bytes], *, threads: int, batch_size: int, batches: int, warmup: int,
@@ -138,13 +157,8 @@ def measure_threads(jpegs: list[bytes], *, threads: int, batch_size: int, batche
     for _ in range(batches):
         next(iterator)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    after = _thread_clock()
-    spent = {tid: tuple(a - b for a, b in zip(after[tid], before[tid])) for tid in after if tid in before}
-    workers = sorted((tid for tid in spent if tid != threading.get_native_id()), key=lambda tid: -spent[tid][0])
-    runnable = tuple(min(1.0, sum(spent[tid]) / wall) for tid in workers[:threads])
-    consumer = spent.get(threading.get_native_id(), (float("nan"), 0.0))[0] / wall
-    images = batches * batch_size
-    return ThreadRun(images / wall, images / cpu, runnable or (float("nan"),) * threads, consumer)
+    return thread_run(before, _thread_clock(), consumer=threading.get_native_id(), threads=threads,
+                      images=batches * batch_size, wall=wall, cpu=cpu)
 
 
 def measure_eval(jpegs: list[bytes], *, threads: int, batch_size: int, batches: int,
@@ -326,24 +340,33 @@ def print_scaling(jpegs: list[bytes], *, thread_counts: list[int], shard_counts:
         for _ in range(rounds):
             for threads in thread_counts:
                 runs[threads].append(measure_threads(jpegs, threads=threads, shards=shards, **common))
-        median = {threads: {
-            "wall": statistics.median(run.wall_rate for run in results),
-            "cpu": statistics.median(run.cpu_rate for run in results),
-            "runnable": statistics.median(statistics.fmean(run.runnable) for run in results),
-            "consumer": statistics.median(run.consumer_cpu for run in results),
-        } for threads, results in runs.items()}
-        base = min(thread_counts)
-        one = median[base]
-        for threads in thread_counts:
-            row = median[threads]
-            wall_scaling = row["wall"] * base / (threads * one["wall"])
-            idle_scaling = (row["cpu"] * row["runnable"]) / (one["cpu"] * one["runnable"])
-            print(f"train threads {threads:3d} shards {shards:2d} | {row['wall']:7.1f} img/s wall-clock "
-                  f"(scaling {wall_scaling:.2f}) | {row['cpu']:6.1f} img per CPU-second | workers runnable "
-                  f"{row['runnable']:4.0%} | consumer thread {row['consumer']:4.1%} of a core | "
-                  f"idle-machine scaling estimate {idle_scaling:.2f}")
-    print(f"(medians of {rounds} alternations; scaling relative to {base} thread(s) x threads; the wall-clock "
-          "scaling is meaningful only on an otherwise idle machine)")
+        for line in scaling_rows(runs, shards=shards):
+            print(line)
+    print(f"(medians of {rounds} alternations; scaling relative to {min(thread_counts)} thread(s) x threads; the "
+          "wall-clock scaling is meaningful only on an otherwise idle machine)")
+
+
+def scaling_rows(runs: dict[int, list[ThreadRun]], *, shards: int) -> list[str]:
+    """One table row per thread count from its runs' medians (see :func:`print_scaling`); scaling
+    is relative to the smallest thread count."""
+    median = {threads: {
+        "wall": statistics.median(run.wall_rate for run in results),
+        "cpu": statistics.median(run.cpu_rate for run in results),
+        "runnable": statistics.median(statistics.fmean(run.runnable) for run in results),
+        "consumer": statistics.median(run.consumer_cpu for run in results),
+    } for threads, results in runs.items()}
+    base = min(runs)
+    one = median[base]
+    rows = []
+    for threads in runs:
+        row = median[threads]
+        wall_scaling = row["wall"] * base / (threads * one["wall"])
+        idle_scaling = (row["cpu"] * row["runnable"]) / (one["cpu"] * one["runnable"])
+        rows.append(f"train threads {threads:3d} shards {shards:2d} | {row['wall']:7.1f} img/s wall-clock "
+                    f"(scaling {wall_scaling:.2f}) | {row['cpu']:6.1f} img per CPU-second | workers runnable "
+                    f"{row['runnable']:4.0%} | consumer thread {row['consumer']:4.1%} of a core | "
+                    f"idle-machine scaling estimate {idle_scaling:.2f}")
+    return rows
 
 if __name__ == "__main__":
     main()

@@ -36,7 +36,7 @@ JAX_CLASSES = (
     ("PatchifyConv", "patchify/downsample"),
     ("LayerNorm", "LayerNorm"),
     ("BatchNorm", "BatchNorm"),
-    ("layernorm", "LayerNorm"),  # dog_jax/ops/layernorm*.py (native kernel, pure-JAX code)
+    ("layernorm", "LayerNorm"),  # dog_jax/ops/norms/layernorm*.py (native kernel, pure-JAX code)
     ("batchnorm", "BatchNorm"),
     ("gelu", "GELU"),
     ("_tree_math.py", "optimizer"),

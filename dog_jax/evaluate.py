@@ -171,13 +171,14 @@ def _main(argv: list[str]) -> None:
 
     from absl import flags
 
-    from dog_jax import data
+    from dog_jax import console, data
     from dog_jax.checkpoints import TORCH_SUFFIXES
     from dog_jax.train.config import ConfigError
 
     if len(argv) > 1:
         raise SystemExit(f"error: unexpected arguments {' '.join(argv[1:])}; see --helpshort.")
     values = flags.FLAGS
+    console.setup(values.verbose)
     checkpoint = values.checkpoint
     if Path(checkpoint).suffix.lower() in TORCH_SUFFIXES:
         try:
@@ -199,9 +200,14 @@ def _main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
     from absl import app, flags
     from ml_collections import config_flags
 
+    from dog_jax import console
+
+    console.quiet_native(console.verbose_in(sys.argv))  # before --config's file imports TensorFlow
     flags.DEFINE_string("checkpoint", None, "A train.py workdir, or a .pth/.pt/.bin/.safetensors/.npz file.")
     config_flags.DEFINE_config_file(
         "config", None, "For a file: config naming model and data, e.g. "
@@ -210,6 +216,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("batch_size", None, "Global eval batch (default: the config's batch_size).")
     flags.DEFINE_integer("step", None, "A workdir's checkpoint step (default: the latest).")
     flags.DEFINE_bool("ema", False, "Evaluate a workdir's EMA weights.")
+    flags.DEFINE_bool("verbose", False, f"Console: {console.VERBOSE_HELP}.")
     flags.DEFINE_string("out", None,
                         "Metrics JSON (default for a workdir: <workdir>/eval/<split>_step<N>.json).")
     flags.mark_flag_as_required("checkpoint")

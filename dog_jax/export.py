@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dog_jax import __version__, models
+from dog_jax import __version__, console, models
 from dog_jax._extras import require
 from dog_jax.checkpoints import CheckpointError
 
@@ -260,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="export directory (created)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     parser.add_argument("--ema", action="store_true", help="export the model EMA's weights")
+    parser.add_argument("--verbose", action="store_true", help=console.VERBOSE_HELP)
     args = parser.parse_args(argv)
+    console.setup(args.verbose)
     try:
         out = export_model(args.workdir, args.out, step=args.step, ema=args.ema)
     except (CheckpointError, ValueError) as error:

@@ -4,11 +4,32 @@ Every pytest(-xdist) worker collects every test module, so PyTorch/timm (model p
 TensorFlow (input pipeline tests) end up in one process. With the pinned versions, importing
 torchvision *after* tensorflow segfaults (tensorflow-cpu 2.21 + torchvision 0.29.1, measured
 here); the other order works. So torchvision, when installed, is imported first.
+
+Tests write only under temporary directories: the defaults that libraries fall back to when a
+test passes no directory (tfds' ~/tensorflow_datasets, matplotlib's and Keras' caches under ~)
+point into one scratch directory per pytest run, made by the first process that loads this file
+(pytest-xdist's controller), inherited by its workers and by the subprocesses tests start, and
+removed when that process exits. hypothesis keeps no example database (it would be ./.hypothesis).
+
+The scratch directory also holds a JAX persistent compilation cache: the trainer tests compile
+the same small train and eval steps in many runs and processes (reference, interrupted and resumed
+runs, train.py subprocesses); each is compiled once per pytest run. Tracing still happens in every
+run (the trace-count and signal-during-trace tests see it); only XLA's compilation is reused.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+if "DOG_JAX_TEST_SCRATCH" not in os.environ:
+    os.environ["DOG_JAX_TEST_SCRATCH"] = tempfile.mkdtemp(prefix="dog_jax_tests_")
+    atexit.register(shutil.rmtree, os.environ["DOG_JAX_TEST_SCRATCH"], ignore_errors=True)
+for _name, _sub in (("TFDS_DATA_DIR", "tensorflow_datasets"), ("MPLCONFIGDIR", "matplotlib"),
+                    ("KERAS_HOME", "keras"), ("JAX_COMPILATION_CACHE_DIR", "jax_cache")):
+    os.environ[_name] = os.path.join(os.environ["DOG_JAX_TEST_SCRATCH"], _sub)
 
 try:
     import torchvision  # noqa: F401
@@ -18,3 +39,35 @@ except ImportError:  # torch is a test-only dependency; tests that need it skip 
 # libtpu (installed for the TPU compile tests) makes every JAX start probe for TPU chips and take a
 # per-host lock file; the tests run on CPU and reach TPU devices only through topology descriptions.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import hypothesis  # noqa: E402
+import pytest  # noqa: E402
+
+hypothesis.settings.register_profile("dog_jax", database=None)
+hypothesis.settings.load_profile("dog_jax")
+
+
+@pytest.fixture
+def one_trace_per_run(monkeypatch):
+    """The trainer's train and eval steps are traced (so compiled) at most once per step function
+    (i.e. per ``train_and_evaluate`` call), whatever evaluations, checkpoints and resumes happen:
+    each is wrapped in ``chex.assert_max_traces(n=1)`` before ``jax.jit`` sees it, and a second
+    trace raises. Yields the names of the step functions wrapped so far (the test checks that the
+    hook saw the ones it expects)."""
+    import chex
+    import jax
+
+    wrapped = []
+    jit = jax.jit
+
+    def counting_jit(fun, *args, **kwargs):
+        if getattr(fun, "__module__", None) == "dog_jax.train.steps" and fun.__name__ in ("train_step", "eval_step"):
+            wrapped.append(fun.__name__)
+            # chex counts per definition site, not per closure: a new run (new step functions) starts
+            # from zero. Both steps are built before either is first called, so neither loses a count.
+            chex.clear_trace_counter()
+            fun = chex.assert_max_traces(fun, n=1)
+        return jit(fun, *args, **kwargs)
+
+    monkeypatch.setattr(jax, "jit", counting_jit)
+    yield wrapped

@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 
 from dog_jax.analysis import classify_kernels, cluster_kernels, extract_depthwise_kernels
+from tests import subprocesses
 
 
 def _weights() -> Path:
@@ -51,8 +51,8 @@ def test_mobilenet_v2_has_excitatory_and_inhibitory_clusters(mobilenet_kernels):
 
 def test_cli_on_mobilenet_v2(tmp_path):
     out = tmp_path / "mnv2"
-    proc = subprocess.run([sys.executable, "-m", "dog_jax.analysis", str(_weights()), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocesses.run([sys.executable, "-m", "dog_jax.analysis", str(_weights()), "--out", str(out)],
+                          timeout=subprocesses.TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "depthwise 3x3: 7,136 kernels" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -63,7 +63,7 @@ def test_cli_on_mobilenet_v2(tmp_path):
 
 
 def test_cli_exit_code_for_missing_file(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "dog_jax.analysis", str(tmp_path / "missing.pth"), "--out",
-                           str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    proc = subprocesses.run([sys.executable, "-m", "dog_jax.analysis", str(tmp_path / "missing.pth"), "--out",
+                           str(tmp_path / "o")], timeout=subprocesses.TIMEOUT_S)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.pth'}: no such file or directory."]

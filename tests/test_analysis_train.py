@@ -1,6 +1,5 @@
-"""An orbax checkpoint written by a short real ``train.py`` run is read and analysed (~40 s)."""
+"""An orbax checkpoint written by a short real ``train.py`` run is read and analysed; the console of both."""
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -8,6 +7,8 @@ import numpy as np
 import pytest
 
 from dog_jax.analysis import extract_depthwise_kernels, fit_dog
+from tests import subprocesses
+from tests.test_console import third_party_info_lines
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,13 +18,17 @@ def test_train_py_checkpoint_is_read(tmp_path):
     if not (REPO / "train.py").exists():
         pytest.skip("train.py is not in this checkout")
     workdir = tmp_path / "run"
-    # One step of a 1-block, 8-channel ConvMixer with the DoG init on the built-in demo dataset.
-    # The one-cycle schedule starts at learning rate 0, so the saved kernels are still exact DoGs.
+    # One step of a 1-block, 8-channel ConvMixer with the DoG init on the built-in demo dataset (its
+    # small variant, generated into this test's directory). The one-cycle schedule starts at learning
+    # rate 0, so the saved kernels are still exact DoGs.
     cmd = [sys.executable, "train.py", "--config=configs/convmixer.py:demo,dw_init=dog",
-           f"--workdir={workdir}", "--config.num_train_steps=1", "--config.batch_size=8",
+           f"--workdir={workdir}", "--config.dataset=dog_jax_demo/tiny", f"--config.data_dir={tmp_path / 'tfds'}",
+           "--config.num_train_steps=1", "--config.batch_size=8",
            "--config.model_overrides.width=8", "--config.model_overrides.depth=1"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocesses.run(cmd, cwd=REPO, timeout=subprocesses.TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # The default console: dog_jax's lines, no other library's INFO (orbax's checkpointing, TensorFlow's notices).
+    assert "Done: step 1" in proc.stderr and not third_party_info_lines(proc.stderr), proc.stderr[-3000:]
 
     messages = []
     layers = extract_depthwise_kernels(workdir, progress=messages.append)  # the run directory itself
@@ -35,8 +40,8 @@ def test_train_py_checkpoint_is_read(tmp_path):
     assert np.all((fit.gamma > 0) & (fit.gamma <= 0.5 + 0.01))
 
     out = tmp_path / "analysis"
-    proc = subprocess.run([sys.executable, "-m", "dog_jax.analysis", str(workdir), "--out", str(out), "--no-figures"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocesses.run([sys.executable, "-m", "dog_jax.analysis", str(workdir), "--out", str(out), "--no-figures"],
+                            cwd=REPO, timeout=subprocesses.TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "depthwise 7x7: 8 kernels" in proc.stdout
+    assert "depthwise 7x7: 8 kernels" in proc.stdout and not third_party_info_lines(proc.stderr), proc.stderr
     assert (out / "summary.json").exists() and (out / "clusters.csv").exists()

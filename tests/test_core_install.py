@@ -5,12 +5,14 @@ import sys
 
 import pytest
 
+from tests import subprocesses
+
 HEAVY = ("tensorflow", "tensorflow_datasets", "sklearn", "matplotlib", "torch", "timm")
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
     # A fresh interpreter: this test process has already imported torch and TensorFlow.
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    return subprocesses.run([sys.executable, "-c", code], timeout=subprocesses.TIMEOUT_S)
 
 
 def test_core_imports_no_heavy_dependency():

@@ -3,7 +3,6 @@ evaluates the same, and a PyTorch checkpoint of a timm ConvNeXt is evaluated on 
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -19,6 +18,7 @@ from dog_jax.evaluate import evaluate_checkpoint  # noqa: E402
 from dog_jax.export import export_model  # noqa: E402
 from dog_jax.train import CheckpointError, ConfigError, train_and_evaluate  # noqa: E402
 from dog_jax.train.restore import find_checkpoint  # noqa: E402
+from tests import subprocesses  # noqa: E402
 from tests.test_configs import load  # noqa: E402
 from tests.test_train import _write_imagenet_metadata, tiny_config, tiny_data_dir  # noqa: E402, F401
 
@@ -58,7 +58,7 @@ def test_evaluate_workdir_equals_the_trainers_eval_and_its_export(tiny_data_dir,
     # The command line: default output <workdir>/eval/<split>_step<N>.json, one summary line.
     command = [sys.executable, "-m", "dog_jax.evaluate", f"--checkpoint={workdir}", "--split=test[:40]",
                "--batch_size=8"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT,
+    result = subprocesses.run(command, timeout=subprocesses.TIMEOUT_S, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stderr
     written = json.loads((tmp_path / "run" / "eval" / "test__40__step2.json").read_text())

@@ -7,11 +7,12 @@ from pathlib import Path
 
 from dog_jax import data
 from dog_jax.experiments.__main__ import main
+from tests import subprocesses
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_tiny_sweep_trains_collects_analyses_and_skips_on_rerun(tmp_path, capsys):
+def test_tiny_sweep_trains_collects_analyses_and_skips_on_rerun(tmp_path, capsys, monkeypatch):
     data_dir = tmp_path / "tfds"
     data.get_builder("dog_jax_demo/tiny", str(data_dir))
     overrides = {
@@ -26,7 +27,9 @@ def test_tiny_sweep_trains_collects_analyses_and_skips_on_rerun(tmp_path, capsys
                       seeds=(3,), overrides={overrides!r}, analysis=True, analysis_during=True)
     """))
     root = tmp_path / "root"
-    assert main([str(sweep), "--workdir-root", str(root)]) == 0
+    # The runner starts train.py without a timeout of its own.
+    with subprocesses.watchdog(monkeypatch, timeout=subprocesses.TIMEOUT_S):
+        assert main([str(sweep), "--workdir-root", str(root)]) == 0
     out = capsys.readouterr().out
     assert "[1/1] dog/seed_3: starting" in out and "[1/1] dog/seed_3: done in" in out
     assert "step 4/4" in out  # the trainer's progress lines are echoed

@@ -1,13 +1,13 @@
 """configs/paper.py: every Table 1 / Table 2 row and ablation builds, validates and says what it is."""
 
 import importlib.util
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from dog_jax.train import config as config_lib
+from tests import subprocesses
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,8 +91,8 @@ def test_wrong_names_give_one_line_listing_the_names(arg, message):
 
 
 def test_listing_from_the_command_line():
-    result = subprocess.run([sys.executable, str(ROOT / "configs" / "paper.py")], capture_output=True, text=True,
-                            timeout=120, cwd=ROOT)
+    result = subprocesses.run([sys.executable, str(ROOT / "configs" / "paper.py")], capture_output=True, text=True,
+                            timeout=subprocesses.TIMEOUT_S, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "table2_gamma0-0.5_onoff" in result.stdout and "66.34" in result.stdout
     rows = [line.split() for line in result.stdout.splitlines()

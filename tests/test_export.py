@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -19,6 +18,7 @@ from dog_jax.convert import load_torch_checkpoint  # noqa: E402
 from dog_jax.export import export_model, timm_architecture  # noqa: E402
 from dog_jax.timm_models import register_timm_models  # noqa: E402
 from dog_jax.train import CheckpointError, restore_model  # noqa: E402
+from tests import subprocesses  # noqa: E402
 from tests.share_helpers import saved_workdir, tiny_family_config  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,14 +161,14 @@ def test_export_cli(tmp_path):
     saved_workdir(str(tmp_path / "run"), tiny_family_config("convnext"))
     command = [sys.executable, "-m", "dog_jax.export", str(tmp_path / "run"),
                "--out", str(tmp_path / "export")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT,
+    result = subprocesses.run(command, timeout=subprocesses.TIMEOUT_S, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(tmp_path / "export")) == ["README.md", "config.json", "model.safetensors",
                                                        "training_config.json"]
     assert f"python -m dog_jax.export {tmp_path / 'run'} --out {tmp_path / 'export'}" in (
         tmp_path / "export" / "README.md").read_text()
-    failed = subprocess.run(command + ["--step", "9"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+    failed = subprocesses.run(command + ["--step", "9"], timeout=subprocesses.TIMEOUT_S, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": ROOT})
     assert failed.returncode == 1
     last = failed.stderr.strip().splitlines()[-1]

@@ -348,7 +348,16 @@ def test_dog_kernel_errors():
 
 
 def test_generation_is_vectorised():
-    """10,000 kernels are built by one compiled call (the speed check itself is in benchmarks)."""
+    """10,000 kernels are built by one compiled call whose program does not grow with their number
+    (no loop over kernels; the speed check itself is in benchmarks)."""
+
+    def program(n):
+        return jax.make_jaxpr(lambda g, s: dog_init._signed_kernels(g, s, 9, 9))(jnp.full((n,), 0.3), jnp.ones((n,)))
+
+    small, large = program(10), program(10000)
+    assert [eqn.primitive.name for eqn in large.eqns] == ["jit"]  # one jitted call
+    inner = [[eqn.primitive.name for eqn in jaxpr.eqns[0].params["jaxpr"].jaxpr.eqns] for jaxpr in (small, large)]
+    assert inner[0] == inner[1] and not {"while", "scan"} & set(inner[1])
     kernels = dog_init._signed_kernels(jnp.full((10000,), 0.3), jnp.ones((10000,)), 9, 9)
     assert kernels.shape == (10000, 9, 9)
     np.testing.assert_allclose(kernels[123], dog_kernel(9, 0.3), atol=1e-7)

@@ -6,6 +6,7 @@ Parity with timm and the conversion are in test_models_parity.py and test_conver
 from __future__ import annotations
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -120,13 +121,19 @@ def test_convmixer_overrides_change_the_architecture():
     assert model.stem_conv.kernel.shape == (14, 14, 3, 64)
 
 
-@pytest.mark.parametrize("bad", [dict(dw_init="gaussian"), dict(dw_init=3),
-                                 dict(rngs=0), dict(drop_path_rate=1.5), dict(num_classes=-1)])
-def test_bad_arguments_raise_value_error(bad):
+@pytest.mark.parametrize("bad, message", [
+    (dict(dw_init="gaussian"), "Unknown initializer 'gaussian'; expected a callable or one of dog,"),
+    (dict(dw_init=3), "dw_init must be a name or an initializer callable, got int."),
+    (dict(rngs=0), "rngs must be an nnx.Rngs, e.g. nnx.Rngs(0); got int."),
+    (dict(drop_path_rate=1.5), "drop_path_rate must be in [0, 1), got 1.5."),
+    (dict(num_classes=-1), "num_classes must be a non-negative int, got -1."),
+])
+def test_bad_arguments_raise_value_error(bad, message):
     kwargs = dict(rngs=nnx.Rngs(0), **TINY["convmixer"][1])
     kwargs.update(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
         create_model("convmixer_512_12", **kwargs)
+    assert "\n" not in str(info.value)
 
 
 def test_hornet_order_needs_divisible_width():

@@ -5,13 +5,13 @@ device), so with more than one device "auto" runs the pure-JAX code; with one it
 """
 
 import os
-import subprocess
 import sys
 import textwrap
 
 import pytest
 
 from dog_jax.ops.native.library import NATIVE_AVAILABLE, native_status
+from tests import subprocesses
 
 _SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
@@ -34,7 +34,7 @@ _SCRIPT = textwrap.dedent("""
 
 def _native_calls(devices: int) -> list[str]:
     env_flag = f"--xla_force_host_platform_device_count={devices}"
-    out = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, timeout=300,
+    out = subprocesses.run([sys.executable, "-c", _SCRIPT], timeout=subprocesses.TIMEOUT_S,
                          env={**os.environ, "XLA_FLAGS": env_flag, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-2000:]
     return [line for line in out.stdout.splitlines() if line.split()[0] in ("depthwise", "layernorm", "batchnorm")]

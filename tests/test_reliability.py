@@ -14,10 +14,13 @@ import subprocess
 import sys
 import textwrap
 
+import chex
 import numpy as np
 import orbax.checkpoint as ocp
 
 from dog_jax import data
+from tests import subprocesses
+from tests.test_console import third_party_info_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 8
@@ -42,7 +45,7 @@ _CONFIG_FILE = textwrap.dedent("""
 _DRIVER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {root!r})
-    sys.argv = ["train.py", "--config={config}", "--workdir={workdir}"]
+    sys.argv = ["train.py", "--config={config}", "--workdir={workdir}", *{extra!r}]
     import train
     from dog_jax.train import checkpoint, preemption
 
@@ -68,25 +71,22 @@ _DRIVER = textwrap.dedent("""
 """)
 
 
-def _start(tmp, data_dir, workdir, mode="", at=0):
+def _start(tmp, data_dir, workdir, mode="", at=0, flags=()):
     config = os.path.join(tmp, "reliability_config.py")
     if not os.path.exists(config):
         with open(config, "w") as f:
             f.write(_CONFIG_FILE.format(root=ROOT, data_dir=data_dir, steps=TOTAL_STEPS))
     env = dict(os.environ, JAX_PLATFORMS="cpu", KILL_MODE=mode, KILL_AT=str(at), TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("XLA_FLAGS", None)  # one device, whatever the test process uses
-    script = _DRIVER.format(root=ROOT, config=config, workdir=workdir)
+    script = _DRIVER.format(root=ROOT, config=config, workdir=workdir, extra=list(flags))
     return subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
-def _finish(proc, timeout=300):
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()  # do not leave a stray trainer behind
-        out, err = proc.communicate()
-    return proc.returncode, err
+def _finish(proc, timeout=subprocesses.TIMEOUT_S):
+    """(exit code, stderr); a run past ``timeout`` fails the test as a hang (its -9 is no SIGKILL result)."""
+    code, _, err = subprocesses.finish(proc, timeout=timeout)
+    return code, err
 
 
 def _steps(workdir):
@@ -106,19 +106,20 @@ def load_state(workdir, step):
 
 
 def assert_bitwise_equal(got, expected):
-    got_leaves, got_tree = _flatten(got)
-    expected_leaves, expected_tree = _flatten(expected)
-    assert got_tree == expected_tree
-    for path, a, b in zip(got_tree, got_leaves, expected_leaves):
-        a, b = np.asarray(a), np.asarray(b)
-        assert a.dtype == b.dtype and a.shape == b.shape, path
-        assert a.tobytes() == b.tobytes(), f"{path} differs (max abs diff {np.max(np.abs(a - b))})"
+    """The same tree, and every leaf of the same dtype, shape and bytes (chex names the first leaf that differs)."""
+    chex.assert_trees_all_equal_comparator(_same_bits, _bits_differ, got, expected)
 
 
-def _flatten(tree):
-    import jax
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return [leaf for _, leaf in leaves], [jax.tree_util.keystr(path) for path, _ in leaves]
+def _same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def _bits_differ(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return f"{a.dtype}{list(a.shape)} vs {b.dtype}{list(b.shape)}"
+    return f"bits differ (max abs diff {np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))})"
 
 
 def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_path):
@@ -136,16 +137,23 @@ def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_p
     data_dir = os.path.join(tmp, "tfds")
     data.get_builder("dog_jax_demo/tiny", data_dir)
     reference_dir, again_dir, chain_dir = (os.path.join(tmp, name) for name in ("reference", "again", "chain"))
-    reference = _start(tmp, data_dir, reference_dir)
+    started = [_start(tmp, data_dir, reference_dir)]
     chain = []
-    for mode, at in (("kill", 3), ("kill_in_save", 4), ("term", 5), ("kill", 7), ("", 0)):
-        code, err = _finish(_start(tmp, data_dir, chain_dir, mode, at))
-        chain.append((mode, at, code, _steps(chain_dir), err))
-        if mode == "kill_in_save":  # start the second reference now: spreads the load over the chain
-            again = _start(tmp, data_dir, again_dir)
-    for proc in (reference, again):
-        code, err = _finish(proc)
-        assert code == 0, err[-3000:]
+    try:
+        for mode, at in (("kill", 3), ("kill_in_save", 4), ("term", 5), ("kill", 7), ("", 0)):
+            started.append(_start(tmp, data_dir, chain_dir, mode, at))
+            code, err = _finish(started[-1])
+            chain.append((mode, at, code, _steps(chain_dir), err))
+            if mode == "kill_in_save":  # start the second reference now: spreads the load over the chain
+                again = _start(tmp, data_dir, again_dir, flags=["--verbose"])  # (the console's other setting)
+                started.append(again)
+        consoles = []
+        for proc in (started[0], again):
+            code, err = _finish(proc)
+            assert code == 0, err[-3000:]
+            consoles.append(err)
+    finally:
+        subprocesses.kill_all(started)
 
     for mode, at, code, steps, err in chain:
         expected = {"kill": -signal.SIGKILL, "kill_in_save": -signal.SIGKILL, "term": EXIT_PREEMPTED, "": 0}[mode]
@@ -162,6 +170,12 @@ def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_p
     mode, at, code, steps, err = chain[2]
     assert at in steps and "Received SIGTERM" in err, (steps, err[-3000:])
 
+    # The console's Python logging: by default dog_jax's INFO lines only; with --verbose other libraries'
+    # (orbax's) too. (This driver imports TensorFlow before train.py's flags: its native notices are
+    # checked on a real train.py command in test_analysis_train.py.)
+    python_info = [[line for line in third_party_info_lines(err) if ".py:" in line] for err in consoles]
+    assert not python_info[0] and "Done: step 8" in consoles[0], consoles[0][-3000:]
+    assert python_info[1], consoles[1][-3000:]
     summary = json.load(open(os.path.join(chain_dir, "summary.json")))
     assert summary["final_step"] == TOTAL_STEPS and summary["start_step"] in (5, 6) and not summary["interrupted"]
     assert _steps(reference_dir)[-1] == TOTAL_STEPS and _steps(chain_dir)[-1] == TOTAL_STEPS

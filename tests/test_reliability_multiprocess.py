@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-
+import time
 import types
 
 import numpy as np
@@ -20,6 +20,7 @@ import pytest
 from dog_jax import data
 from dog_jax.train import ConfigError, sharding, validate
 from dog_jax.train.preemption import EXIT_PREEMPTED
+from tests import subprocesses
 from tests.test_train import ROOT, tiny_config
 
 # As train.py does: a StopOnSignal handler and exit code 75 after a stop. With signal=True the
@@ -59,39 +60,64 @@ _WORKER = textwrap.dedent("""
 
 
 def _free_port():
+    """A port the OS reported free. Released before the coordinator binds it, so another process
+    may take it meanwhile: :func:`_run_processes` then retries on a fresh one."""
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
 
 
-def _run_processes(data_dir, workdir, signalled_process=None, processes=2):
-    """Trains with ``processes`` processes sharing 4 CPU devices; returns each one's (exit code, summary)."""
-    port = _free_port()
+_BIND_FAILED = "Failed to start RPC server"  # jax.distributed.initialize's error when the port is taken
+_TIMEOUT_S = subprocesses.TIMEOUT_S
+
+
+def _run_processes(data_dir, workdir, signalled_process=None, processes=2, attempts=3):
+    """Trains with ``processes`` processes sharing 4 CPU devices; returns each one's (exit code, summary).
+
+    Retries (on a new port) when the coordinator could not bind its port; a process still running
+    after the timeout fails the test as a hang."""
+    for attempt in range(attempts):
+        outputs = _start_and_wait(data_dir, workdir, signalled_process, processes, _free_port(), attempt)
+        if not any(_BIND_FAILED in output for _, output in outputs) or attempt == attempts - 1:
+            break
+    summaries = []
+    for code, output in outputs:
+        assert "SUMMARY" in output, output[-3000:]
+        summaries.append((code, json.loads(output.split("SUMMARY", 1)[1].splitlines()[0])))
+    return summaries
+
+
+def _start_and_wait(data_dir, workdir, signalled_process, processes, port, attempt):
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // processes}")
     # Output to files, not pipes: a process blocked on a full pipe would hang the other in a collective.
-    logs = [open(os.path.join(workdir + f".process{process}.log"), "w+") for process in range(processes)]
+    logs = [open(f"{workdir}.process{process}.attempt{attempt}.log", "w+") for process in range(processes)]
     procs = [subprocess.Popen(
         [sys.executable, "-c", _WORKER.format(root=ROOT, port=port, process=process, processes=processes,
                                               data_dir=data_dir, workdir=workdir,
                                               signal=process == signalled_process)],
         env=env, cwd=ROOT, stdout=logs[process], stderr=subprocess.STDOUT, text=True) for process in range(processes)]
-    summaries = []
     try:
-        for proc in procs:
-            proc.wait(timeout=240)
+        deadline = time.monotonic() + _TIMEOUT_S
+        while any(proc.poll() is None for proc in procs):
+            if procs[0].poll() not in (None, 0, EXIT_PREEMPTED):
+                break  # the coordinator failed (e.g. its port was taken): the others would wait for it
+            if time.monotonic() > deadline:
+                subprocesses.kill_all(procs)
+                subprocesses.hang(procs[0].args, _TIMEOUT_S, _read(logs[0]))
+            time.sleep(0.5)
     finally:
-        for proc in procs:  # one failed: the other would wait for it in a collective forever
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for proc, log in zip(procs, logs):
-        log.seek(0)
-        output = log.read()
+        subprocesses.kill_all(procs)  # one failed: the other would wait for it in a collective forever
+    outputs = [(proc.returncode, _read(log)) for proc, log in zip(procs, logs)]
+    for log in logs:
         log.close()
-        assert "SUMMARY" in output, output[-3000:]
-        summaries.append((proc.returncode, json.loads(output.split("SUMMARY", 1)[1].splitlines()[0])))
-    return summaries
+    return outputs
+
+
+def _read(log):
+    log.flush()
+    log.seek(0)
+    return log.read()
 
 
 def _metrics(summary):

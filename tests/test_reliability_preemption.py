@@ -10,7 +10,6 @@ patched function), so the moment is exact; the handler is the real ``StopOnSigna
 import json
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 
@@ -20,6 +19,7 @@ from dog_jax import data
 from dog_jax.train import checkpoint as checkpoint_lib
 from dog_jax.train import steps, train_and_evaluate
 from dog_jax.train.preemption import EXIT_PREEMPTED, Preempted, StopOnSignal
+from tests import subprocesses
 from tests.test_reliability import assert_bitwise_equal, load_state
 from tests.test_train import ROOT, tiny_config
 
@@ -195,8 +195,8 @@ def test_sigterm_during_dataset_preparation_exits_75_with_nothing_written(tmp_pa
     config.write_text(_CONFIG_FILE.format(root=ROOT, data_dir=data_dir))
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("XLA_FLAGS", None)
-    result = subprocess.run([sys.executable, "-c", _DRIVER.format(root=ROOT, config=config, workdir=workdir)],
-                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocesses.run([sys.executable, "-c", _DRIVER.format(root=ROOT, config=config, workdir=workdir)],
+                            env=env, cwd=ROOT, timeout=subprocesses.TIMEOUT_S)
     assert result.returncode == EXIT_PREEMPTED, result.stderr[-3000:]
     assert "GENERATED PAST THE SIGNAL" not in result.stdout  # preparation ended at the signal
     assert "before the first training step" in result.stderr

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,10 +113,11 @@ def _comparable_summary(summary):
 
 
 @pytest.mark.parametrize("family", ["convnext", "hornet", "convmixer"])
-def test_interrupted_run_ends_like_an_uninterrupted_one(family, tiny_data, tmp_path):
+def test_interrupted_run_ends_like_an_uninterrupted_one(family, tiny_data, tmp_path, one_trace_per_run):
     """Stopped at step 5 (between checkpoints and log lines) and resumed: the final train state is
     bitwise that of an uninterrupted run, and so are best eval, eval and train histories; rerunning
-    the finished run changes none of them."""
+    the finished run changes none of them. Every run (evaluations every 2 steps, checkpoints,
+    a stop, a resume) traces its train and eval steps once (``one_trace_per_run``)."""
     config = _family_config(family, tiny_data)
     reference = train_and_evaluate(config, str(tmp_path / "reference"))
     workdir = str(tmp_path / "resumed")
@@ -132,6 +134,8 @@ def test_interrupted_run_ends_like_an_uninterrupted_one(family, tiny_data, tmp_p
     assert again["start_step"] == 8 and _comparable_summary(again) == expected
     with open(os.path.join(workdir, "summary.json")) as f:
         assert _comparable_summary(json.load(f)) == expected
+    # The hook saw every run's steps (4 runs; the finished rerun builds them too, traces neither).
+    assert one_trace_per_run == ["train_step", "eval_step"] * 4
 
 
 def test_after_a_skipped_update_the_applied_learning_rate_is_the_logged_one():
@@ -169,8 +173,7 @@ def test_after_a_skipped_update_the_applied_learning_rate_is_the_logged_one():
     grads = jax.grad(loss_fn)(before["params"])
     direction, _ = tx.update(grads, before["opt_state"], before["params"])
     expected = jax.tree.map(lambda p, u: p + 3e-3 * u, before["params"], direction)
-    jax.tree.map(lambda got, want: np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-8),
-                 jax.device_get(state["params"]), expected)
+    chex.assert_trees_all_close(jax.device_get(state["params"]), expected, rtol=2e-5, atol=1e-8)
     # Old behaviour for contrast: optax's own count froze at the skipped step, so a rate read from
     # it would have been schedule(1) = 2e-3 -- measurably different from what was applied.
     counts = [int(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(state["opt_state"])[0]

@@ -4,6 +4,7 @@ another layout than the config builds."""
 
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,8 +46,7 @@ def test_ema_update_rule_and_skipped_steps():
             expected = jax.tree.map(lambda e, x: decay * e + (1 - decay) * x, expected, current)
         else:
             assert float(metrics["nonfinite"]) == 1.0
-        jax.tree.map(lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7),
-                     jax.device_get(state["ema"]), expected)
+        chex.assert_trees_all_close(jax.device_get(state["ema"]), expected, rtol=1e-6, atol=1e-7)
     # The EMA lags the weights: after two updates it is neither the initial nor the current state.
     assert not np.allclose(state["ema"]["params"]["head"]["kernel"], state["params"]["head"]["kernel"])
 
@@ -105,5 +105,4 @@ def test_train_step_uses_the_warmed_up_decay():
     state, _ = train_step(state, sharding.global_batch(batch, mesh), parts.rng_state)
     current = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
     expected = jax.tree.map(lambda e, x: 0.1 * e + 0.9 * x, initial, current)  # step 0: d = 1/10
-    jax.tree.map(lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6),
-                 jax.device_get(state["ema"]), expected)
+    chex.assert_trees_all_close(jax.device_get(state["ema"]), expected, rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from dog_jax import console
 from dog_jax.analysis.readers import CheckpointError
 from dog_jax.analysis.report import AnalysisOptions
 from dog_jax.analysis.run import analyse_to_dir
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-null", action="store_true", help="skip the pixel-shuffled null baseline")
     p.add_argument("--no-figures", action="store_true", help="write summary.json and clusters.csv only")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("--verbose", action="store_true", help=console.VERBOSE_HELP)
     return p
 
 
@@ -52,6 +54,7 @@ def _fail(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    console.setup(args.verbose)
     if args.k < 1 or args.n_init < 1 or args.max_fit < 1:
         return _fail("--k, --n-init and --max-fit must be positive integers.")
     if not 0 < args.min_correlation <= 1:

@@ -22,6 +22,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from dog_jax import console
 from dog_jax.experiments.sweep import Run, SweepError, load_sweep, parse_shard, plan_runs, run_status, select_runs
 
 
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train.py to run (default: the repository's)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="do not echo the trainer's output (it is always in each run's train.log)")
+    p.add_argument("--verbose", action="store_true", help=console.VERBOSE_HELP + "; passed on to train.py")
     return p
 
 
@@ -90,6 +92,7 @@ def check_configs(runs: list[Run]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    console.setup(args.verbose)
     try:
         sweep = load_sweep(args.sweep)
         shard = parse_shard(args.shard) if args.shard else None
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         echo = None if args.quiet else (lambda line: print(f"    {line}", flush=True))
         try:
-            result = run_sweep(runs, subprocess_train(train_script, echo))
+            result = run_sweep(runs, subprocess_train(train_script, echo, verbose=args.verbose))
         except KeyboardInterrupt:
             print("Interrupted; rerun the same command to resume (finished runs are skipped).", file=sys.stderr)
             return 130

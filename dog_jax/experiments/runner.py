@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
 from dog_jax.experiments.sweep import Run, find_repo_root, read_summary, run_status
-from dog_jax.train.reporting import format_duration
 
 #: ``train_fn(run, log) -> exit code``: trains one run, writing its output to ``log``.
 TrainFn = Callable[[Run, TextIO], int]
@@ -36,10 +35,11 @@ def locate_train_script(sweep_path: str | os.PathLike) -> Path:
 
 
 def subprocess_train(train_script: str | os.PathLike, echo: Callable[[str], None] | None = None, *,
-                     exit_grace_s: float = 20.0) -> TrainFn:
+                     exit_grace_s: float = 20.0, verbose: bool = False) -> TrainFn:
     """A :data:`TrainFn` that runs ``python train.py`` and streams its output into the log.
 
     ``echo``: called with every output line (without its newline), e.g. to show progress.
+    ``verbose``: pass ``--verbose`` to train.py (other libraries' INFO logs too; see dog_jax.console).
     ``exit_grace_s``: once the run's ``summary.json`` says it finished (the trainer writes it after
     its checkpoints are committed), the process gets this long to exit before it is terminated.
     A safety net: train.py used to take up to ~1 min to exit after finishing (tf.data's
@@ -50,8 +50,8 @@ def subprocess_train(train_script: str | os.PathLike, echo: Callable[[str], None
     def train(run: Run, log: TextIO) -> int:
         summary_path = os.path.join(run.workdir, "summary.json")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        process = subprocess.Popen(train_command(run, train_script), stdout=subprocess.PIPE,
+        command = train_command(run, train_script) + (["--verbose"] if verbose else [])
+        process = subprocess.Popen(command, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, env=env,
                                    cwd=str(Path(train_script).resolve().parent))
         try:
@@ -91,6 +91,9 @@ def run_sweep(runs: Sequence[Run], train_fn: TrainFn, *, out: TextIO | None = No
     the same workdir, where the trainer resumes from the latest checkpoint. A failing run is
     reported and the sweep continues.
     """
+    # Imported here: the trainer's package imports TensorFlow, which the CLI's console set-up precedes.
+    from dog_jax.train.reporting import format_duration
+
     out = out or sys.stdout  # looked up per call, not at import (tests and notebooks swap sys.stdout).
     result: dict[str, list[Run]] = {"done": [], "skipped": [], "failed": []}
     width = len(str(len(runs)))

@@ -204,8 +204,9 @@ def _train(run: _Run, stop: StopPolicy, run_start: float) -> tuple[int, bool, fl
             eval_metrics = run.evaluate(step, stop) if run.is_eval_step(step) else None
             if step % plan.checkpoint_every == 0 or step == plan.total_steps or eval_metrics:
                 reporter.check_finite()  # never checkpoint a NaN state
-                ckpt.save(step, run.state, run.info(step), metrics=eval_metrics,
-                          history=reporter.history_snapshot())
+                if ckpt.save(step, run.state, run.info(step), metrics=eval_metrics,
+                             history=reporter.history_snapshot()):
+                    logging.info("Checkpoint of step %d: being written in the background", step)
             if step < plan.total_steps and stop.after_step(step):
                 raise Preempted(f"stop requested at step {step}")
     except Preempted:
@@ -245,6 +246,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         config_lib.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
         workdir = checkpoint_lib.absolute_dir(workdir)
         checkpoint_lib.check_writable(workdir)  # local or gs://; fails now, not at the first checkpoint.
+        logging.info("Run %s: config.json, checkpoints/, tensorboard/ and summary.json go there", workdir)
         run = _set_up(config, workdir, stop)
     try:
         step, interrupted, compile_time = _train(run, stop, run_start)
