@@ -38,11 +38,13 @@ def export_init_kernels(run: Run) -> Path:
 
     from dog_jax import models
     from dog_jax.train.loop import create_model_from_config
+    from dog_jax.train.run_provenance import split_config_json
 
     path = Path(run.workdir) / INIT_FILE
     if path.is_file():
         return path
-    config = ml_collections.ConfigDict(json.loads((Path(run.workdir) / "config.json").read_text()))
+    fields, _ = split_config_json(json.loads((Path(run.workdir) / "config.json").read_text()))
+    config = ml_collections.ConfigDict(fields)
     num_classes = (read_summary(run.workdir) or {}).get("num_classes", 1000)
     # The trainer's own model constructor, built eagerly on the CPU (the trainer runs it under jit).
     with jax.default_device(jax.devices("cpu")[0]):
