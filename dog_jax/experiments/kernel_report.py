@@ -99,6 +99,13 @@ def _null_shares(group: dict[str, Any]) -> dict[str, float] | None:
                       1.0 - templates["unclassified"], math.nan)
 
 
+def checkpoint_shares(summary: dict[str, Any]) -> dict[str, tuple[dict[str, float], dict[str, float] | None]]:
+    """``{checkpoint path: (shares, null shares or None)}`` of an analysis summary.json: the fractions
+    analysis.md tabulates (keys of ``_COLUMNS``), per checkpoint. For checks of the numbers a study quotes."""
+    paths = {checkpoint["name"]: checkpoint["path"] for checkpoint in summary.get("checkpoints", [])}
+    return {paths[name]: (_shares(group), _null_shares(group)) for name, group in _group(summary).items()}
+
+
 _COLUMNS = (("paper_excitatory", "paper: excit."), ("paper_inhibitory", "paper: inhib."),
             ("excitatory", "strict: excit."), ("inhibitory", "strict: inhib."), ("blob", "strict: blob"),
             ("other", "strict: other"),
