@@ -171,7 +171,7 @@ class Study:
                                                          "share", "centre_surround", "fit", "csv")}
         helpers = {"mean": mean, "std": std, "mean_std": mean_std, "ci": ci, "welch": welch, "ahead": ahead,
                    "pct": pct, "min": min, "max": max, "abs": abs, "len": len, "sum": sum, "sorted": sorted,
-                   "round": round, "zip": zip}
+                   "round": round, "zip": zip, "int": int, "float": float}
         return {**helpers, **names, **{study: _STUDIES[study] for study in STUDIES}}
 
 
@@ -220,7 +220,7 @@ def parse_check(body: str) -> tuple[list[tuple[str, str]], set[str]]:
         if not line:
             continue
         if line.startswith("not data:"):
-            not_data.update(line[len("not data:"):].split("#")[0].split())
+            not_data.update(_numbers(line[len("not data:"):].split("#")[0]))
         elif " = " in line:
             text, expression = line.split(" = ", 1)
             claims.append((text.strip(), expression.strip()))
