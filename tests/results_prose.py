@@ -89,8 +89,8 @@ def pct(value: float) -> float:
 class Study:
     """The data of one ``docs/results/<name>`` folder, as the functions check expressions call."""
 
-    def __init__(self, name: str):
-        self.name, self.path = name, RESULTS / name
+    def __init__(self, name: str, path: Path | None = None):
+        self.name, self.path = name, path or RESULTS / name
         self._rows = None
 
     @property
@@ -244,7 +244,7 @@ def check_document(path: Path, study: Study | None, *, strict: bool) -> list[str
     checks = list(_CHECK.finditer(text))
     for check in checks:
         line = text.count("\n", 0, check.start()) + 1
-        where = f"{path.relative_to(RESULTS.parents[1])}:{line}"
+        where = f"{_shown(path)}:{line}"
         begin = start if strict else _paragraph_start(text, check.start())
         block = visible[begin:check.start()]
         start = check.end()
@@ -255,7 +255,7 @@ def check_document(path: Path, study: Study | None, *, strict: bool) -> list[str
             continue
         cursor, covered = 0, []
         for written, expression in claims:
-            found = block.find(written, cursor)
+            found = _find(block, written, cursor)
             if found < 0:
                 problems.append(f"{where}: {written!r} not found in the text above (after the previous claim)")
                 continue
@@ -283,9 +283,19 @@ def check_document(path: Path, study: Study | None, *, strict: bool) -> list[str
         tail = visible[start:]
         for match in _NUMBER.finditer(tail):
             if _data_like(tail, match):
-                problems.append(f"{path.relative_to(RESULTS.parents[1])}: {match.group()!r} in "
+                problems.append(f"{_shown(path)}: {match.group()!r} in "
                                 f"{_context(tail, match)!r} comes after the last check comment")
     return problems
+
+
+def _find(text: str, written: str, start: int) -> int:
+    """Where ``written`` occurs in ``text`` from ``start`` as whole numbers ("+6.0" is not in "+6.05")."""
+    match = re.compile(r"(?<![\d.,])" + re.escape(written) + r"(?![\d]|[.,]\d)").search(text, start)
+    return match.start() if match else -1
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(RESULTS.parents[1])) if path.is_relative_to(RESULTS.parents[1]) else str(path)
 
 
 def _paragraph_start(text: str, end: int) -> int:
