@@ -20,8 +20,8 @@ commas; "−" and "-" alike). ``not data:`` lists numbers of the text that do no
 The checked text of a study README is everything since the previous check comment, and every
 data-like number in it (one with a decimal point, a sign, thousands commas, or followed by "%" or
 "±") must be claimed or listed as not data; numbers after the last check comment are not allowed.
-Other documents (the top-level README, docs/*.md) check the paragraph just above each comment the same
-way and leave the rest alone.
+Other documents (the top-level README, docs/*.md) check the paragraph, table or list item just above
+each comment the same way and leave the rest alone.
 
 Data: ``results.csv`` (one row per run; top-1 in points), ``analysis/<label>/summary.json`` and
 ``analysis/<label>/during/summary.json`` (the kernel shares of analysis.md, in %), any other CSV of the
@@ -299,9 +299,12 @@ def _shown(path: Path) -> str:
 
 
 def _paragraph_start(text: str, end: int) -> int:
-    """Where the paragraph (or table, or list) that ends just before ``end`` begins."""
-    blank = text[:end].rstrip().rfind("\n\n")
-    return blank + 2 if blank >= 0 else 0
+    """Where the paragraph, table or list item that ends just before ``end`` begins."""
+    lines = text[:end].rstrip().split("\n")
+    start = len(lines) - 1
+    while start > 0 and lines[start - 1].strip() and not re.match(r"\s*([*-]|\d+\.) ", lines[start]):
+        start -= 1
+    return sum(len(line) + 1 for line in lines[:start])
 
 
 def _context(text: str, match: re.Match) -> str:
