@@ -89,15 +89,19 @@ def pct(value: float) -> float:
 class Study:
     """The data of one ``docs/results/<name>`` folder, as the functions check expressions call."""
 
-    def __init__(self, name: str, path: Path | None = None):
-        self.name, self.path = name, path or RESULTS / name
+    def __init__(self, name: str, path: Path | None = None, results: str = "results.csv"):
+        self.name, self.path, self.results = name, path or RESULTS / name, results
         self._rows = None
 
     @property
     def rows(self) -> list[dict[str, str]]:
         if self._rows is None:
-            self._rows = self.csv("results.csv") if (self.path / "results.csv").is_file() else []
+            self._rows = self.csv(self.results) if (self.path / self.results).is_file() else []
         return self._rows
+
+    def of(self, results: str) -> Study:
+        """The same functions over another per-run CSV of the folder (e.g. an earlier code version's runs)."""
+        return Study(self.name, self.path, results)
 
     def csv(self, name: str) -> list[dict[str, str]]:
         with open(self.path / name, newline="") as f:
@@ -160,15 +164,15 @@ class Study:
                                       self.share(label, prefix + "inhibitory", when))]
 
     def fit(self, file: str, checkpoint: str, column: str) -> float:
-        """A value of basis_fit's CSV ``file``: the row whose checkpoint label contains ``checkpoint``."""
-        (row,) = [r for r in self.csv(file) if checkpoint in r["checkpoint"]] or [None]
-        if row is None:
-            raise KeyError(f"{self.name}/{file}: no row for {checkpoint!r}")
-        return float(row[column])
+        """``column`` of basis_fit's CSV ``file`` in the row of ``checkpoint`` (the label fit_basis.py prints)."""
+        rows = [r for r in self.csv(file) if r["checkpoint"] == checkpoint]
+        if len(rows) != 1:
+            raise KeyError(f"{self.name}/{file}: {len(rows)} rows for {checkpoint!r}")
+        return float(rows[0][column])
 
     def namespace(self) -> dict[str, Any]:
         names = {name: getattr(self, name) for name in ("top1", "gap", "params", "wall_minutes", "commits",
-                                                         "share", "centre_surround", "fit", "csv")}
+                                                         "share", "centre_surround", "fit", "csv", "of")}
         helpers = {"mean": mean, "std": std, "mean_std": mean_std, "ci": ci, "welch": welch, "ahead": ahead,
                    "pct": pct, "min": min, "max": max, "abs": abs, "len": len, "sum": sum, "sorted": sorted,
                    "round": round, "zip": zip, "int": int, "float": float}

@@ -14,7 +14,8 @@ fits what training added, the kernels of TRAINED minus those of INITIAL (same la
 a run's last checkpoint and its ``init_kernels.npz``), so that an unstructured random init does not
 hide the structure of the learned part. Checkpoint paths are relative to ``--root`` (default: the
 current directory) and are printed and written as given, so the output names no machine path.
-``--out`` writes the table as CSV too (the data behind the study's README). The null's random
+``--out`` writes the table as CSV too (the data behind the study's README), with the commit of the
+dog_jax code that computed it. The null's random
 permutations come from one generator seeded 0, drawn in argument order: the same command gives the
 same numbers.
 """
@@ -30,6 +31,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
+from dog_jax import provenance
 from dog_jax.analysis import extract_depthwise_kernels
 from dog_jax.models.basis import basis_stack
 
@@ -82,7 +84,7 @@ def kernels_by_size(path) -> dict[tuple[int, int], np.ndarray]:
 
 
 FIELDS = ("checkpoint", "kernel_size", "kernels", "basis_params", "explained_pooled", "explained_mean",
-          "null_pooled", "null_mean")
+          "null_pooled", "null_mean", "commit")
 
 
 def main(argv: list[str]) -> None:
@@ -103,11 +105,11 @@ def main(argv: list[str]) -> None:
                                                   for size, kernels in kernels_by_size(args.root / trained).items()}))
     if not tables:
         tables = [(default_checkpoint().name, kernels_by_size(default_checkpoint()))]
-    rows = []
+    rows, commit = [], provenance.code_label({"code": provenance.code_version()})  # which code made the numbers
     for label, by_size in tables:
         for (kh, kw), kernels in sorted(by_size.items()):
             real, null = explained(kernels), explained(shuffled(kernels, rng))
-            rows.append(dict(zip(FIELDS, (label, f"{kh}x{kw}", len(kernels), 9, *real, *null))))
+            rows.append(dict(zip(FIELDS, (label, f"{kh}x{kw}", len(kernels), 9, *real, *null, commit))))
             print(f"| {label} | {kh}×{kw} | {len(kernels)} | 9 / {kh * kw} | {real[0]:.3f} | "
                   f"{real[1]:.3f} | {null[0]:.3f} | {null[1]:.3f} |", flush=True)
     if args.out is not None:
