@@ -48,8 +48,9 @@ def unpublishable(rows: Sequence[dict[str, Any]]) -> str | None:
     return None
 
 
-def _code_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """commands.md's account of the code: which commits and implementations made the runs."""
+def _code_lines(rows: Sequence[dict[str, Any]], published_by: str) -> list[str]:
+    """commands.md's account of the code: which commits and implementations made the runs, and which
+    commit published them (``published_by``, taken before the target's files change)."""
     done = [row for row in rows if row.get("status") == "done"]
     commits = sorted({row["commit"] for row in done})
     impls: dict[str, list[str]] = {}
@@ -59,8 +60,7 @@ def _code_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
             impls[row["impl"]].append(row["label"])
     lines = [f"Runs made by: {', '.join(f'`{c}`' for c in commits) or '—'} (results.csv, column `commit`: the "
              "git commit of the dog_jax checkout, `+dirty` if it had uncommitted changes; each run's "
-             "config.json / summary.json hold the full record). Published by: "
-             f"`{provenance.code_label({'code': provenance.code_version()})}`.", "",
+             f"config.json / summary.json hold the full record). Published by: `{published_by}`.", "",
              "Implementations (native kernels; what `impl=\"auto\"` chose per op class, calls per forward pass) "
              "and the configs that ran them:", ""]
     lines += [f"- {impl}: {', '.join(f'`{label}`' for label in labels)}" for impl, labels in impls.items()]
@@ -99,6 +99,7 @@ def publish(runs: Sequence[Run], root: str | os.PathLike, target: str | os.PathL
     collected results.csv rows, whose code commands.md names.
     """
     root, target = Path(root), Path(target)
+    published_by = provenance.code_label({"code": provenance.code_version()})  # before the copies dirty the tree
     target.mkdir(parents=True, exist_ok=True)
     labels = list(dict.fromkeys(run.label for run in runs))
     for generated in ("curves", "analysis"):  # a previous publication's files would outlive their sweep
@@ -125,7 +126,7 @@ def publish(runs: Sequence[Run], root: str | os.PathLike, target: str | os.PathL
     lines = [
         "# How these results were made", "",
         f"Published {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on: {_machine()}.", "",
-        *_code_lines(rows),
+        *_code_lines(rows, published_by),
         f"{finished} of {len(runs)} runs have a summary; their trainer wall times add up to "
         f"{format_duration(total)} (without process start-up and the kernel analysis).", "",
         "Sweep command (rerun it to reproduce; finished runs are skipped):", "", "```bash",
