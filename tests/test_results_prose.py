@@ -9,7 +9,7 @@ import pytest
 from tests.results_prose import RESULTS, STUDIES, Study, check_document
 
 ROOT = Path(__file__).resolve().parents[1]
-QUOTING = ("README.md", "docs/experiments.md", "docs/models.md", "docs/analysis.md")
+QUOTING = ("README.md", "docs/experiments.md", "docs/models.md", "docs/analysis.md", "docs/performance.md")
 
 
 @pytest.mark.parametrize("name", STUDIES)
