@@ -12,8 +12,10 @@ The data go through the trainer's eval pipeline (``dog_jax.data.eval_dataset``: 
 ``eval_crop_pct`` at ``image_size``, ImageNet mean/std) and the trainer's jitted eval step and loop
 (``steps.make_eval_step``, ``loop.evaluate``), so a workdir's metrics equal the trainer's own eval.
 Writes the metrics as JSON: ``--out``, default ``<workdir>/eval/<split>_step<N>[_ema].json`` for a
-workdir. Exit codes: 0 done, 1 error (one ``error: ...`` line). Needs the ``[train]`` extra
-(``[torch]`` too for PyTorch files).
+workdir, with the evaluation's provenance record (``provenance``: code, libraries, native kernels,
+"auto" choices of the eval forward pass, devices; ``dog_jax.provenance``) and, for a workdir, the
+training run's (``training_provenance``). Exit codes: 0 done, 1 error (one ``error: ...`` line).
+Needs the ``[train]`` extra (``[torch]`` too for PyTorch files).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def _load_weights(checkpoint: str, config: ml_collections.ConfigDict | None, *, 
             ema_model = restore.inference_model(run.config, run.num_classes)
             restore.fill_model(ema_model, restore.read_weights(run, ema=True), str(run.step_dir))
         return model, ema_model, run.config, {"checkpoint": str(run.workdir), "step": run.step,
-                                              "weights": "ema" if ema else "trained"}
+                                              "weights": "ema" if ema else "trained",
+                                              "training_provenance": run.provenance or None}
     if not Path(checkpoint).exists():
         raise CheckpointError(f"{checkpoint}: no such file or directory.")
     if config is None:
@@ -90,7 +93,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: ml_collections
       ``{"eval_top1", "eval_top5", "eval_loss", "eval_examples", "eval_time_s"}`` (fractions;
       mean cross-entropy), ``eval_ema_{top1, top5, loss}`` for a workdir whose run has an EMA
       (as the trainer reports; not with ``ema``, which evaluates the EMA alone), plus what was
-      evaluated: checkpoint, step, weights, model, dataset, split, image_size, crop_pct, batch_size.
+      evaluated: checkpoint, step, weights, model, dataset, split, image_size, crop_pct, batch_size;
+      ``provenance`` (this evaluation's code and "auto" choices) and, for a workdir,
+      ``training_provenance`` (the run's ``config.json`` record; None for runs that predate it).
 
     Raises:
       CheckpointError, ConfigError, DatasetError: one line each (e.g. a config with a workdir,
@@ -99,7 +104,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: ml_collections
     import jax
     import jax.numpy as jnp
 
-    from dog_jax import data
+    from dog_jax import data, provenance
     from dog_jax.train import config as config_lib
     from dog_jax.train import loop, sharding, steps
 
@@ -148,8 +153,12 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: ml_collections
                                 crop_pct=config.eval_crop_pct,
                                 num_batches=data.eval_num_batches(examples, processes, local_batch))
     metrics = loop.evaluate(weights, eval_step, parts.rng_state, eval_ds, mesh)
+    channels = config_lib.architecture_overrides(config).get("in_chans", 3)
+    choices = provenance.auto_choices(model, (local_batch // jax.local_device_count(), config.image_size,
+                                              config.image_size, channels), compute_dtype, target=mesh, train=False)
     return {**metrics, **described, "model": config.model, "dataset": config.dataset, "split": split,
-            "image_size": config.image_size, "crop_pct": config.eval_crop_pct, "batch_size": batch_size}
+            "image_size": config.image_size, "crop_pct": config.eval_crop_pct, "batch_size": batch_size,
+            "provenance": provenance.record(choices)}
 
 
 def default_output(result: dict[str, Any]) -> str:

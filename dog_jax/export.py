@@ -9,9 +9,11 @@ Writes into ``DIR``:
 * ``config.json`` -- timm's hub format: ``architecture``, ``num_classes``, ``num_features``,
   ``model_args`` (only where the architecture name alone does not give the sizes) and
   ``pretrained_cfg`` (input size, mean/std, crop, interpolation, ...), plus a ``dog_jax`` entry
-  (model name, overrides and key naming) that timm ignores.
+  (model name, overrides, key naming and ``provenance``: the training run's record and the
+  export's, ``dog_jax.provenance``) that timm ignores.
 * ``README.md`` -- a model card: model, depthwise init and DoG settings, training config, eval
-  metrics from the run's ``summary.json``, how to load it, and the command that wrote it.
+  metrics from the run's ``summary.json``, which code trained and exported it, how to load it, and
+  the command that wrote it.
 * ``training_config.json`` -- the run's full config.
 
 timm loads the directory offline with ``timm.create_model("local-dir:DIR", pretrained=True)``;
@@ -30,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dog_jax import __version__, console, models
+from dog_jax import __version__, console, models, provenance
 from dog_jax._extras import require
 from dog_jax.checkpoints import CheckpointError
 
@@ -150,6 +152,17 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else ("–" if value is None else str(value))
 
 
+def _provenance_lines(record: dict[str, Any] | None, what: str) -> list[str]:
+    """One bullet: which code (commit or version), libraries, native kernels and auto choices did ``what``."""
+    if not record:
+        return [f"- {what}: not recorded (the run predates provenance records)"]
+    packages = ", ".join(f"{name} {version}" for name, version in record["packages"].items() if version)
+    devices = record.get("devices") or {}
+    return [f"- {what}: dog_jax `{provenance.code_label(record)}`; {packages}; "
+            f"{provenance.impl_label(record)}; {devices.get('count')} {devices.get('kind')} device(s), "
+            f"{devices.get('processes')} process(es)"]
+
+
 def model_card(config: ml_collections.ConfigDict, hub: dict[str, Any], *, step: int, ema: bool,
                summary: dict[str, Any] | None, command: str) -> str:
     """The export's README.md (Markdown)."""
@@ -197,6 +210,12 @@ def model_card(config: ml_collections.ConfigDict, hub: dict[str, Any], *, step: 
         lines.append(f"\nOn `{c.dataset}:{c.eval_split}` with the run's eval pipeline (its summary.json).")
     else:
         lines.append("No summary.json in the workdir (the run has not finished): no eval metrics recorded.")
+    made_by = hub["dog_jax"]["provenance"]
+    lines += ["", "## Provenance", "", *_provenance_lines(made_by["training"], "trained by"),
+              *[line for start in made_by["training_earlier"]
+                for line in _provenance_lines(start, "earlier start of the resumed run (other code)")],
+              *_provenance_lines(made_by["export"], "exported by"),
+              "", "The full records: `config.json`, entry `dog_jax.provenance`."]
     lines += ["", "## Loading", ""]
     if mine["timm_loadable"]:
         register = ("from dog_jax.timm_models import register_timm_models\nregister_timm_models()  "
@@ -240,6 +259,9 @@ def export_model(workdir: str | Path, out: str | Path, *, step: int | None = Non
 
     checkpoint = find_checkpoint(workdir, step)
     hub = hub_config(checkpoint.config, checkpoint.num_classes)  # before restoring: fails fast on mlp_ratio
+    hub["dog_jax"]["provenance"] = {"training": checkpoint.provenance.get("provenance"),
+                                    "training_earlier": checkpoint.provenance.get("provenance_earlier", []),
+                                    "export": provenance.record()}
     model, config = restore_model(workdir, step=checkpoint.step, ema=ema)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

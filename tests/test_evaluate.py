@@ -13,7 +13,7 @@ timm = pytest.importorskip("timm")
 import numpy as np  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from dog_jax import data  # noqa: E402
+from dog_jax import data, provenance  # noqa: E402
 from dog_jax.evaluate import evaluate_checkpoint  # noqa: E402
 from dog_jax.export import export_model  # noqa: E402
 from dog_jax.train import CheckpointError, ConfigError, train_and_evaluate  # noqa: E402
@@ -42,8 +42,20 @@ def test_evaluate_workdir_equals_the_trainers_eval_and_its_export(tiny_data_dir,
     assert ema_only["weights"] == "ema" and "eval_ema_loss" not in ema_only
     np.testing.assert_allclose(ema_only["eval_loss"], trainer["eval_ema_loss"], rtol=1e-6)
 
+    # Both name the code: the evaluation's own record (eval-mode auto choices) and the run's.
+    trained_by = json.loads((tmp_path / "run" / "config.json").read_text())["provenance"]
+    assert result["training_provenance"] == {"provenance": trained_by}
+    assert result["provenance"]["code"] == trained_by["code"] and result["provenance"]["packages"]
+    assert set(result["provenance"]["auto_choices"]) == {"depthwise"}  # eval mode: BatchNorm uses its statistics
+    assert sum(result["provenance"]["auto_choices"]["depthwise"].values()) == config.model_overrides.depth
+
     # The exported timm-named file, evaluated with the run's config, gives the same numbers.
     export_model(workdir, tmp_path / "export")
+    made_by = json.loads((tmp_path / "export" / "config.json").read_text())["dog_jax"]["provenance"]
+    assert made_by["training"] == trained_by and made_by["export"]["code"] == trained_by["code"]
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert f"- trained by: dog_jax `{provenance.code_label(trained_by)}`; " in card
+    assert "- exported by: dog_jax `" in card
     exported = tmp_path / "export" / "model.safetensors"
     from_file = evaluate_checkpoint(exported, config=find_checkpoint(workdir).config)
     assert from_file["weights"] == "file (timm names)" and from_file["step"] is None

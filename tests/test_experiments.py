@@ -33,13 +33,21 @@ SWEEP = Sweep(entries=[Entry("{ROOT}/configs/paper.py:table2_kaiming-reference,d
 """
 
 
-def fake_summary(workdir: str, top1: float, *, interrupted: bool = False, history=None) -> None:
+def fake_record(commit: str = "a" * 40, *, dirty: bool = False, depthwise: str = "native") -> dict:
+    """A provenance record as the trainer writes it (dog_jax.provenance.record)."""
+    return {"code": {"commit": commit, "dirty": dirty}, "packages": {"jax": "0.10.2"},
+            "native_kernels": {"available": depthwise == "native", "status": "loaded"},
+            "auto_choices": {"depthwise": {depthwise: 4}}, "devices": {"platform": "cpu", "count": 1}}
+
+
+def fake_summary(workdir: str, top1: float, *, interrupted: bool = False, history=None, record=None) -> None:
     os.makedirs(workdir, exist_ok=True)
     summary = {"final_step": 2 if interrupted else 4, "total_steps": 4, "interrupted": interrupted,
                "final_eval": {"eval_top1": top1, "eval_top5": 1.0, "eval_loss": 1.0},
                "best_eval": {"eval_top1": top1, "step": 4}, "wall_time_s": 60.0, "num_params": 10,
                "train_history": history or [{"step": 2, "loss": 2.0}, {"step": 4, "loss": 1.5}],
-               "eval_history": [{"step": 4, "eval_top1": top1}], "config": {"dw_init": "dog"}}
+               "eval_history": [{"step": 4, "eval_top1": top1}], "config": {"dw_init": "dog"},
+               **({"provenance": record} if record else {})}
     Path(workdir, "summary.json").write_text(json.dumps(summary))
 
 
@@ -166,6 +174,103 @@ def test_paired_differences_by_seed(tmp_path):
             "[-14.56, +23.56] | 2 of 2 |") in table
 
 
+PAIRED = SIMPLE.replace("seeds=(0, 1, 2),", "seeds=(0, 1, 2), comparisons=[('paper.table2_gamma0-0.5_onoff.demo', "
+                        "'kaiming')], gap_comparisons=[(('paper.table2_gamma0-0.5_onoff.demo', 'kaiming'), "
+                        "('kaiming', 'paper.table2_gamma0-0.5_onoff.demo'))],")
+
+
+@pytest.mark.parametrize("records, warning", [
+    ([fake_record()] * 6, None),
+    ([fake_record()] * 5 + [fake_record("b" * 40)], "different commits (aaaaaaaaaa, bbbbbbbbbb)"),
+    ([fake_record()] * 5 + [fake_record(depthwise="shift")], "different implementations (native; depthwise "
+                                                             "native×4 | no native; depthwise shift×4)"),
+    ([fake_record()] * 5 + [fake_record(dirty=True)], "different commits (aaaaaaaaaa, aaaaaaaaaa+dirty) and "
+                                                      "uncommitted code"),
+    ([fake_record()] * 5 + [None], "1 of its 6 runs record no code version"),
+])
+def test_results_name_the_commit_and_warn_when_a_comparison_mixes_code(tmp_path, records, warning):
+    sweep = load_sweep(write_sweep(tmp_path, PAIRED))
+    runs = plan_runs(sweep, tmp_path / "my_sweep.py", tmp_path / "root")
+    for run, top1, record in zip(runs, (0.5, 0.7, 0.6, 0.56, 0.73, 0.7), records):
+        fake_summary(run.workdir, top1, record=record)
+    collect(runs, sweep, tmp_path / "root", title="T", curves=False, say=lambda _: None)
+    with open(tmp_path / "root" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    expected = ["unrecorded" if r is None else r["code"]["commit"][:10] + ("+dirty" if r["code"]["dirty"] else "")
+                for r in records]
+    assert [row["commit"] for row in rows] == expected
+    text = (tmp_path / "root" / "results.md").read_text()
+    assert f"| 1.0 | 64.00 | {', '.join(dict.fromkeys(expected[:3]))} |" in text  # the commit column
+    lines = [line for line in text.splitlines() if line.startswith("> ⚠")]
+    if warning is None:
+        assert lines == []
+    else:  # one line under the paired table and one under the gap table: both use the odd run
+        assert len(lines) == 2 and all(warning in line for line in lines)
+        assert lines[0].startswith("> ⚠ `paper.table2_gamma0-0.5_onoff.demo` − `kaiming`")
+
+
+def test_gap_comparison_is_welchs_interval(tmp_path):
+    from scipy import stats
+
+    from dog_jax.experiments.collect import welch_interval
+
+    a, b = [15.8, 12.3, 11.15], [5.94, 7.44, 7.13]
+    diff, low, high, _ = welch_interval(a, b)
+    expected = stats.ttest_ind(a, b, equal_var=False).confidence_interval()
+    assert diff == pytest.approx(sum(a) / 3 - sum(b) / 3)
+    assert (low, high) == (pytest.approx(expected.low), pytest.approx(expected.high))
+    sweep = load_sweep(write_sweep(tmp_path, PAIRED))
+    runs = plan_runs(sweep, tmp_path / "my_sweep.py", tmp_path / "root")
+    for run, top1 in zip(runs, (0.5, 0.7, 0.6, 0.56, 0.73, 0.7)):
+        fake_summary(run.workdir, top1, record=fake_record())
+    collect(runs, sweep, tmp_path / "root", title="T", curves=False, say=lambda _: None)
+    gaps = [6.0, 3.0, 10.0]  # DoG minus kaiming per seed, and the reverse gap is its negative
+    diff, low, high, df = welch_interval(gaps, [-g for g in gaps])
+    assert (f"| `paper.table2_gamma0-0.5_onoff.demo` − `kaiming` | `kaiming` − `paper.table2_gamma0-0.5_onoff.demo` | "
+            f"+6.33 ± 3.51 | -6.33 ± 3.51 | {diff:+.2f} | [{low:+.2f}, {high:+.2f}] | {df:.1f} |"
+            ) in (tmp_path / "root" / "results.md").read_text()
+
+
+def test_publish_refuses_uncommitted_code(tmp_path, monkeypatch, capsys):
+    from dog_jax import provenance
+
+    path = write_sweep(tmp_path, SIMPLE)
+    root, published = tmp_path / "root", tmp_path / "published"
+    fake_summary(str(root / "kaiming" / "seed_0"), 0.9, record=fake_record())
+    args = [str(path), "--collect", "--no-curves", "--workdir-root", str(root), "--publish", str(published)]
+    monkeypatch.setattr(provenance, "code_version", lambda: {"commit": "c" * 40, "dirty": True})
+    assert main(args) == 2 and not published.exists()
+    assert "--publish: the working tree has uncommitted changes" in capsys.readouterr().err
+    monkeypatch.setattr(provenance, "code_version", lambda: {"package_version": "0.1.0"})
+    assert main(args) == 2 and "is not imported from a git checkout" in capsys.readouterr().err
+    monkeypatch.setattr(provenance, "code_version", lambda: {"commit": "c" * 40, "dirty": False})
+    fake_summary(str(root / "kaiming" / "seed_1"), 0.9, record=fake_record(dirty=True))
+    assert main(args) == 2 and not published.exists()
+    assert "1 run(s) were made by uncommitted code (e.g. kaiming/seed_1" in capsys.readouterr().err
+    assert main(args + ["--allow-dirty"]) == 0
+    commands = (published / "commands.md").read_text()
+    assert "Runs made by: `aaaaaaaaaa`, `aaaaaaaaaa+dirty`" in commands and "Published by: `cccccccccc`" in commands
+
+
+def test_publish_copies_only_its_sweeps_outputs(tmp_path, monkeypatch):
+    from dog_jax import provenance
+
+    monkeypatch.setattr(provenance, "code_version", lambda: {"commit": "c" * 40, "dirty": False})
+    path = write_sweep(tmp_path, SIMPLE)
+    root, published = tmp_path / "root", tmp_path / "published"
+    fake_summary(str(root / "kaiming" / "seed_0"), 0.9, record=fake_record())
+    # Another sweep sharing the root left its outputs there; an earlier publication left a stale file.
+    for stray in ("curves/other.png", "analysis/other/summary.json", "analysis/kaiming/during/summary.json",
+                  "analysis/trajectory.png"):
+        (root / stray).parent.mkdir(parents=True, exist_ok=True)
+        (root / stray).write_text("x")
+    (root / "analysis" / "kaiming" / "summary.json").write_text("{}")
+    (published / "analysis" / "gone").mkdir(parents=True)
+    assert main([str(path), "--collect", "--no-curves", "--workdir-root", str(root), "--publish", str(published)]) == 0
+    files = sorted(str(p.relative_to(published)) for p in published.rglob("*") if p.is_file())
+    assert files == ["analysis/kaiming/summary.json", "commands.md", "results.csv", "results.md"]
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     path = write_sweep(tmp_path, SIMPLE)
     assert main([str(path), "--shard", "4/4"]) == 2
@@ -187,7 +292,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "Unknown experiment 'table2_kaiminq'" in errors[4]
 
 
-def test_cli_dry_run_and_collect(tmp_path, capsys):
+def test_cli_dry_run_and_collect(tmp_path, capsys, monkeypatch):
+    from dog_jax import provenance
+
+    monkeypatch.setattr(provenance, "code_version", lambda: {"commit": "c" * 40, "dirty": False})  # a clean tree
     path = write_sweep(tmp_path, SIMPLE)
     root = tmp_path / "root"
     assert main([str(path), "--dry-run", "--workdir-root", str(root), "--shard", "0/2"]) == 0

@@ -5,7 +5,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from dog_jax import data
+from dog_jax import data, provenance
 from dog_jax.experiments.__main__ import main
 from tests import subprocesses
 
@@ -41,6 +41,8 @@ def test_tiny_sweep_trains_collects_analyses_and_skips_on_rerun(tmp_path, capsys
         (row,) = list(csv.DictReader(f))
     assert row["status"] == "done" and float(row["final_top1"]) == summary["final_eval"]["eval_top1"]
     assert row["experiment"] == "table2_gamma0-0.5_onoff" and row["paper_row_top1"] == "66.34"
+    assert row["commit"] == provenance.code_label(summary["provenance"]) != "unrecorded"  # the run names its code
+    assert row["impl"] == provenance.impl_label(summary["provenance"])
     assert "| `dog` | dog (table2_gamma0-0.5_onoff) | 1/1 |" in (root / "results.md").read_text()
     assert (root / "curves" / "dog.png").stat().st_size > 10_000
 
@@ -62,7 +64,9 @@ def test_tiny_sweep_trains_collects_analyses_and_skips_on_rerun(tmp_path, capsys
     assert (root / "analysis" / "trajectory.png").stat().st_size > 10_000
 
     published = tmp_path / "published"
-    assert main([str(sweep), "--workdir-root", str(root), "--no-analysis", "--publish", str(published)]) == 0
+    # --allow-dirty: this test's tree may hold uncommitted work (test_experiments.py tests the refusal).
+    assert main([str(sweep), "--workdir-root", str(root), "--no-analysis", "--publish", str(published),
+                 "--allow-dirty"]) == 0
     assert "dog/seed_3: finished earlier, skipped" in capsys.readouterr().out
     for name in ("analysis.md", "analysis/trajectory.png", "analysis/dog/during/summary.json", "commands.md"):
         assert (published / name).is_file(), name

@@ -4,6 +4,7 @@ test_reliability_elastic.py)."""
 import glob
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -101,9 +102,40 @@ def test_demo_run_writes_checkpoints_logs_and_summary(tiny_data_dir, tmp_path):
     assert steps[-1] == 40 and len(steps) <= c.keep_checkpoints + 1
     model_json = json.load(open(os.path.join(workdir, "checkpoints", "40", "model", "metadata")))
     assert model_json["model"] == "convmixer_512_12" and model_json["num_classes"] == 10
+    check_provenance(workdir, c, expected_depthwise=c.model_overrides.depth)
     # Rerunning the finished run resumes at the end and only evaluates.
     again = train_and_evaluate(c, workdir)
     assert again["start_step"] == 40 and again["final_eval"]["eval_top1"] == summary["final_eval"]["eval_top1"]
+    assert "provenance_earlier" not in again  # resumed by the same code
+
+
+def check_provenance(workdir, config, *, expected_depthwise):
+    """config.json and summary.json of a finished run name the code, libraries, kernels and devices."""
+    import jax
+
+    from dog_jax.ops.native import NATIVE_AVAILABLE
+
+    record = json.load(open(os.path.join(workdir, "config.json")))["provenance"]
+    assert json.load(open(os.path.join(workdir, "summary.json")))["provenance"] == record
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # a git checkout: its commit; else the installed package's version
+        status = subprocess.run(["git", "-C", ROOT, "status", "--porcelain"], capture_output=True, text=True)
+        assert record["code"] == {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    else:
+        assert record["code"]["package_version"] == "0.1.0"
+    assert record["packages"]["jax"] == jax.__version__ and record["packages"]["flax"]
+    assert set(record["packages"]) == {"jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets"}
+    assert record["native_kernels"]["available"] == NATIVE_AVAILABLE
+    assert record["devices"] == {"platform": "cpu", "kind": jax.devices()[0].device_kind,
+                                 "count": jax.device_count(), "processes": 1}
+    choices = record["auto_choices"]
+    assert sum(choices["depthwise"].values()) == expected_depthwise  # every depthwise layer, traced once
+    if config.model.startswith("convmixer"):
+        assert set(choices) == {"depthwise", "batch_norm"}
+    if config.model.startswith("convmixer") and NATIVE_AVAILABLE and jax.device_count() == 1:
+        grid = config.image_size // config.model_overrides.patch_size  # ConvMixer's one map size
+        if grid > config.model_overrides.kernel_size and config.precision == "float32":
+            assert choices["depthwise"] == {"native": expected_depthwise}  # auto.py's rule for this shape
 
 
 @pytest.mark.parametrize("flag, expected", [

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--publish", type=Path, default=None, metavar="DIR",
                    help="after collecting, copy the results (tables, curves, analysis; no checkpoints) and a "
                         "commands.md into DIR, e.g. docs/results/demo_repro")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="publish even from a working tree with uncommitted changes, or runs made by one "
+                        "(the results then cannot name the code that made them)")
     p.add_argument("--train-script", type=Path, default=None, metavar="PATH",
                    help="train.py to run (default: the repository's)")
     p.add_argument("-q", "--quiet", action="store_true",
@@ -104,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         return _fail(f"no runs selected (of {len(all_runs)}); check --only / --shard.")
     print(f"Sweep {args.sweep}: {len(runs)} of {len(all_runs)} runs selected, root {Path(root).resolve()}", flush=True)
+    if args.publish is not None and not args.allow_dirty:
+        from dog_jax.experiments.publish import unpublishable
+
+        problem = unpublishable([])  # the tree now: before hours of training (the runs are checked after)
+        if problem:
+            return _fail(f"--publish: {problem}; commit first, or pass --allow-dirty.")
 
     failed = False
     if not args.collect:
@@ -134,7 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     from dog_jax.experiments.collect import collect
 
     # Collect over the whole sweep (not just this shard): the table shows every run's status.
-    collect(all_runs, sweep, root, title=f"Results of {Path(args.sweep).name}", curves=not args.no_curves)
+    collected = collect(all_runs, sweep, root, title=f"Results of {Path(args.sweep).name}", curves=not args.no_curves)
+    if args.publish is not None and not args.allow_dirty:
+        from dog_jax.experiments.publish import unpublishable
+
+        problem = unpublishable(collected["rows"])  # before the analysis: minutes not spent in vain
+        if problem:
+            return _fail(f"--publish: {problem}; commit first, or pass --allow-dirty.")
     # A shard's machine skips the sweep's default analysis: the final --collect does it once for all.
     if args.analysis if args.analysis is not None else (sweep.analysis and shard is None):
         from dog_jax.experiments.kernel_report import analyse_sweep
@@ -148,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             script = args.train_script or locate_train_script(args.sweep)
         except FileNotFoundError as error:
             return _fail(str(error))
-        publish(all_runs, root, args.publish, train_script=script,
+        publish(all_runs, root, args.publish, train_script=script, during=sweep.analysis_during,
+                rows=collected["rows"],
                 sweep_command=shlex.join(["python", "-m", "dog_jax.experiments", str(args.sweep),
                                           "--workdir-root", str(root)]),
                 published_with=shlex.join(["python", "-m", "dog_jax.experiments", *(argv or sys.argv[1:])]))

@@ -5,7 +5,12 @@
 best eval top-1, plus the paper's ImageNet number of the row when the config file knows it
 (``experiment_info(arg)`` in ``configs/paper.py``); with the sweep's ``comparisons``, also the
 paired differences by seed (the same seed gives both runs the same data order and, for configs
-that differ only in the depthwise init, the same other weights).
+that differ only in the depthwise init, the same other weights), and with ``gap_comparisons`` the
+change of such a gap between two pairs (Welch's t).
+
+Every row names the code that made the run (``commit``, ``impl``: ``dog_jax.provenance``); a
+comparison of runs made by different commits, or with other native kernels or "auto" choices, gets a
+one-line warning under its table: the difference may then be the code's.
 """
 
 import csv
@@ -16,12 +21,13 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from dog_jax import provenance
 from dog_jax._paths import relative_to
 from dog_jax.experiments.sweep import Run, Sweep, find_repo_root, read_summary, run_status
 
 CSV_FIELDS = ("label", "seed", "status", "config", "overrides", "experiment", "group", "dw_init", "scale",
               "final_top1", "final_top5", "final_loss", "best_top1", "best_step", "final_step", "total_steps",
-              "wall_time_s", "num_params", "paper_row_top1", "workdir")
+              "wall_time_s", "num_params", "paper_row_top1", "workdir", "commit", "impl")
 
 
 def config_info(config_path: str, config_arg: str) -> dict[str, Any]:
@@ -39,10 +45,26 @@ def config_info(config_path: str, config_arg: str) -> dict[str, Any]:
         return {}
 
 
+def _run_provenance(workdir: str, summary: dict[str, Any]) -> tuple[str, str]:
+    """(commit, impl) labels of a run: from its summary.json, else (unfinished) its config.json. A run
+    resumed by other code lists every start's label, latest first, joined by " < "."""
+    record = summary if "provenance" in summary else {}
+    if not record:
+        try:
+            record = json.loads((Path(workdir) / "config.json").read_text())
+        except (OSError, ValueError):
+            record = {}
+    starts = [record.get("provenance"), *record.get("provenance_earlier", [])]
+    commits = dict.fromkeys(provenance.code_label(start) for start in starts)
+    impls = dict.fromkeys(provenance.impl_label(start) for start in starts)
+    return " < ".join(commits), " < ".join(impls)
+
+
 def run_row(run: Run, info: dict[str, Any], out_dir: str | os.PathLike = ".") -> dict[str, Any]:
     """One ``results.csv`` row. Paths are relative: the run's workdir to ``out_dir`` (where
     results.csv goes, the sweep's workdir root), the config file to the repository holding it."""
     summary = read_summary(run.workdir) or {}
+    commit, impl = _run_provenance(run.workdir, summary)
     final, best = summary.get("final_eval") or {}, summary.get("best_eval") or {}
     overrides = {k: v for k, v in run.overrides.items() if k != "seed"}
     return {
@@ -58,6 +80,7 @@ def run_row(run: Run, info: dict[str, Any], out_dir: str | os.PathLike = ".") ->
         "final_step": summary.get("final_step"), "total_steps": summary.get("total_steps"),
         "wall_time_s": summary.get("wall_time_s"), "num_params": summary.get("num_params"),
         "paper_row_top1": info.get("paper_row_top1"), "workdir": relative_to(run.workdir, out_dir),
+        "commit": commit, "impl": impl,
     }
 
 
@@ -90,8 +113,8 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """Per-config table: mean ± std over finished seeds (top-1 in %)."""
     lines = ["| config | init | seeds | final top-1 (%) | best top-1 (%) | per seed (final) | "
-             "min / run | paper row, ImageNet (%) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "min / run | paper row, ImageNet (%) | commit |",
+             "|---|---|---|---|---|---|---|---|---|"]
     labels = list(dict.fromkeys(row["label"] for row in rows))
     for label in labels:
         mine = [r for r in rows if r["label"] == label]
@@ -109,8 +132,31 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             final = best = per_seed = minutes = "—"
         paper = mine[0]["paper_row_top1"]
         paper = f"{paper:.2f}" if isinstance(paper, (int, float)) else "—"
-        lines.append(f"| `{label}` | {init} | {seeds} | {final} | {best} | {per_seed} | {minutes} | {paper} |")
+        commits = ", ".join(dict.fromkeys(r["commit"] for r in (done or mine))) or "—"
+        lines.append(f"| `{label}` | {init} | {seeds} | {final} | {best} | {per_seed} | {minutes} | {paper} | "
+                     f"{commits} |")
     return "\n".join(lines)
+
+
+def provenance_warning(rows: Sequence[dict[str, Any]], name: str) -> str | None:
+    """One line if ``rows`` (the runs behind one comparison) were not all made by one code version with
+    the same implementations, else None."""
+    commits = sorted({r["commit"] for r in rows})
+    impls = sorted({r["impl"] for r in rows})
+    if any(c == "unrecorded" for c in commits):
+        unknown = sum(r["commit"] == "unrecorded" for r in rows)
+        return (f"> ⚠ {name}: {unknown} of its {len(rows)} runs record no code version, so whether one code "
+                "made them is unknown.")
+    problems = []
+    if len(commits) > 1 or any(" < " in c for c in commits):
+        problems.append("different commits (" + ", ".join(commits) + ")")
+    if any(c.endswith("+dirty") for c in commits):
+        problems.append("uncommitted code")
+    if len(impls) > 1 or any(" < " in i for i in impls):
+        problems.append("different implementations (" + " | ".join(impls) + ")")
+    if not problems:
+        return None
+    return f"> ⚠ {name} compares runs made by {' and '.join(problems)}: part of the difference may be the code's."
 
 
 def _t_quantile_975(df: int) -> float:
@@ -120,16 +166,31 @@ def _t_quantile_975(df: int) -> float:
     return float(stats.t.ppf(0.975, df))
 
 
+def _finished(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    return {(r["label"], r["seed"]): r for r in rows if r["status"] == "done" and r["final_top1"] is not None}
+
+
+def paired_gaps(rows: Sequence[dict[str, Any]], label: str, baseline: str
+                ) -> tuple[list[float], list[dict[str, Any]]]:
+    """(per-seed final top-1 of label minus baseline in points, the runs used) over the seeds both finished."""
+    final = _finished(rows)
+    seeds = sorted({seed for lab, seed in final if lab == label} & {seed for lab, seed in final if lab == baseline})
+    diffs = [100 * (final[(label, seed)]["final_top1"] - final[(baseline, seed)]["final_top1"]) for seed in seeds]
+    return diffs, [final[(lab, seed)] for seed in seeds for lab in (label, baseline)]
+
+
 def paired_table(rows: Sequence[dict[str, Any]], comparisons: Sequence[tuple[str, str]]) -> str:
     """Per ``(label, baseline)``: final top-1 of label minus baseline for each seed both finished,
-    their mean ± sample std, the 95 % t interval of the mean, and how many seeds favour the label."""
+    their mean ± sample std, the 95 % t interval of the mean, and how many seeds favour the label;
+    below the table one warning line per comparison of runs made by different code."""
     lines = ["| config | minus | seeds | per seed (points) | mean ± std (points) | 95 % interval | "
              "seeds ahead |", "|---|---|---|---|---|---|---|"]
-    final = {(r["label"], r["seed"]): r["final_top1"] for r in rows
-             if r["status"] == "done" and r["final_top1"] is not None}
+    warnings = []
     for label, baseline in comparisons:
-        seeds = sorted({seed for lab, seed in final if lab == label} & {seed for lab, seed in final if lab == baseline})
-        diffs = [100 * (final[(label, seed)] - final[(baseline, seed)]) for seed in seeds]
+        diffs, used = paired_gaps(rows, label, baseline)
+        warning = provenance_warning(used, f"`{label}` − `{baseline}`") if used else None
+        if warning:
+            warnings.append(warning)
         if not diffs:
             lines.append(f"| `{label}` | `{baseline}` | 0 | — | — | — | — |")
             continue
@@ -144,7 +205,47 @@ def paired_table(rows: Sequence[dict[str, Any]], comparisons: Sequence[tuple[str
         ahead = sum(d > 0 for d in diffs)
         lines.append(f"| `{label}` | `{baseline}` | {len(diffs)} | {per_seed} | {summary} | {interval} | "
                      f"{ahead} of {len(diffs)} |")
-    return "\n".join(lines)
+    return "\n".join(lines + ([""] + warnings if warnings else []))
+
+
+def welch_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float, float]:
+    """(mean(a) − mean(b), lower, upper, degrees of freedom): Welch's 95 % t interval of the
+    difference of two means with unequal variances (Welch-Satterthwaite degrees of freedom)."""
+    (mean_a, std_a), (mean_b, std_b) = mean_std(a), mean_std(b)
+    va, vb = std_a ** 2 / len(a), std_b ** 2 / len(b)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = _t_quantile_975(df) * math.sqrt(va + vb)
+    diff = mean_a - mean_b
+    return diff, diff - half, diff + half, df
+
+
+def gap_table(rows: Sequence[dict[str, Any]],
+              gap_comparisons: Sequence[tuple[tuple[str, str], tuple[str, str]]]) -> str:
+    """Per ``((a, b), (c, d))``: the mean per-seed gap a − b, the mean gap c − d, their difference and its
+    Welch 95 % interval (the two gaps' seeds are independent samples); provenance warnings below."""
+    lines = ["| gap | against gap | gap (points) | against (points) | change (points) | 95 % Welch interval | "
+             "df |", "|---|---|---|---|---|---|---|"]
+    warnings = []
+    for (a, b), (c, d) in gap_comparisons:
+        gaps, used = paired_gaps(rows, a, b)
+        others, others_used = paired_gaps(rows, c, d)
+        name = f"(`{a}` − `{b}`) − (`{c}` − `{d}`)"
+        runs = list({(r["label"], r["seed"]): r for r in used + others_used}.values())  # pairs may share runs
+        warning = provenance_warning(runs, name) if runs else None
+        if warning:
+            warnings.append(warning)
+        if len(gaps) < 2 or len(others) < 2:
+            lines.append(f"| `{a}` − `{b}` | `{c}` − `{d}` | — | — | — | — (needs 2 seeds each) | — |")
+            continue
+        diff, low, high, df = welch_interval(gaps, others)
+        lines.append(f"| `{a}` − `{b}` | `{c}` − `{d}` | {_mean_pm(gaps)} | {_mean_pm(others)} | {diff:+.2f} | "
+                     f"[{low:+.2f}, {high:+.2f}] | {df:.1f} |")
+    return "\n".join(lines + ([""] + warnings if warnings else []))
+
+
+def _mean_pm(values: Sequence[float]) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:+.2f} ± {std:.2f}"
 
 
 def collect(runs: Sequence[Run], sweep: Sweep, out_dir: str | os.PathLike, *, title: str,
@@ -174,6 +275,13 @@ def collect(runs: Sequence[Run], sweep: Sweep, out_dir: str | os.PathLike, *, ti
                  "The interval is the mean's 95 % Student-t interval over seeds; an interval containing 0 "
                  "means the difference is within the seed-to-seed noise of this sweep.", "",
                  paired_table(rows, sweep.comparisons), ""]
+    if sweep.gap_comparisons:
+        text += ["## Change of a paired gap", "",
+                 "How much a seed-by-seed gap changes between two pairs of configs (e.g. the same comparison "
+                 "on two datasets): the difference of the two mean gaps, with Welch's 95 % t interval over "
+                 "the two sets of per-seed gaps (unequal variances; Welch-Satterthwaite degrees of freedom). "
+                 "An interval containing 0 means the change is within the seed-to-seed noise.", "",
+                 gap_table(rows, sweep.gap_comparisons), ""]
     written = [out_dir / "results.csv", out_dir / "results.md"]
     if curves and done:
         from dog_jax.experiments.curves import write_curve_figures  # matplotlib + TF: only when needed.

@@ -38,11 +38,13 @@ def export_init_kernels(run: Run) -> Path:
 
     from dog_jax import models
     from dog_jax.train.loop import create_model_from_config
+    from dog_jax.train.run_provenance import split_config_json
 
     path = Path(run.workdir) / INIT_FILE
     if path.is_file():
         return path
-    config = ml_collections.ConfigDict(json.loads((Path(run.workdir) / "config.json").read_text()))
+    fields, _ = split_config_json(json.loads((Path(run.workdir) / "config.json").read_text()))
+    config = ml_collections.ConfigDict(fields)
     num_classes = (read_summary(run.workdir) or {}).get("num_classes", 1000)
     # The trainer's own model constructor, built eagerly on the CPU (the trainer runs it under jit).
     with jax.default_device(jax.devices("cpu")[0]):
@@ -95,6 +97,13 @@ def _null_shares(group: dict[str, Any]) -> dict[str, float] | None:
     templates = null["templates"]
     return _share_row(null.get("proportions") or {}, null.get("paper_proportions") or {}, templates,
                       1.0 - templates["unclassified"], math.nan)
+
+
+def checkpoint_shares(summary: dict[str, Any]) -> dict[str, tuple[dict[str, float], dict[str, float] | None]]:
+    """``{checkpoint path: (shares, null shares or None)}`` of an analysis summary.json: the fractions
+    analysis.md tabulates (keys of ``_COLUMNS``), per checkpoint. For checks of the numbers a study quotes."""
+    paths = {checkpoint["name"]: checkpoint["path"] for checkpoint in summary.get("checkpoints", [])}
+    return {paths[name]: (_shares(group), _null_shares(group)) for name, group in _group(summary).items()}
 
 
 _COLUMNS = (("paper_excitatory", "paper: excit."), ("paper_inhibitory", "paper: inhib."),

@@ -60,7 +60,10 @@ class Sweep:
     """A list of configs × seeds. ``overrides`` apply to every entry; ``analysis`` turns on the
     kernel analysis of the trained checkpoints after collecting (``--analysis`` also does);
     ``analysis_during`` extends it to every kept checkpoint (the kernels over training);
-    ``comparisons`` are ``(label, baseline label)`` pairs that results.md compares seed by seed."""
+    ``comparisons`` are ``(label, baseline label)`` pairs that results.md compares seed by seed;
+    ``gap_comparisons`` are pairs of such pairs, ``((a, b), (c, d))``: how much the seed-by-seed gap
+    a − b differs from the gap c − d (Welch's t over the two sets of per-seed gaps, which need not
+    share their seeds' data order, e.g. the same comparison on two datasets)."""
 
     entries: Sequence[Entry]
     seeds: Sequence[int] = (0,)
@@ -69,6 +72,7 @@ class Sweep:
     analysis: bool = False
     analysis_during: bool = False
     comparisons: Sequence[tuple[str, str]] = ()
+    gap_comparisons: Sequence[tuple[tuple[str, str], tuple[str, str]]] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +149,9 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         raise SweepError(f"{path}: entries share the label {duplicates[0]!r}; give them distinct name=... values.")
     if len(set(sweep.seeds)) != len(sweep.seeds):
         raise SweepError(f"{path}: seeds {tuple(sweep.seeds)} contain duplicates.")
-    unknown = sorted({label for pair in sweep.comparisons for label in pair} - set(labels))
+    named = {label for pair in sweep.comparisons for label in pair}
+    named |= {label for pairs in sweep.gap_comparisons for pair in pairs for label in pair}
+    unknown = sorted(named - set(labels))
     if unknown:
         raise SweepError(f"{path}: comparisons name {unknown[0]!r}, which is no entry's label "
                          f"(labels: {', '.join(labels)}).")

@@ -18,7 +18,8 @@ at any moment: before the first training step the run ends at once with
 in flight, or between two evaluation batches, with a checkpoint of the last completed step.
 
 Files in ``workdir``: ``config.json`` (the resolved config), ``checkpoints/``,
-``tensorboard/``, ``summary.json``.
+``tensorboard/``, ``summary.json``. Both JSON files carry the run's provenance record (which code,
+libraries, native kernels, "auto" choices and devices made it: ``dog_jax.train.run_provenance``).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
+from dog_jax import provenance as dog_provenance
 from dog_jax.train import checkpoint as checkpoint_lib
 from dog_jax.train import config as config_lib
-from dog_jax.train import reporting, run_setup, sharding, steps
+from dog_jax.train import reporting, run_provenance, run_setup, sharding, steps
 from dog_jax.train.preemption import Preempted, StopPolicy
 # Re-exported: checkpoint readers rebuild the model with these.
 from dog_jax.train.run_setup import RunPlan, create_model_from_config, depthwise_initializer, model_info  # noqa: F401
@@ -100,6 +102,7 @@ class _Run:
     resumed: bool
     num_params: int
     shard_count: int
+    provenance: dict[str, Any]  # run_provenance: this start's record and those of earlier starts
 
     def info(self, step: int) -> dict[str, Any]:
         return model_info(self.config, self.plan.num_classes, step, devices=jax.device_count(),
@@ -147,7 +150,16 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: StopPolicy) -
         start_step, state, resumed = run_setup.restore(ckpt, state, model_info(config, plan.num_classes, 0),
                                                    shard_count, fixed_shards=bool(config.data_shards))
         stop.check_local(start_step)
-        reporting.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+        config_file = os.path.join(workdir, "config.json")
+        record = run_provenance.run_record(config, plan.num_classes, mesh)
+        # A resume keeps the records of earlier starts made by other code (config.json is rewritten).
+        earlier = run_provenance.earlier_starts(config_file, record) if resumed else []
+        provenance = {"provenance": record, **({"provenance_earlier": earlier} if earlier else {})}
+        if earlier:
+            logging.warning("This run continues %d start(s) made by other code (%s); config.json and "
+                            "summary.json keep their records.", len(earlier),
+                            ", ".join(dog_provenance.code_label(start) for start in earlier))
+        reporting.write_json(config_file, {**config.to_dict(), **provenance})
         train_ds, eval_ds = run_setup.input_streams(config, builder, plan, mesh, shard_count, start_step)
         reporter = reporting.Reporter(workdir, total_steps=plan.total_steps, global_batch_size=config.batch_size,
                                       nonfinite_policy=config.nonfinite_policy)
@@ -161,7 +173,7 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: StopPolicy) -
     return _Run(config=config, plan=plan, mesh=mesh, parts=parts, state=state, ckpt=ckpt, reporter=reporter,
                 train_step=train_step, eval_step=eval_step, train_iter=train_iter, eval_ds=eval_ds,
                 first_batch=first_batch, start_step=start_step, resumed=resumed, num_params=int(num_params),
-                shard_count=shard_count)
+                shard_count=shard_count, provenance=provenance)
 
 
 def _redo_pending_evaluation(run: _Run, stop: StopPolicy) -> None:
@@ -277,5 +289,5 @@ def _summary(run: _Run, step: int, interrupted: bool, compile_time: float | None
         "skipped_steps": reporter.skipped_steps, "nonfinite_policy": run.config.nonfinite_policy,
         "wall_time_s": wall_time, "compile_time_s": compile_time, "num_params": run.num_params,
         "num_classes": run.plan.num_classes, "devices": jax.device_count(), "processes": jax.process_count(),
-        "config": run.config.to_dict(),
+        "config": run.config.to_dict(), **run.provenance,
     }

