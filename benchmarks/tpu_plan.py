@@ -93,7 +93,8 @@ def table() -> str:
             continue
         r = json.loads(path.read_text())
         largest = r.get("largest_fitting_per_device_batch")
-        largest = "all" if r["fits"] else f"{largest * r['num_devices']} ({largest}/chip)"
+        largest = (f"≥ {r['global_batch']} (not searched)" if r["fits"]
+                   else f"{largest * r['num_devices']} ({largest}/chip)")
         rate = r["images_per_second_per_host_at_roofline"]
         rows.append(
             f"| {r['model']} | {r['topology']} ({r['num_devices']} chips, {r['num_hosts']} host"
