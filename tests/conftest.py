@@ -9,7 +9,8 @@ Tests write only under temporary directories: the defaults that libraries fall b
 test passes no directory (tfds' ~/tensorflow_datasets, matplotlib's and Keras' caches under ~)
 point into one scratch directory per pytest run, made by the first process that loads this file
 (pytest-xdist's controller), inherited by its workers and by the subprocesses tests start, and
-removed when that process exits. hypothesis keeps no example database (it would be ./.hypothesis).
+removed when that process exits; hypothesis' storage (./.hypothesis by default: its constants cache)
+goes there too, and it keeps no example database.
 
 The scratch directory also holds a JAX persistent compilation cache: the trainer tests compile
 the same small train and eval steps in many runs and processes (reference, interrupted and resumed
@@ -28,7 +29,8 @@ if "DOG_JAX_TEST_SCRATCH" not in os.environ:
     os.environ["DOG_JAX_TEST_SCRATCH"] = tempfile.mkdtemp(prefix="dog_jax_tests_")
     atexit.register(shutil.rmtree, os.environ["DOG_JAX_TEST_SCRATCH"], ignore_errors=True)
 for _name, _sub in (("TFDS_DATA_DIR", "tensorflow_datasets"), ("MPLCONFIGDIR", "matplotlib"),
-                    ("KERAS_HOME", "keras"), ("JAX_COMPILATION_CACHE_DIR", "jax_cache")):
+                    ("KERAS_HOME", "keras"), ("JAX_COMPILATION_CACHE_DIR", "jax_cache"),
+                    ("HYPOTHESIS_STORAGE_DIRECTORY", "hypothesis")):
     os.environ[_name] = os.path.join(os.environ["DOG_JAX_TEST_SCRATCH"], _sub)
 
 try:
