@@ -6,7 +6,7 @@ library called from JAX through the XLA FFI; it needs the XLA FFI headers that s
 (``jax.ffi.include_dir()``), so pyproject.toml's [build-system] requires the pinned jaxlib. The
 extension is optional: without a C++ compiler (or without the headers) the build prints a warning,
 the install succeeds, and dog_jax uses its pure-JAX code paths
-(``dog_jax.ops.native_cpu.native_status()`` says which is in use).
+(``dog_jax.ops.native.library.native_status()`` says which is in use).
 """
 
 import os
@@ -27,7 +27,7 @@ def _ffi_include_dirs() -> list[str]:
 setup(
     ext_modules=[
         Extension(
-            "dog_jax.ops._native_cpu",
+            "dog_jax.ops.native._native_cpu",
             sources=["dog_jax/ops/native/depthwise_cpu.cc", "dog_jax/ops/native/layernorm_cpu.cc",
                      "dog_jax/ops/native/batchnorm_cpu.cc"],
             depends=["dog_jax/ops/native/parallel.h", "dog_jax/ops/native/norm_shapes.h"],

@@ -8,6 +8,9 @@ checkpointing the last completed step, or before the first step with nothing to 
 (rerun to resume; see docs/reliability.md).
 Multi-process (Cloud TPU pod slices, multi-node GPU): run the same command on every host
 with ``--multiprocess`` (calls ``jax.distributed.initialize()``).
+``--aot_topology=v5e-16 [--aot_report=FILE.json]`` compiles the run's steps for a Cloud TPU slice
+on any machine (libtpu installed, no TPU needed) and reports memory, FLOPs and collectives without
+training (docs/tpu.md); exit code 1 with one line when the batch does not fit.
 """
 
 import os
@@ -24,8 +27,14 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, Ten
 _MULTIPROCESS = flags.DEFINE_bool("multiprocess", None,
                                   "Call jax.distributed.initialize() "
                                   "(default: only if JAX_COORDINATOR_ADDRESS is set).")
+_AOT_TOPOLOGY = flags.DEFINE_string(
+    "aot_topology", None,
+    "Compile the config's train and eval steps for this Cloud TPU slice without TPUs (e.g. v5e-16, v4-8, "
+    "v6e-8, or libtpu's v5e:4x4), print memory / FLOPs / collectives and exit without training "
+    "(needs libtpu: pip install -e .[tpu]; --workdir is not needed).")
+_AOT_REPORT = flags.DEFINE_string("aot_report", None, "With --aot_topology: also write the report as JSON here.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, f"Console: {console.VERBOSE_HELP}.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flag_as_required("config")
 
 
 def _config_error(error: BaseException) -> BaseException | None:
@@ -64,9 +73,31 @@ def _parse_flags(argv: list[str]) -> list[str]:
         sys.exit(f"error: {detail} (see --helpshort for the flags)")
 
 
+def _aot(config) -> None:
+    """--aot_topology: compile for a TPU slice on this machine (never opening a local accelerator)."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from dog_jax.data import DatasetError
+    from dog_jax.train import ConfigError, aot
+    from dog_jax.train.tpu_topology import TopologyError
+
+    console.setup(_VERBOSE.value)
+    try:
+        too_big = aot.run(config, _AOT_TOPOLOGY.value, _AOT_REPORT.value)
+    except (ConfigError, DatasetError, TopologyError) as error:
+        raise SystemExit(f"error: {error}") from None
+    if too_big:
+        raise SystemExit(f"error: {too_big}")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if _AOT_TOPOLOGY.value:
+        return _aot(_CONFIG.value)
+    if _AOT_REPORT.value:
+        raise app.UsageError("--aot_report needs --aot_topology")
+    if not _WORKDIR.value:
+        raise app.UsageError("--workdir is required (the run directory), except with --aot_topology")
     # Import after flag parsing so that --help is fast and distributed init comes first.
     from dog_jax.data import DatasetError
     from dog_jax.train import ConfigError, sharding, train_and_evaluate

@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 
 from dog_jax.ops import depthwise_conv2d  # noqa: E402
 from dog_jax.ops.depthwise import IMPLS, impl_runs  # noqa: E402
-from dog_jax.ops.depthwise_select import select_impl  # noqa: E402
-from dog_jax.ops.depthwise_args import make_geometry  # noqa: E402
+from dog_jax.ops.auto import select_depthwise_impl  # noqa: E402
+from dog_jax.ops.depthwise.geometry import make_geometry  # noqa: E402
 
 # name: (H = W, C, kernel). HorNet-T gnconv runs its 7x7 over sum(dims) = dim*(2 - 2**(1-order))
 # channels: stage 1 dim 64 order 2 -> 96, stage 2 128/3 -> 224, stage 3 256/4 -> 480, stage 4 512/5 -> 992.
@@ -207,7 +207,7 @@ def benchmark_shape(shape, k, dtype, impls, repeats, xla_repeats, torch_device, 
     torch_best = min((medians[(t, "fwd+bwd")] for t in ("torch", "torch_cl") if (t, "fwd+bwd") in medians),
                      default=None)
     xla = medians.get(("xla", "fwd+bwd"))
-    auto = select_impl(shape, make_geometry(shape, w.shape, 1, "SAME", 1), dtype=x.dtype)
+    auto = select_depthwise_impl(shape, make_geometry(shape, w.shape, 1, "SAME", 1), dtype=x.dtype)
     rows = []
     for label in labels:
         fb = medians[(label, "fwd+bwd")]

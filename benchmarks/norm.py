@@ -4,7 +4,7 @@ For the LayerNorm shapes of ConvNeXt-T and the BatchNorm shape of ConvMixer-512/
 times the forward pass and the forward+backward pass (y, dx, dscale, dbias for a given output
 gradient) of
 
-  * ``dog_jax.ops.layernorm.layer_norm`` / ``dog_jax.ops.batchnorm.batch_norm_train`` (training
+  * ``dog_jax.ops.norms.layernorm.layer_norm`` / ``dog_jax.ops.norms.batchnorm.batch_norm_train`` (training
     mode: batch statistics) with impl "native" and "xla" (jit-compiled),
   * PyTorch, eager, with the same number of threads as JAX: ``torch.nn.LayerNorm(C)`` on the
     contiguous (N, H, W, C) tensor (what timm's ``LayerNorm2d`` runs on a channels_last model);
@@ -30,9 +30,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.depthwise import available_threads, measure, print_op_run_header  # noqa: E402
-from dog_jax.ops.batchnorm import batch_norm_train  # noqa: E402
-from dog_jax.ops.layernorm import layer_norm  # noqa: E402
-from dog_jax.ops.native_cpu import NATIVE_AVAILABLE, native_status  # noqa: E402
+from dog_jax.ops.norms.batchnorm import batch_norm_train  # noqa: E402
+from dog_jax.ops.norms.layernorm import layer_norm  # noqa: E402
+from dog_jax.ops.native.library import NATIVE_AVAILABLE, native_status  # noqa: E402
 
 # name: (op, H = W, C): ConvNeXt-T's per-block LayerNorms (stages 1-4), ConvMixer-512/12's BatchNorm.
 SHAPES = {"ln_convnext_s1": ("layernorm", 56, 96), "ln_convnext_s2": ("layernorm", 28, 192),

@@ -340,10 +340,22 @@ def _read_orbax(path: Path, progress: Progress) -> Checkpoint:
             if _is_float_array(value):
                 arrays[name] = value
     if any(name.endswith("basis_coeffs") for name in arrays):  # dw_param="basis": materialised kernels
-        from dog_jax.models.basis import materialize_checkpoint
-
-        arrays = materialize_checkpoint(arrays, step_dir)
+        arrays = _materialize_basis(arrays, step_dir)
     return Checkpoint(path=step_dir, format="orbax", layout="HWIO", arrays=arrays)
+
+
+def _materialize_basis(arrays: dict[str, np.ndarray], step_dir: Path) -> dict[str, np.ndarray]:
+    """``dog_jax.models.basis.materialize`` for a trainer step directory: the kernel size comes from
+    the step's ``model`` JSON item (model name and overrides, written by ``train.py``)."""
+    from dog_jax.models import basis, registry  # the models (and JAX) only for basis checkpoints
+
+    info_file = step_dir / "model" / "metadata"
+    if not info_file.is_file():
+        raise CheckpointError(f"{step_dir}: basis-parameterised depthwise layers but no model/metadata JSON to read "
+                              "their kernel size from; pass a train.py checkpoint step directory.")
+    info = json.loads(info_file.read_text())
+    config = registry.get_model_config(info["model"], **info.get("model_overrides", {}))
+    return basis.materialize(arrays, config.kernel_size)
 
 
 @contextlib.contextmanager

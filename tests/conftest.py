@@ -38,6 +38,10 @@ try:
 except ImportError:  # torch is a test-only dependency; tests that need it skip or import it themselves
     pass
 
+# libtpu (installed for the TPU compile tests) makes every JAX start probe for TPU chips and take a
+# per-host lock file; the tests run on CPU and reach TPU devices only through topology descriptions.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
 import hypothesis  # noqa: E402
 import pytest  # noqa: E402
 

@@ -195,7 +195,7 @@ def test_export_loads_into_timm_strict_with_equal_outputs():
 
 
 def test_parameter_count_table_in_docs_matches_the_models():
-    from dog_jax.models.basis import parameter_counts
+    from dog_jax.models.registry import parameter_counts
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
     rows = dict(re.findall(r"^\| `(\w+)` \| ([\d,]+ \| [\d,]+) \|", text, flags=re.MULTILINE))

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from dog_jax.models.layers import BatchNorm
-from dog_jax.ops import native_cpu
-from dog_jax.ops.batchnorm import batch_norm_train
-from dog_jax.ops.native_cpu import NATIVE_AVAILABLE, native_status
+from dog_jax.ops.native import library
+from dog_jax.ops.norms.batchnorm import batch_norm_train
+from dog_jax.ops.native.library import NATIVE_AVAILABLE, native_status
 from tests.test_depthwise import rel_err
 from tests.test_layernorm_native import inputs
 
@@ -111,8 +111,8 @@ def test_module_running_statistics_and_impl_choice():
 
 
 def test_missing_kernel_raises_one_clear_line(monkeypatch):
-    monkeypatch.setattr(native_cpu, "NATIVE_AVAILABLE", False)
-    monkeypatch.setattr(native_cpu, "_STATUS", "not built (test)")
+    monkeypatch.setattr(library, "NATIVE_AVAILABLE", False)
+    monkeypatch.setattr(library, "_STATUS", "not built (test)")
     x = inputs((2, 3, 8))[0]
     with pytest.raises(RuntimeError, match=r"batch_norm\(impl='native'\): .*not built") as info:
         BatchNorm(8, impl="native")(x)

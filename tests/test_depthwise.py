@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dog_jax.ops import depthwise_conv2d, native_cpu
+from dog_jax.ops import depthwise_conv2d
 from dog_jax.ops.depthwise import IMPLS
-from dog_jax.ops.depthwise_args import make_geometry
-from dog_jax.ops.depthwise_select import select_impl
+from dog_jax.ops.depthwise.geometry import make_geometry
+from dog_jax.ops.auto import Target, native_allowed, select_depthwise_impl
 
 # "native" (float32, stride 1, CPU, built at install time) has its own tests: test_depthwise_native.py.
 FAST_IMPLS = [impl for impl in IMPLS if impl not in ("auto", "xla", "native")]
@@ -248,11 +248,11 @@ def test_auto_is_exact_and_uses_a_fast_impl_on_cpu(small_problem):
     geometry = make_geometry(x.shape, w.shape, 1, "SAME", 2)
     # 6 channels on a 6x5 map under a 3x3 kernel: the native kernel where it may run, else "shift"
     # (too few channels for "shift_blocked").
-    expected = "native" if native_cpu.auto_may_use_native() else "shift"
-    assert select_impl(x.shape, geometry, backend="cpu") == expected
+    expected = "native" if native_allowed(Target("cpu")) else "shift"
+    assert select_depthwise_impl(x.shape, geometry, target=Target("cpu")) == expected
     np.testing.assert_array_equal(depthwise_conv2d(x, w, impl="auto"), depthwise_conv2d(x, w, impl=expected))
-    assert select_impl(x.shape, geometry, backend="gpu") == "xla"
-    assert select_impl(x.shape, geometry, backend="tpu") == "xla"
+    assert select_depthwise_impl(x.shape, geometry, target=Target("gpu")) == "xla"
+    assert select_depthwise_impl(x.shape, geometry, target=Target("tpu")) == "xla"
 
 
 @pytest.mark.parametrize("shape, kernel, expected", [
@@ -267,7 +267,7 @@ def test_auto_is_exact_and_uses_a_fast_impl_on_cpu(small_problem):
 ])
 def test_auto_choices_on_cpu_without_the_native_kernel(shape, kernel, expected):
     geometry = make_geometry(shape, (kernel, kernel, 1, shape[3]), 1, "SAME", 1)
-    assert select_impl(shape, geometry, backend="cpu", native=False) == expected
+    assert select_depthwise_impl(shape, geometry, target=Target("cpu"), native=False) == expected
 
 
 def test_matches_even_kernel_same_padding_convention():

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from dog_jax.ops import depthwise_conv2d
-from dog_jax.ops import native_cpu
-from dog_jax.ops.depthwise_args import make_geometry
-from dog_jax.ops.depthwise_native import NATIVE_AVAILABLE, native_status
-from dog_jax.ops.depthwise_select import select_impl
+from dog_jax.ops.native import library
+from dog_jax.ops.depthwise.geometry import make_geometry
+from dog_jax.ops.depthwise.native import NATIVE_AVAILABLE, native_status
+from dog_jax.ops.auto import Target, select_depthwise_impl
 from tests.test_depthwise import assert_matches_reference, rel_err
 
 needs_native = pytest.mark.skipif(not NATIVE_AVAILABLE, reason=native_status())
@@ -103,15 +103,15 @@ def test_unsupported_arguments_raise_one_clear_line(x_dtype, kwargs, match):
 
 
 def test_missing_kernel_raises_one_clear_line_and_auto_falls_back(monkeypatch):
-    monkeypatch.setattr(native_cpu, "NATIVE_AVAILABLE", False)
-    monkeypatch.setattr(native_cpu, "_STATUS", "not built (test)")
+    monkeypatch.setattr(library, "NATIVE_AVAILABLE", False)
+    monkeypatch.setattr(library, "_STATUS", "not built (test)")
     x, w = inputs((1, 8, 8, 4), (3, 3, 1, 4))
     match = r"depthwise_conv2d\(impl='native'\): dog_jax native CPU kernels .*: not built"
     with pytest.raises(RuntimeError, match=match) as info:
         depthwise_conv2d(x, w, impl="native")
     assert "\n" not in str(info.value)
     geometry = make_geometry(x.shape, w.shape, 1, "SAME", 1)
-    assert select_impl(x.shape, geometry, backend="cpu", native=False) == "shift"
+    assert select_depthwise_impl(x.shape, geometry, target=Target("cpu"), native=False) == "shift"
 
 
 @pytest.mark.parametrize("shape, kernel, dtype, strides, expected", [
@@ -125,5 +125,5 @@ def test_missing_kernel_raises_one_clear_line_and_auto_falls_back(monkeypatch):
 ])
 def test_auto_choices_on_cpu_with_the_native_kernel(shape, kernel, dtype, strides, expected):
     geometry = make_geometry(shape, (kernel, kernel, 1, shape[3]), strides, "SAME", 1)
-    assert select_impl(shape, geometry, backend="cpu", dtype=dtype, native=True) == expected
-    assert select_impl(shape, geometry, backend="gpu", dtype=dtype, native=True) == "xla"
+    assert select_depthwise_impl(shape, geometry, target=Target("cpu"), dtype=dtype, native=True) == expected
+    assert select_depthwise_impl(shape, geometry, target=Target("gpu"), dtype=dtype, native=True) == "xla"

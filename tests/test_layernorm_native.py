@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from dog_jax.models.layers import LayerNorm
-from dog_jax.ops import native_cpu
-from dog_jax.ops.layernorm import layer_norm
-from dog_jax.ops.native_cpu import NATIVE_AVAILABLE, native_status
+from dog_jax.ops.native import library
+from dog_jax.ops.norms.layernorm import layer_norm
+from dog_jax.ops.native.library import NATIVE_AVAILABLE, native_status
 from tests.test_depthwise import rel_err
 
 needs_native = pytest.mark.skipif(not NATIVE_AVAILABLE, reason=native_status())
@@ -139,8 +139,8 @@ def test_unknown_impl_raises_one_clear_line():
 
 
 def test_missing_kernel_raises_one_clear_line_and_auto_falls_back(monkeypatch):
-    monkeypatch.setattr(native_cpu, "NATIVE_AVAILABLE", False)
-    monkeypatch.setattr(native_cpu, "_STATUS", "not built (test)")
+    monkeypatch.setattr(library, "NATIVE_AVAILABLE", False)
+    monkeypatch.setattr(library, "_STATUS", "not built (test)")
     x = inputs((2, 3, 8))[0]
     with pytest.raises(RuntimeError, match=r"layer_norm\(impl='native'\): .*not built") as info:
         LayerNorm(8, impl="native")(x)

@@ -10,15 +10,15 @@ import textwrap
 
 import pytest
 
-from dog_jax.ops.native_cpu import NATIVE_AVAILABLE, native_status
+from dog_jax.ops.native.library import NATIVE_AVAILABLE, native_status
 from tests import subprocesses
 
 _SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
     from dog_jax.ops import depthwise_conv2d
-    from dog_jax.ops.batchnorm import batch_norm_train
-    from dog_jax.ops.layernorm import layer_norm
+    from dog_jax.ops.norms.batchnorm import batch_norm_train
+    from dog_jax.ops.norms.layernorm import layer_norm
 
     mesh = Mesh(np.array(jax.devices()), ("data",))
     x = jax.device_put(jnp.ones((4, 8, 8, 16)), NamedSharding(mesh, PartitionSpec("data")))

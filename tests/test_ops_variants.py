@@ -13,7 +13,7 @@ from absl.testing import parameterized
 from dog_jax.ops import batch_norm_train, depthwise_conv2d, layer_norm
 from dog_jax.ops.depthwise import IMPLS
 from dog_jax.ops.gelu import gelu
-from dog_jax.ops.native_cpu import NATIVE_AVAILABLE
+from dog_jax.ops.native.library import NATIVE_AVAILABLE
 from tests import test_batchnorm_native, test_depthwise, test_layernorm_native
 
 NATIVE = ("native",) if NATIVE_AVAILABLE else ()  # without the built kernel: test_*_native.py say why

@@ -6,7 +6,8 @@ require("dog_jax.data", "train", "tensorflow", "tensorflow_datasets")
 
 from dog_jax.data.mixing import MixConfig, mix_batch, smooth_one_hot
 from dog_jax.data.pipeline import TrainAugmentation, eval_dataset, eval_num_batches, train_dataset
-from dog_jax.data.sources import DatasetError, Source, get_builder, local_source, num_classes, split_size
+from dog_jax.data.errors import DatasetError
+from dog_jax.data.sources import Source, get_builder, local_source, num_classes, split_size
 
 __all__ = [
     "DatasetError", "MixConfig", "Source", "TrainAugmentation", "eval_dataset", "eval_num_batches",

@@ -25,6 +25,8 @@ import shutil
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist
 
+from dog_jax.data.errors import DatasetError
+
 NAME = "fashion_mnist"
 PACKAGED_DIR = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts them
 _FILES = {
@@ -72,8 +74,6 @@ def prepare(data_dir: str | None, *, files_dir: str = PACKAGED_DIR) -> tfds.core
       DatasetError: not prepared, the package's files are absent and tfds could not download
         them (one line naming the package to install).
     """
-    from dog_jax.data.sources import DatasetError
-
     builder = tfds.builder(NAME, data_dir=data_dir)
     if builder.is_prepared():
         return builder

@@ -29,14 +29,12 @@ import os
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from dog_jax.data.errors import DatasetError
+
 IMAGENET_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 FOLDER_PREFIX = "folder:"
 _JPEG_EXTENSIONS = (".jpg", ".jpeg")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-class DatasetError(ValueError):
-    """A dataset cannot be used as configured; the message is one line that says how to fix it."""
 
 
 def imagenet_manual_dir(data_dir: str | None, manual_dir: str | None = None) -> str:

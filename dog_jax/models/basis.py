@@ -35,9 +35,7 @@ That is 9 numbers per channel (plus the bias) instead of kh·kw: fewer for k ≥
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -219,46 +217,3 @@ def materialize(arrays: dict[str, np.ndarray], kernel_size: int | tuple[int, int
         elif leaf not in ("basis_log_scale", "basis_gamma"):
             out[name] = value
     return out
-
-
-def parameter_counts(name: str, **overrides: Any) -> tuple[int, int]:
-    """(free, basis) parameter counts of a registered model with 1000 classes, without allocating."""
-    from dog_jax.models.registry import (
-        create_model,  # registry imports the families, which import us
-    )
-
-    def count(dw_param: str) -> int:
-        model = nnx.eval_shape(lambda: create_model(name, rngs=nnx.Rngs(0), dw_param=dw_param, **overrides))
-        return sum(math.prod(v.shape) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))
-
-    return count("free"), count("basis")
-
-
-if __name__ == "__main__":  # python -m dog_jax.models.basis: the parameter table of docs/models.md
-    from dog_jax.models.registry import list_models
-
-    print("| model | free depthwise | basis depthwise | basis / free |\n|---|---|---|---|")
-    for model_name in list_models():
-        free, basis = parameter_counts(model_name)
-        print(f"| `{model_name}` | {free:,} | {basis:,} | {basis / free:.4f} |")
-
-
-def materialize_checkpoint(arrays: dict[str, np.ndarray], step_dir: str | Path) -> dict[str, np.ndarray]:
-    """:func:`materialize` for a trainer checkpoint step directory (``<step>/{state, model}``).
-
-    The kernel size comes from the step's ``model`` JSON item (model name and overrides, written by
-    ``train.py``). Arrays without basis parameters are returned unchanged.
-    """
-    if not any(name.endswith("basis_coeffs") for name in arrays):
-        return arrays
-    info_file = Path(step_dir) / "model" / "metadata"
-    if not info_file.is_file():
-        raise ValueError(f"{step_dir}: basis-parameterised depthwise layers but no model/metadata JSON to read "
-                         "their kernel size from; pass a train.py checkpoint step directory.")
-    from dog_jax.models.registry import (
-        get_model_config,  # registry imports the families, which import us
-    )
-
-    info = json.loads(info_file.read_text())
-    config = get_model_config(info["model"], **info.get("model_overrides", {}))
-    return materialize(arrays, config.kernel_size)

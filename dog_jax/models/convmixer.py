@@ -23,6 +23,7 @@ from flax import nnx
 
 from dog_jax.initializers import torch_default
 from dog_jax.models.basis import check_dw_param, depthwise_layer
+from dog_jax.models.remat import run_blocks
 from dog_jax.models.layers import (
     ACTIVATIONS,
     BatchNorm,
@@ -106,6 +107,7 @@ class ConvMixer(nnx.Module):
         self.config = cfg
         self.num_classes = num_classes
         self.dtype = dtype
+        self.remat = False  # checkpoint each block (dog_jax.models.remat)
         h, p = cfg.width, cfg.patch_size
         self.stem_conv = PatchifyConv(cfg.in_chans, h, p, kernel_init=torch_default(),
                                       bias_init=torch_default_bias_init(cfg.in_chans * p * p),
@@ -125,9 +127,7 @@ class ConvMixer(nnx.Module):
         """(N, H, W, in_chans) -> feature map (N, H/p, W/p, width) in the compute dtype."""
         act = ACTIVATIONS[self.config.activation]
         x = self.stem_norm(act(self.stem_conv(x.astype(self.dtype))))
-        for block in self.blocks:
-            x = block(x)
-        return x
+        return run_blocks(self.blocks, x, self.remat)
 
     def forward_head(self, x: jax.Array) -> jax.Array:
         """Feature map -> float32 logits (or pooled features when ``num_classes == 0``)."""

@@ -16,24 +16,27 @@ from flax import nnx
 
 from dog_jax.initializers import trunc_normal_02
 from dog_jax.models.layers import Downsample, PatchStem, PoolNormHead, linear_drop_path_rates
+from dog_jax.models.remat import run_blocks
 
 # (stage index, stage width, drop-path rate of the block, rngs) -> block (N, H, W, C) -> (N, H, W, C).
 BlockFactory = Callable[[int, int, float, nnx.Rngs], nnx.Module]
 
 
 class Stage(nnx.Module):
-    """[Downsample] followed by ``len(blocks)`` blocks: (N, H, W, C_in) -> (N, H', W', C)."""
+    """[Downsample] followed by ``len(blocks)`` blocks: (N, H, W, C_in) -> (N, H', W', C).
+
+    ``remat``: checkpoint each block (``dog_jax.models.remat``; off by default).
+    """
 
     def __init__(self, downsample: Downsample | None, blocks: list[nnx.Module]):
         self.downsample = downsample
         self.blocks = nnx.List(blocks)
+        self.remat = False
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.downsample is not None:
             x = self.downsample(x)
-        for block in self.blocks:
-            x = block(x)
-        return x
+        return run_blocks(self.blocks, x, self.remat)
 
 
 class HierarchicalNet(nnx.Module):

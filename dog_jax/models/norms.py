@@ -8,8 +8,8 @@
 
 Normalisation statistics are always computed in float32, also when the compute ``dtype``
 is bfloat16; the result is cast back to the compute dtype. Both layers have an ``impl``
-attribute: "auto" runs dog_jax's native CPU kernels where they apply (``dog_jax.ops.layernorm``,
-``dog_jax.ops.batchnorm``), "xla" the pure-JAX code, "native" the kernels or one error line.
+attribute: "auto" runs dog_jax's native CPU kernels where they apply (``dog_jax.ops.norms.layernorm``,
+``dog_jax.ops.norms.batchnorm``), "xla" the pure-JAX code, "native" the kernels or one error line.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dog_jax.ops.batchnorm import batch_norm_train
-from dog_jax.ops.batchnorm_xla import normalise
-from dog_jax.ops.layernorm import layer_norm
-from dog_jax.ops.native_cpu import check_norm_impl
+from dog_jax.ops.norms.batchnorm import batch_norm_train
+from dog_jax.ops.norms.batchnorm_xla import normalise
+from dog_jax.ops.norms.layernorm import layer_norm
+from dog_jax.ops.auto import check_norm_impl
 
 __all__ = ["BatchNorm", "LayerNorm"]
 
@@ -36,7 +36,7 @@ class LayerNorm(nnx.Module):
     the official channels-first LayerNorm on the corresponding NCHW input. Parameters
     ``scale`` (C,) initialised to 1 and ``bias`` (C,) initialised to 0.
 
-    ``impl`` (``dog_jax.ops.layernorm``): "auto" runs the native CPU kernel where it applies (CPU
+    ``impl`` (``dog_jax.ops.norms.layernorm``): "auto" runs the native CPU kernel where it applies (CPU
     backend, float32 input and ``dtype``, library built) and the pure-JAX code elsewhere; "xla" forces
     the pure-JAX code; "native" forces the kernel and raises one line where it cannot run. The
     attribute may be changed on a built model (``layer.impl = "xla"``).
@@ -72,7 +72,7 @@ class BatchNorm(nnx.Module):
       eps: added to the variance, default 1e-5.
       axis_name: optional mapped axis name to average batch statistics over (``shard_map``/
         ``pmap``); under plain ``jit`` with a sharded batch the mean is already global.
-      impl: training-mode implementation (``dog_jax.ops.batchnorm``): "auto" runs the native CPU
+      impl: training-mode implementation (``dog_jax.ops.norms.batchnorm``): "auto" runs the native CPU
         kernel where it applies (CPU backend, float32 input and ``dtype``, no ``axis_name``, library
         built), "xla" forces the pure-JAX code, "native" the kernel (one error line where it cannot
         run). Evaluation mode is pure JAX always.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -159,3 +160,21 @@ def create_model(name: str, *, num_classes: int = 1000, dw_init: str | Initializ
     init = resolve_dw_init(dw_init, family.reference_dw_init())
     return family.model_cls(config, num_classes=num_classes, dw_init=init, drop_path_rate=drop_path_rate,
                             dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
+def parameter_counts(name: str, **overrides: Any) -> tuple[int, int]:
+    """(free, basis) parameter counts of a registered model with 1000 classes, without allocating:
+    the cost of ``dw_param="basis"`` (``dog_jax.models.basis``) for that model."""
+
+    def count(dw_param: str) -> int:
+        model = nnx.eval_shape(lambda: create_model(name, rngs=nnx.Rngs(0), dw_param=dw_param, **overrides))
+        return sum(math.prod(v.shape) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))
+
+    return count("free"), count("basis")
+
+
+if __name__ == "__main__":  # python -m dog_jax.models.registry: the parameter table of docs/models.md
+    print("| model | free depthwise | basis depthwise | basis / free |\n|---|---|---|---|")
+    for model_name in list_models():
+        free, basis = parameter_counts(model_name)
+        print(f"| `{model_name}` | {free:,} | {basis:,} | {basis / free:.4f} |")

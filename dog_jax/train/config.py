@@ -27,6 +27,8 @@ is locked by ``ml_collections``):
                                   mixup_alpha, cutmix_alpha, mix_prob, switch_prob,
                                   label_smoothing
 ``precision``                     "float32" or "bfloat16" (compute; parameters stay float32)
+``remat``                         checkpoint every block's activations (recompute them in the
+                                  backward pass): less memory, ~1 more forward pass of FLOPs
 ``log_every_steps``               console + TensorBoard training metrics
 ``eval_every_steps``              0 = once per epoch
 ``checkpoint_every_steps``        0 = once per epoch; always at the end
@@ -97,6 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
         mixup_alpha=0.8, cutmix_alpha=1.0, mix_prob=1.0, switch_prob=0.5, label_smoothing=0.1))
 
     c.precision = "float32"
+    c.remat = False
     c.log_every_steps = 50
     c.eval_every_steps = 0
     c.checkpoint_every_steps = 0
@@ -262,6 +265,8 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
         except ValueError as error:
             raise ConfigError(f"config.augment.rand_augment: {error}") from None
 
+    _require(isinstance(config.get("remat", False), bool),
+             f"config.remat={config.get('remat')!r} must be true or false.")
     _require(config.precision in PRECISIONS,
              f"config.precision={config.precision!r}; use one of {', '.join(PRECISIONS)}.")
     for name in ("log_every_steps",):

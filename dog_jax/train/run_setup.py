@@ -16,6 +16,7 @@ from absl import logging
 from flax import nnx
 
 from dog_jax import data, initializers, models
+from dog_jax.models.remat import set_remat
 from dog_jax.train import checkpoint as checkpoint_lib
 from dog_jax.train import config as config_lib
 from dog_jax.train import optim, sharding, steps
@@ -80,10 +81,11 @@ def depthwise_initializer(config: ml_collections.ConfigDict):
 def create_model_from_config(config: ml_collections.ConfigDict, num_classes: int) -> nnx.Module:
     """The trainer's model at step 0: ``config.model`` with its overrides, depthwise init and seed."""
     compute_dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
-    return models.create_model(
+    model = models.create_model(
         config.model, num_classes=num_classes, dw_init=depthwise_initializer(config),
         drop_path_rate=config.drop_path_rate, dtype=compute_dtype, param_dtype=jnp.float32,
         rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **config_lib.architecture_overrides(config))
+    return set_remat(model, bool(config.get("remat", False)))  # older saved configs have no remat field
 
 
 def open_dataset(config: ml_collections.ConfigDict):
@@ -97,17 +99,21 @@ def open_dataset(config: ml_collections.ConfigDict):
     return builder, plan
 
 
-def make_steps(config: ml_collections.ConfigDict, plan: RunPlan, mesh):
-    """(parts, initial state, train_step, eval_step) for ``config`` over ``mesh``."""
-    compute_dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
+def make_optimizer(config: ml_collections.ConfigDict, plan: RunPlan):
+    """(tx, schedule): AdamW at ``optim.UNIT_LEARNING_RATE`` (the step applies the schedule)."""
     schedule = optim.learning_rate_schedule(
         schedule=config.optimizer.schedule, peak=config.optimizer.learning_rate, total_steps=plan.total_steps,
         warmup_steps=plan.warmup_steps, min_learning_rate=config.optimizer.min_learning_rate)
     tx = optim.create_optimizer(  # the schedule is applied in the train step, at state["step"]
         learning_rate=optim.UNIT_LEARNING_RATE, weight_decay=config.optimizer.weight_decay, b1=config.optimizer.b1,
         b2=config.optimizer.b2, eps=config.optimizer.eps, grad_clip_norm=config.optimizer.grad_clip_norm)
-    parts, state = steps.init_train_state(lambda: create_model_from_config(config, plan.num_classes), tx, mesh,
-                                          ema=config.ema_decay > 0)
+    return tx, schedule
+
+
+def make_step_functions(config: ml_collections.ConfigDict, plan: RunPlan, parts: steps.ModelParts, tx, schedule,
+                        mesh):
+    """(train_step, eval_step) of ``config``, jitted over ``mesh`` (not yet traced)."""
+    compute_dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
     train_step = steps.make_train_step(
         parts, tx, schedule, num_classes=plan.num_classes, compute_dtype=compute_dtype, seed=config.seed, mesh=mesh,
         skip_nonfinite=config.nonfinite_policy == "skip", ema_decay=config.ema_decay,
@@ -115,6 +121,15 @@ def make_steps(config: ml_collections.ConfigDict, plan: RunPlan, mesh):
                            prob=config.augment.mix_prob, switch_prob=config.augment.switch_prob,
                            label_smoothing=config.augment.label_smoothing))
     eval_step = steps.make_eval_step(parts, compute_dtype=compute_dtype, mesh=mesh)
+    return train_step, eval_step
+
+
+def make_steps(config: ml_collections.ConfigDict, plan: RunPlan, mesh):
+    """(parts, initial state, train_step, eval_step) for ``config`` over ``mesh``."""
+    tx, schedule = make_optimizer(config, plan)
+    parts, state = steps.init_train_state(lambda: create_model_from_config(config, plan.num_classes), tx, mesh,
+                                          ema=config.ema_decay > 0)
+    train_step, eval_step = make_step_functions(config, plan, parts, tx, schedule, mesh)
     return parts, state, train_step, eval_step
 
 

@@ -27,6 +27,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from dog_jax.data.mixing import MixConfig, mix_batch
+from dog_jax.ops.auto import compile_target, target_of
 from dog_jax.train import sharding
 
 TrainState = dict[str, Any]
@@ -53,6 +54,24 @@ def split_model(model: nnx.Module) -> tuple[ModelParts, Any, Any]:
     return parts, nnx.to_pure_dict(params), nnx.to_pure_dict(batch_stats)
 
 
+def _state_builder(model_fn: Callable[[], nnx.Module], tx: optax.GradientTransformation, mesh: Mesh,
+                   ema: bool) -> tuple[ModelParts, Callable[[], tuple[TrainState, Any]]]:
+    """(parts without rng state, ``build() -> (state, rng_state)``) for :func:`init_train_state`."""
+
+    def build():
+        with compile_target(mesh):
+            model = model_fn()
+        parts, params, batch_stats = split_model(model)
+        state = {"step": jnp.zeros((), jnp.int32), "params": params, "batch_stats": batch_stats,
+                 "opt_state": tx.init(params)}
+        if ema:
+            state["ema"] = {"params": params, "batch_stats": batch_stats}
+        return state, parts.rng_state
+
+    parts, _, _ = split_model(nnx.eval_shape(model_fn))
+    return parts, build
+
+
 def init_train_state(model_fn: Callable[[], nnx.Module], tx: optax.GradientTransformation,
                      mesh: Mesh, *, ema: bool = False) -> tuple[ModelParts, TrainState]:
     """Builds the model and optimizer state directly in replicated device memory.
@@ -62,22 +81,24 @@ def init_train_state(model_fn: Callable[[], nnx.Module], tx: optax.GradientTrans
     any host-to-device broadcast. ``ema``: add ``state["ema"]``, a copy of the initial
     parameters and batch statistics (the exponential moving average starts there, as timm's).
     """
-
-    def build():
-        parts, params, batch_stats = split_model(model_fn())
-        state = {"step": jnp.zeros((), jnp.int32), "params": params, "batch_stats": batch_stats,
-                 "opt_state": tx.init(params)}
-        if ema:
-            state["ema"] = {"params": params, "batch_stats": batch_stats}
-        return state, parts.rng_state
-
-    abstract_model = nnx.eval_shape(model_fn)
-    parts, _, _ = split_model(abstract_model)
+    parts, build = _state_builder(model_fn, tx, mesh, ema)
     lowered = jax.jit(build, out_shardings=sharding.replicated(mesh)).lower()
     # The init runs once: on CPU, skipping XLA's expensive optimisations cuts its compile time
     # about threefold (docs/performance.md, "Compile times") at no cost that matters.
-    options = _FAST_COMPILE if jax.default_backend() == "cpu" else None
+    options = _FAST_COMPILE if target_of(mesh).platform == "cpu" else None
     state, rng_state = lowered.compile(compiler_options=options)()
+    return dataclasses.replace(parts, rng_state=rng_state), state
+
+
+def abstract_init_train_state(model_fn: Callable[[], nnx.Module], tx: optax.GradientTransformation,
+                              mesh: Mesh, *, ema: bool = False) -> tuple[ModelParts, TrainState]:
+    """As :func:`init_train_state`, but nothing is computed or allocated: the state and
+    ``parts.rng_state`` are ``ShapeDtypeStruct`` trees with their replicated shardings (the
+    arguments for lowering the steps ahead of time, e.g. for devices this host does not have)."""
+    parts, build = _state_builder(model_fn, tx, mesh, ema)
+    replicated = sharding.replicated(mesh)
+    state, rng_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                                    jax.eval_shape(build))
     return dataclasses.replace(parts, rng_state=rng_state), state
 
 
@@ -147,6 +168,10 @@ def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedul
     mix_key = jax.random.key(seed)
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], rng_state: Any):
+        with compile_target(mesh):  # "auto" ops choose for the mesh's platform (dog_jax.ops.auto)
+            return _train_step(state, batch, rng_state)
+
+    def _train_step(state: TrainState, batch: dict[str, jax.Array], rng_state: Any):
         step = state["step"]
         images, targets = mix_batch(jax.random.fold_in(mix_key, step), batch["image"], batch["label"],
                                     num_classes, mix)
@@ -197,6 +222,10 @@ def make_eval_step(parts: ModelParts, *, compute_dtype: Any, mesh: Mesh):
     """
 
     def eval_step(state: TrainState, batch: dict[str, jax.Array], rng_state: Any):
+        with compile_target(mesh):
+            return _eval_step(state, batch, rng_state)
+
+    def _eval_step(state: TrainState, batch: dict[str, jax.Array], rng_state: Any):
         model = nnx.merge(parts.eval_graph, state["params"], state["batch_stats"], rng_state)
         logits = model(batch["image"].astype(compute_dtype)).astype(jnp.float32)
         labels, mask = batch["label"], batch["mask"]

@@ -11,7 +11,7 @@ The backward pass is not left to autodiff (which would keep kh*kw intermediates 
     gradient with the spatially flipped kernel (one more fused loop; itself differentiable through
     this VJP, so second-order derivatives stay fast);
   * weight gradient = per-channel correlation of the padded input with the output gradient, by
-    one of the `weight_grad` methods in ``depthwise_weight_grad.py``.
+    one of the `weight_grad` methods in ``depthwise/weight_grad.py``.
 
 All arithmetic is done in the accumulation dtype (f32, or f64 for f64 inputs); results are cast
 back to the input's dtype (forward, input gradient) and the kernel's dtype (weight gradient).
@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from dog_jax.ops.depthwise_args import DepthwiseGeometry, accumulation_dtype
-from dog_jax.ops.depthwise_blocks import CHANNEL_BLOCK, from_channel_blocks, to_channel_blocks
-from dog_jax.ops.depthwise_weight_grad import weight_grad
+from dog_jax.ops.depthwise.geometry import DepthwiseGeometry, accumulation_dtype
+from dog_jax.ops.depthwise.blocks import CHANNEL_BLOCK, from_channel_blocks, to_channel_blocks
+from dog_jax.ops.depthwise.weight_grad import weight_grad
 
 # Above this many kernel taps the forward loop runs over kernel rows instead of unrolling every
 # tap into one fusion: keeps the HLO (and compile time) bounded for large kernels (31x31 = 961

@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from dog_jax.ops.depthwise_args import DepthwiseGeometry, accumulation_dtype
-from dog_jax.ops.depthwise_blocks import CHANNEL_BLOCK, to_channel_blocks
+from dog_jax.ops.depthwise.geometry import DepthwiseGeometry, accumulation_dtype
+from dog_jax.ops.depthwise.blocks import CHANNEL_BLOCK, to_channel_blocks
 
 WEIGHT_GRAD_METHODS = ("rows", "blocked", "fft")
 

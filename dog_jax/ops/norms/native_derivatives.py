@@ -1,7 +1,7 @@
 """Derivatives of the native LayerNorm/BatchNorm calls, taken through their pure-JAX references.
 
 Each norm has a hand-written first derivative (its native backward kernel, wired up in
-``layernorm_native.py`` / ``batchnorm_native.py``). Derivatives *of* the native forward's residuals
+``norms/layernorm_native.py`` / ``norms/batchnorm_native.py``). Derivatives *of* the native forward's residuals
 and of the native backward (second-order gradients) are rare, so instead of more kernels they are
 the derivatives of the op's exact pure-JAX reference at the same arguments.
 """

@@ -7,15 +7,15 @@ of several implementations:
   "xla"        ``lax.conv_general_dilated``: the reference; also the choice on GPU/TPU, where
                the vendor convolution libraries are fast (until measured otherwise).
   "shift"      kh*kw fused shifted multiply-adds with a hand-written VJP; weight gradient by a
-               loop over output rows (``depthwise_shift.py``, ``depthwise_weight_grad.py``).
+               loop over output rows (``depthwise/shift.py``, ``depthwise/weight_grad.py``).
   "shift_blocked"  as "shift", with the weight-gradient loop on channel-blocked copies (wide layers).
   "shift_fft"  as "shift", but the weight gradient is an FFT correlation (large kernels).
-  "native"     a C++ kernel called through the XLA FFI (``depthwise_native.py``): float32, stride 1,
+  "native"     a C++ kernel called through the XLA FFI (``depthwise/native.py``): float32, stride 1,
                CPU; compiled at install time, absent without a compiler (``native_status()``).
-  "toeplitz"   one batched matmul over pixels with a gathered tap matrix (``depthwise_toeplitz.py``);
+  "toeplitz"   one batched matmul over pixels with a gathered tap matrix (``depthwise/toeplitz.py``);
                for maps no larger than the kernel, where the shifted forms are overhead-bound.
-  "auto"       the fastest of these for the backend and shape class (``depthwise_select.py``,
-               which records how the choice was measured).
+  "auto"       the fastest of these for the compile target's platform and the shape class
+               (``dog_jax.ops.auto``, which states the rule for every op).
 
 Differentiation: every impl supports ``jax.jit``, ``jax.vmap``, ``jax.grad`` and reverse-mode
 derivatives of any order (``jax.grad(jax.grad(...))``, ``jax.jacrev``, ``jax.hessian`` built from
@@ -31,25 +31,25 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from dog_jax.ops.depthwise_args import Padding, Strides, check_arrays, make_geometry
-from dog_jax.ops.depthwise_native import NATIVE_AVAILABLE, check_native, depthwise_native
-from dog_jax.ops.depthwise_select import select_impl
-from dog_jax.ops.depthwise_shift import depthwise_shift
-from dog_jax.ops.depthwise_toeplitz import depthwise_toeplitz
+from dog_jax.ops.depthwise.geometry import Padding, Strides, check_arrays, make_geometry
+from dog_jax.ops.depthwise.native import NATIVE_AVAILABLE, check_native, depthwise_native
+from dog_jax.ops.auto import current_target, select_depthwise_impl
+from dog_jax.ops.depthwise.shift import depthwise_shift
+from dog_jax.ops.depthwise.toeplitz import depthwise_toeplitz
 
 IMPLS = ("auto", "xla", "shift", "shift_blocked", "shift_fft", "toeplitz", "native")
 _WEIGHT_GRAD_METHOD = {"shift": "rows", "shift_blocked": "blocked", "shift_fft": "fft"}
 
 
 def impl_runs(impl: str, dtype, backend: str | None = None) -> bool:
-    """Whether ``impl`` can run float inputs of ``dtype`` on ``backend`` (default: JAX's default).
+    """Whether ``impl`` can run float inputs of ``dtype`` on ``backend`` (default: the compile target's).
 
     Every impl runs everywhere except "native": float32 on CPU, and only where its kernel was built.
     Benchmarks and checks use this to list the impls to try.
     """
     if impl != "native":
         return True
-    return NATIVE_AVAILABLE and (backend or jax.default_backend()) == "cpu" and jnp.dtype(dtype) == jnp.float32
+    return NATIVE_AVAILABLE and (backend or current_target().platform) == "cpu" and jnp.dtype(dtype) == jnp.float32
 
 
 def _xla(x: jax.Array, kernel: jax.Array, geometry) -> jax.Array:
@@ -87,7 +87,7 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, *, strides: Strides = 1, p
     multiplier = check_arrays(x, kernel)
     geometry = make_geometry(jnp.shape(x), jnp.shape(kernel), strides, padding, multiplier)
     if impl == "auto":
-        impl = select_impl(jnp.shape(x), geometry, dtype=jnp.result_type(x, kernel))
+        impl = select_depthwise_impl(jnp.shape(x), geometry, dtype=jnp.result_type(x, kernel))
     if impl == "native":
         check_native(x, kernel, geometry)
     if impl == "xla":

@@ -1,7 +1,7 @@
 """The native CPU training-mode BatchNorm (``impl="native"``): C++ forward and backward via the XLA FFI.
 
 The handlers (``dog_jax/ops/native/batchnorm_cpu.cc``) are part of the native CPU library that
-``native_cpu.py`` loads. The forward returns y and the batch mean and biased variance (C,) (the
+``library.py`` loads. The forward returns y and the batch mean and biased variance (C,) (the
 module updates its running statistics from them in JAX); the backward returns dx, dscale and dbias.
 Cotangents of the returned mean and variance are added in JAX when they are not symbolic zeros (they
 are zeros when, as in the module, the statistics only feed ``stop_gradient``). Both handlers are
@@ -19,9 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from dog_jax.ops import native_cpu
-from dog_jax.ops.native_norm_derivatives import reference_backward, with_reference_derivative
-from dog_jax.ops.batchnorm_xla import batch_norm_train_xla
+from dog_jax.ops.native import library
+from dog_jax.ops.auto import check_native_target
+from dog_jax.ops.norms.native_derivatives import reference_backward, with_reference_derivative
+from dog_jax.ops.norms.batchnorm_xla import batch_norm_train_xla
 
 _FORWARD_TARGET = "dog_jax_batchnorm_forward"
 _BACKWARD_TARGET = "dog_jax_batchnorm_backward"
@@ -29,11 +30,9 @@ _BACKWARD_TARGET = "dog_jax_batchnorm_backward"
 
 def check_batch_norm_native(x: jax.Array, scale: jax.Array, bias: jax.Array, axis_name) -> None:
     """Raises one clear line if the native BatchNorm cannot run on these arguments here."""
-    if not native_cpu.NATIVE_AVAILABLE:
-        raise RuntimeError(f"batch_norm(impl='native'): {native_cpu.native_status()}; use impl='auto'")
-    if jax.default_backend() != "cpu":
-        raise ValueError(f"batch_norm(impl='native') runs on CPU only, not on {jax.default_backend()}; "
-                         "use impl='auto'")
+    if not library.NATIVE_AVAILABLE:
+        raise RuntimeError(f"batch_norm(impl='native'): {library.native_status()}; use impl='auto'")
+    check_native_target("batch_norm")
     if axis_name is not None:
         raise ValueError(f"batch_norm(impl='native') has no cross-device statistics (axis_name="
                          f"{axis_name!r}); use impl='auto'")
@@ -45,9 +44,9 @@ def check_batch_norm_native(x: jax.Array, scale: jax.Array, bias: jax.Array, axi
                          f"got shapes {x.shape}, {scale.shape}, {bias.shape}")
 
 
-def native_applies(x: jax.Array, scale: jax.Array, bias: jax.Array, axis_name) -> bool:
-    """Whether "auto" runs the native kernel (``check_batch_norm_native`` would pass)."""
-    return (native_cpu.auto_may_use_native() and axis_name is None
+def native_fits(x: jax.Array, scale: jax.Array, bias: jax.Array, axis_name) -> bool:
+    """Whether the native kernel takes these arguments (float32, shapes, no ``axis_name``)."""
+    return (axis_name is None
             and all(a.dtype == jnp.float32 for a in (x, scale, bias)) and x.ndim >= 2 and x.size > 0
             and scale.shape == bias.shape == x.shape[-1:])
 

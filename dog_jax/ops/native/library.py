@@ -2,12 +2,12 @@
 
 The sources (``dog_jax/ops/native/*.cc``: depthwise convolution, LayerNorm,
 BatchNorm) are compiled during
-``pip install`` into the extension file ``dog_jax/ops/_native_cpu*.so`` (``setup.py``; optional, so a
+``pip install`` into the extension file ``dog_jax/ops/native/_native_cpu*.so`` (``setup.py``; optional, so a
 machine without a C++ compiler still installs and uses the pure-JAX code). This module loads it once,
 registers every handler it exports as a CPU FFI target, and says in ``native_status()`` (one line)
 whether that worked and if not why; ``NATIVE_AVAILABLE`` is the same as a bool. The ops' wrappers
-(``depthwise_native.py``, ``layernorm_native.py``,
-``batchnorm_native.py``) call the targets by the names in ``TARGETS``.
+(``depthwise/native.py``, ``norms/layernorm_native.py``,
+``norms/batchnorm_native.py``) call the targets by the names in ``TARGETS``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from types import MappingProxyType
 
 import jax
 
-_EXTENSION = "dog_jax.ops._native_cpu"
+_EXTENSION = "dog_jax.ops.native._native_cpu"
 
 # FFI target name -> exported handler symbol.
 TARGETS = MappingProxyType({
@@ -50,27 +50,6 @@ def _load() -> tuple[bool, str]:
 
 
 NATIVE_AVAILABLE, _STATUS = _load()
-
-# Implementations of the normalisation ops (``layernorm.py``, ``batchnorm.py``).
-NORM_IMPLS = ("auto", "xla", "native")
-
-
-def check_norm_impl(layer: str, impl: str) -> None:
-    """Raises one clear line unless ``impl`` is one of ``NORM_IMPLS``."""
-    if impl not in NORM_IMPLS:
-        raise ValueError(f"{layer} impl must be one of {NORM_IMPLS}, got {impl!r}")
-
-
-def auto_may_use_native() -> bool:
-    """Whether "auto" may pick the native kernels: built, CPU backend, and a single device in all.
-
-    With several devices (``--xla_force_host_platform_device_count``, or several processes under
-    ``jax.distributed``) a sharded computation cannot split the kernels' custom calls: XLA's SPMD
-    partitioner gathers the whole batch and every device computes all of it (correct, but N times
-    the work), so "auto" keeps to the pure-JAX code there; ``impl="native"`` still forces the kernels.
-    """
-    return NATIVE_AVAILABLE and jax.default_backend() == "cpu" and jax.device_count() == 1
-
 
 def native_status() -> str:
     """One line saying whether the native CPU kernels are in use, and if not, why."""

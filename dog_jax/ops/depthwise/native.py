@@ -1,7 +1,7 @@
 """The native CPU depthwise convolution (``impl="native"``): a C++ kernel called through the XLA FFI.
 
 The kernel (``dog_jax/ops/native/depthwise_cpu.cc``) is part of the native CPU library that
-``native_cpu.py`` loads (built by ``pip install`` where a C++ compiler exists). Whether it is present,
+``library.py`` loads (built by ``pip install`` where a C++ compiler exists). Whether it is present,
 and why not, is ``native_status()`` (one line), and ``NATIVE_AVAILABLE``; "auto" picks "native" only
 when it is.
 
@@ -19,9 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dog_jax.ops import native_cpu
-from dog_jax.ops.depthwise_args import DepthwiseGeometry
-from dog_jax.ops.native_cpu import NATIVE_AVAILABLE, native_status
+from dog_jax.ops.native import library
+from dog_jax.ops.auto import check_native_target
+from dog_jax.ops.depthwise.geometry import DepthwiseGeometry
+from dog_jax.ops.native.library import NATIVE_AVAILABLE, native_status
 
 __all__ = ["NATIVE_AVAILABLE", "check_native", "depthwise_native", "native_status"]
 
@@ -31,11 +32,9 @@ _KERNEL_GRAD_TARGET = "dog_jax_depthwise_kernel_grad"
 
 def check_native(x: jax.Array, kernel: jax.Array, geometry: DepthwiseGeometry) -> None:
     """Raises one clear line if ``impl="native"`` cannot run these arguments here."""
-    if not native_cpu.NATIVE_AVAILABLE:
-        raise RuntimeError(f"depthwise_conv2d(impl='native'): {native_cpu.native_status()}; use impl='auto'")
-    if jax.default_backend() != "cpu":
-        raise ValueError(f"depthwise_conv2d(impl='native') runs on CPU only, not on "
-                         f"{jax.default_backend()}; use impl='auto'")
+    if not library.NATIVE_AVAILABLE:
+        raise RuntimeError(f"depthwise_conv2d(impl='native'): {library.native_status()}; use impl='auto'")
+    check_native_target("depthwise_conv2d")
     if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
         raise ValueError(f"depthwise_conv2d(impl='native') takes float32 input and kernel, got "
                          f"{x.dtype} and {kernel.dtype}; cast them or use impl='auto'")

@@ -1,9 +1,10 @@
 """LayerNorm over the last axis with a choice of implementation.
 
   "xla"     pure JAX (``layernorm_xla.py``): runs everywhere, any dtype.
-  "native"  C++ forward and backward through the XLA FFI (``layernorm_native.py``): float32, CPU,
-            where the native library was built (``dog_jax.ops.native_cpu.native_status()``).
-  "auto"    "native" where it can run (CPU backend, float32, library built), else "xla".
+  "native"  C++ forward and backward through the XLA FFI (``norms/layernorm_native.py``): float32, CPU,
+            where the native library was built (``dog_jax.ops.native.library.native_status()``).
+  "auto"    "native" where it can run (a single-device CPU compile target, float32, library built),
+            else "xla" (``dog_jax.ops.auto``).
 
 Both compute the same function (two-pass variance, float32 statistics) up to float32 rounding.
 """
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 import jax
 
-from dog_jax.ops.layernorm_native import check_layer_norm_native, layer_norm_native, native_applies
-from dog_jax.ops.layernorm_xla import layer_norm_xla
-from dog_jax.ops.native_cpu import check_norm_impl
+from dog_jax.ops.auto import check_norm_impl, select_norm_impl
+from dog_jax.ops.norms.layernorm_native import check_layer_norm_native, layer_norm_native, native_fits
+from dog_jax.ops.norms.layernorm_xla import layer_norm_xla
 
 
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: float = 1e-6,
@@ -34,7 +35,7 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: float = 
     if impl == "native":
         check_layer_norm_native(x, scale, bias)
     elif impl == "auto":
-        impl = "native" if native_applies(x, scale, bias) else "xla"
+        impl = select_norm_impl("layer_norm", native_fits(x, scale, bias))
     if impl == "native":
         return layer_norm_native(x, scale, bias, eps)
     return layer_norm_xla(x, scale, bias, eps)

@@ -2,7 +2,7 @@
 
 When the input map is small (ConvNeXt-T/HorNet-T stage 4: 7x7 maps under 7x7 kernels), nearly
 every output pixel reads nearly every input pixel, and the shifted multiply-adds of
-``depthwise_shift.py`` are dominated by per-tap overhead (above all the weight-gradient
+``depthwise/shift.py`` are dominated by per-tap overhead (above all the weight-gradient
 reductions). Here each channel's convolution is written as a (H*W, H'*W') matrix whose entries
 are kernel taps (zero where an input pixel does not reach an output pixel), built by one gather
 from the kernel; the output is ``einsum("nqc,qpc->npc")``. The matmul costs H*W*H'*W' multiply-adds
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from dog_jax.ops.depthwise_args import DepthwiseGeometry
+from dog_jax.ops.depthwise.geometry import DepthwiseGeometry
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,7 +1,7 @@
 """The native CPU LayerNorm (``impl="native"``): C++ forward and backward called through the XLA FFI.
 
 The handlers (``dog_jax/ops/native/layernorm_cpu.cc``) are part of the native CPU library that
-``native_cpu.py`` loads. The forward returns y and, per row, the mean and 1/σ that the backward reuses;
+``library.py`` loads. The forward returns y and, per row, the mean and 1/σ that the backward reuses;
 the backward returns dx, dscale and dbias in one pass over the rows. Both are wrapped in custom VJPs
 whose own derivatives are the pure-JAX ones (``jax.vjp`` of ``layer_norm_xla`` and of its VJP), so
 ``grad(grad(...))`` works and higher orders run in pure JAX. ``jax.vmap`` batches the handlers
@@ -17,9 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dog_jax.ops import native_cpu
-from dog_jax.ops.native_norm_derivatives import reference_backward, with_reference_derivative
-from dog_jax.ops.layernorm_xla import layer_norm_xla
+from dog_jax.ops.native import library
+from dog_jax.ops.auto import check_native_target
+from dog_jax.ops.norms.native_derivatives import reference_backward, with_reference_derivative
+from dog_jax.ops.norms.layernorm_xla import layer_norm_xla
 
 _FORWARD_TARGET = "dog_jax_layernorm_forward"
 _BACKWARD_TARGET = "dog_jax_layernorm_backward"
@@ -27,11 +28,9 @@ _BACKWARD_TARGET = "dog_jax_layernorm_backward"
 
 def check_layer_norm_native(x: jax.Array, scale: jax.Array, bias: jax.Array) -> None:
     """Raises one clear line if the native LayerNorm cannot run on these arguments here."""
-    if not native_cpu.NATIVE_AVAILABLE:
-        raise RuntimeError(f"layer_norm(impl='native'): {native_cpu.native_status()}; use impl='auto'")
-    if jax.default_backend() != "cpu":
-        raise ValueError(f"layer_norm(impl='native') runs on CPU only, not on {jax.default_backend()}; "
-                         "use impl='auto'")
+    if not library.NATIVE_AVAILABLE:
+        raise RuntimeError(f"layer_norm(impl='native'): {library.native_status()}; use impl='auto'")
+    check_native_target("layer_norm")
     if not all(a.dtype == jnp.float32 for a in (x, scale, bias)):
         raise ValueError(f"layer_norm(impl='native') takes float32 input, scale and bias, got {x.dtype}, "
                          f"{scale.dtype}, {bias.dtype}; cast them or use impl='auto'")
@@ -40,10 +39,9 @@ def check_layer_norm_native(x: jax.Array, scale: jax.Array, bias: jax.Array) -> 
                          f"shapes {x.shape}, {scale.shape}, {bias.shape}")
 
 
-def native_applies(x: jax.Array, scale: jax.Array, bias: jax.Array) -> bool:
-    """Whether "auto" runs the native kernel: built, CPU backend, all float32, x (..., C > 0), params (C,)."""
-    return (native_cpu.auto_may_use_native()
-            and all(a.dtype == jnp.float32 for a in (x, scale, bias))
+def native_fits(x: jax.Array, scale: jax.Array, bias: jax.Array) -> bool:
+    """Whether the native kernel takes these arguments: all float32, x (..., C > 0), params (C,)."""
+    return (all(a.dtype == jnp.float32 for a in (x, scale, bias))
             and x.ndim > 0 and x.shape[-1] > 0 and scale.shape == bias.shape == x.shape[-1:])
 
 

@@ -1,0 +1,139 @@
+"""The pod plan for the paper's ImageNet runs: ``train.py --aot_topology`` over models x slices.
+
+Runs one ``train.py --config=... --aot_topology=... --aot_report=...`` per case (skipping cases whose
+report already exists, so an interrupted plan resumes), then writes the table of docs/tpu.md from
+the reports: ``docs/results/tpu_plan/<case>.json``, ``docs/results/tpu_plan/table.md``, and the same
+table in docs/tpu.md between its ``<!-- tpu_plan table -->`` markers.
+
+    python benchmarks/tpu_plan.py                 # every case, in the listed order (hours on 2 cores)
+    python benchmarks/tpu_plan.py --only convnext_tiny-v5e-64-bf16 --table-only
+
+The input rate a host must deliver at the roofline bound is compared with the pipeline's measured
+images per CPU-second (docs/performance.md, "Input pipeline": 284-302 on the 2-core machine, the
+lower figure is used), giving the host cores the pipeline needs at that (upper-bound) rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "docs" / "results" / "tpu_plan"
+PIPELINE_IMAGES_PER_CPU_SECOND = 284  # docs/performance.md, idle 2-core machine, timm's train recipe
+
+CONFIGS = {
+    "convnext_tiny": "configs/convnext.py:dw_init=dog",
+    "hornet_tiny_7x7": "configs/hornet.py:dw_init=dog",
+    "convmixer_512_12": "configs/convmixer.py:dw_init=dog",
+}
+# (model, slice, precision, remat), most informative first: every family on a slice where batch 4096
+# fits, ConvNeXt-T on three more slices (one where it does not fit, and what remat buys there), the
+# other families on a smaller slice, then float32.
+CASES = [
+    ("convnext_tiny", "v5e-64", "bfloat16", False),
+    ("hornet_tiny_7x7", "v5e-64", "bfloat16", False),
+    ("convmixer_512_12", "v5e-64", "bfloat16", False),
+    ("convnext_tiny", "v5e-16", "bfloat16", False),
+    ("convnext_tiny", "v6e-8", "bfloat16", False),
+    ("convnext_tiny", "v4-8", "bfloat16", False),
+    ("convnext_tiny", "v4-8", "bfloat16", True),
+    ("hornet_tiny_7x7", "v5e-16", "bfloat16", False),
+    ("convmixer_512_12", "v5e-16", "bfloat16", False),
+    ("convnext_tiny", "v5e-64", "float32", False),
+]
+GLOBAL_BATCH = 4096  # the paper's setting for all three (ConvMixer's own recipe uses 640)
+
+
+def case_name(model: str, topology: str, precision: str, remat: bool) -> str:
+    return f"{model}-{topology}-{'bf16' if precision == 'bfloat16' else 'f32'}{'-remat' if remat else ''}"
+
+
+def command(model: str, topology: str, precision: str, remat: bool) -> list[str]:
+    name = case_name(model, topology, precision, remat)
+    return ["python", "train.py", f"--config={CONFIGS[model]}", f"--config.batch_size={GLOBAL_BATCH}",
+            f"--config.precision={precision}", *(["--config.remat=true"] if remat else []),
+            f"--aot_topology={topology}", f"--aot_report=docs/results/tpu_plan/{name}.json"]
+
+
+def run_case(case: tuple) -> None:
+    name = case_name(*case)
+    if (OUT / f"{name}.json").exists():
+        print(f"[tpu_plan] {name}: report exists, skipped", file=sys.stderr)
+        return
+    args = command(*case)
+    start = time.time()
+    print(f"[tpu_plan] {name}: {' '.join(args)}", file=sys.stderr, flush=True)
+    result = subprocess.run([sys.executable, *args[1:]], cwd=REPO, capture_output=True, text=True)
+    log = OUT / f"{name}.log"
+    log.write_text(f"$ {' '.join(args)}\n# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(start))}, "
+                   f"exit {result.returncode}, {time.time() - start:.0f} s wall\n" + "\n".join(
+                       line for line in result.stderr.splitlines() if "dog_jax" in line or "error" in line
+                       or "aot.py" in line))
+    print(f"[tpu_plan] {name}: exit {result.returncode} after {time.time() - start:.0f} s", file=sys.stderr)
+
+
+def _gib(num_bytes: float) -> str:
+    return f"{num_bytes / 2**30:.1f}"
+
+
+def table() -> str:
+    """Markdown table of every report in OUT, in CASES order."""
+    rows = ["| model | slice | precision | remat | per-chip batch | memory / HBM per chip (GiB) | fits | "
+            "largest global batch that fits | GFLOP per step per chip | roofline ≥ ms/step | ≥ min/epoch | "
+            "≥ h for 50 epochs | host input ≤ img/s (cores) | compile s |",
+            "|" + "---|" * 14]
+    for case in CASES:
+        path = OUT / f"{case_name(*case)}.json"
+        if not path.exists():
+            continue
+        r = json.loads(path.read_text())
+        largest = r.get("largest_fitting_per_device_batch")
+        largest = "all" if r["fits"] else f"{largest * r['num_devices']} ({largest}/chip)"
+        rate = r["images_per_second_per_host_at_roofline"]
+        rows.append(
+            f"| {r['model']} | {r['topology']} ({r['num_devices']} chips, {r['num_hosts']} host"
+            f"{'s' if r['num_hosts'] > 1 else ''}) | {r['precision']} | {'yes' if r['remat'] else 'no'} | "
+            f"{r['per_device_batch']} | {_gib(r['memory_bytes_per_device'])} / {_gib(r['hbm_bytes_per_device'])} | "
+            f"{'yes' if r['fits'] else '**no**'} | {largest} | {r['flops_per_step_per_device'] / 1e9:.0f} | "
+            f"{r['roofline_step_seconds'] * 1e3:.0f} | {r['roofline_epoch_seconds'] / 60:.1f} | "
+            f"{r['roofline_run_seconds'] / 3600:.1f} | {rate:,.0f} ({rate / PIPELINE_IMAGES_PER_CPU_SECOND:.0f}) | "
+            f"{r['compile_seconds']:.0f} |")
+    commands = [f"- `{' '.join(command(*case))}`" for case in CASES if (OUT / f"{case_name(*case)}.json").exists()]
+    return "\n".join(rows) + "\n\nCommands (one per row, in order):\n\n" + "\n".join(commands) + "\n"
+
+
+MARK_BEGIN, MARK_END = "<!-- tpu_plan table -->", "<!-- end tpu_plan table -->"
+
+
+def write_tables() -> str:
+    """Writes table.md and the table in docs/tpu.md (between its markers); returns the table."""
+    text = table()
+    (OUT / "table.md").write_text(text)
+    doc = REPO / "docs" / "tpu.md"
+    if doc.exists() and MARK_BEGIN in doc.read_text():
+        before, rest = doc.read_text().split(MARK_BEGIN, 1)
+        doc.write_text(before + MARK_BEGIN + "\n" + text + rest[rest.index(MARK_END):])
+    return text
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", help="case names to run (default: all)")
+    parser.add_argument("--table-only", action="store_true", help="only rewrite table.md from the reports")
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    if not args.table_only:
+        for case in CASES:
+            if not args.only or case_name(*case) in args.only:
+                run_case(case)
+                write_tables()
+    print(write_tables())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""Ahead-of-time compile of the trainer's steps for a Cloud TPU slice, on any machine.
+
+``python train.py --config=... --aot_topology=v5e-16 [--aot_report=FILE.json]`` lowers and
+compiles the *same* train step and eval step a run of that config would use (model, optimizer,
+EMA, mixup/CutMix, precision, shardings, donation: everything comes from
+``run_setup.make_step_functions`` over a mesh of the slice's devices) for TPU devices that libtpu
+describes without owning them, and reports what XLA's TPU compiler says: memory per device, FLOPs
+and bytes per step, the collectives, and whether any dog_jax custom call slipped in. Nothing runs
+and no data is read (the dataset's class count and split sizes come from tfds metadata or, for
+ImageNet, from the published sizes).
+
+The roofline time is a **lower bound**, never a measured speed: max(FLOPs / peak bf16 FLOP/s,
+bytes accessed / HBM bandwidth) per step from the chip's published figures
+(``tpu_topology.CHIPS``); real steps are slower (collectives, imperfect MXU use, float32 parts).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import re
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+
+from dog_jax import data
+from dog_jax.train import config as config_lib
+from dog_jax.train import run_setup, sharding, steps, tpu_topology
+
+# Published split sizes for datasets whose tfds metadata is only known once prepared
+# (ILSVRC-2012: 1,281,167 training and 50,000 validation images).
+KNOWN_SPLIT_SIZES = {"imagenet2012": {"train": 1_281_167, "validation": 50_000}}
+_COLLECTIVE = re.compile(r"\b(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute"
+                         r"|collective-broadcast)(?:-start)?\(")
+_DOG_JAX_CALL = re.compile(r'custom_call_target="dog_jax_')
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCost:
+    """What XLA reports for one compiled step, per device."""
+
+    memory_bytes: int        # arguments + outputs + temporaries - aliased (donated) bytes
+    argument_bytes: int
+    output_bytes: int
+    temp_bytes: int
+    alias_bytes: int
+    flops: float
+    bytes_accessed: float
+    collectives: dict[str, int]
+    dog_jax_custom_calls: int
+    compile_seconds: float
+
+
+def analyse(compiled, compile_seconds: float) -> StepCost:
+    """Memory, cost and HLO facts of a ``jax.stages.Compiled``."""
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    hlo = compiled.as_text()
+    collectives = collections.Counter(match.group(1) for match in _COLLECTIVE.finditer(hlo))
+    args, outs = memory.argument_size_in_bytes, memory.output_size_in_bytes
+    temp, alias = memory.temp_size_in_bytes, memory.alias_size_in_bytes
+    return StepCost(memory_bytes=int(args + outs + temp - alias), argument_bytes=int(args), output_bytes=int(outs),
+                    temp_bytes=int(temp), alias_bytes=int(alias), flops=float(cost.get("flops", 0.0)),
+                    bytes_accessed=float(cost.get("bytes accessed", 0.0)),
+                    collectives=dict(sorted(collectives.items())),
+                    dog_jax_custom_calls=len(_DOG_JAX_CALL.findall(hlo)), compile_seconds=compile_seconds)
+
+
+def _dataset_facts(config: ml_collections.ConfigDict) -> tuple[int, int | None, int | None]:
+    """(num_classes, train examples or None, eval examples or None) without reading or preparing data."""
+    builder = data.get_builder(config.dataset, config.data_dir, manual_dir=config.manual_dir, prepare=False)
+    sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
+    sizes = sizes or KNOWN_SPLIT_SIZES.get(config.dataset.split("/")[0], {})
+    return data.num_classes(builder), sizes.get(config.train_split), sizes.get(config.eval_split)
+
+
+def _plan(config: ml_collections.ConfigDict, num_classes: int, train_examples: int | None) -> run_setup.RunPlan:
+    """The run plan; without known split sizes the schedule gets one nominal epoch of 1000 steps
+    (the compiled program depends on the schedule's constants only, not on its length)."""
+    steps_per_epoch = max(1, train_examples // config.batch_size) if train_examples else 1000
+    total = config.num_train_steps or max(1, int(round(config.num_epochs * steps_per_epoch)))
+    return run_setup.RunPlan(
+        num_classes=num_classes, train_examples=train_examples or 0, eval_examples=0,
+        steps_per_epoch=steps_per_epoch, total_steps=total,
+        warmup_steps=int(round(config.optimizer.warmup_epochs * steps_per_epoch)), eval_every=steps_per_epoch,
+        checkpoint_every=steps_per_epoch, local_batch_size=config.batch_size)
+
+
+def _batch_structs(mesh: Mesh, global_batch: int, image_size: int, *, eval_batch: bool) -> dict[str, Any]:
+    """Abstract global batches as the input pipeline delivers them (``sharding.global_batch``)."""
+    spec = sharding.batch_sharded(mesh)
+    batch = {"image": jax.ShapeDtypeStruct((global_batch, image_size, image_size, 3), jnp.float32, sharding=spec),
+             "label": jax.ShapeDtypeStruct((global_batch,), jnp.int32, sharding=spec)}
+    if eval_batch:
+        batch["mask"] = jax.ShapeDtypeStruct((global_batch,), jnp.float32, sharding=spec)
+    return batch
+
+
+def compile_steps(config: ml_collections.ConfigDict, devices: list, global_batch: int, *,
+                  with_eval: bool = True) -> dict[str, StepCost]:
+    """Compiles the config's train (and eval) step for ``devices`` at ``global_batch``: ``{"train", "eval"}``."""
+    config = config.copy_and_resolve_references()
+    config.batch_size = global_batch
+    num_classes, train_examples, _ = _dataset_facts(config)
+    plan = _plan(config, num_classes, train_examples)
+    mesh = Mesh(np.asarray(devices), (sharding.DATA_AXIS,))
+    tx, schedule = run_setup.make_optimizer(config, plan)
+    parts, state = steps.abstract_init_train_state(
+        lambda: run_setup.create_model_from_config(config, num_classes), tx, mesh, ema=config.ema_decay > 0)
+    train_step, eval_step = run_setup.make_step_functions(config, plan, parts, tx, schedule, mesh)
+    wanted = {"train": (train_step, False)}
+    if with_eval:
+        wanted["eval"] = (eval_step, True)
+    costs = {}
+    for name, (step_fn, eval_batch) in wanted.items():
+        batch = _batch_structs(mesh, global_batch, config.image_size, eval_batch=eval_batch)
+        start = time.perf_counter()
+        compiled = step_fn.lower(state, batch, parts.rng_state).compile()
+        costs[name] = analyse(compiled, time.perf_counter() - start)
+    return costs
+
+
+def largest_fitting_batch(config: ml_collections.ConfigDict, devices: list, capacity: int, *,
+                          known: dict[int, int], multiple: int = 8) -> int:
+    """The largest per-device batch (a multiple of ``multiple``) whose train step fits in
+    ``capacity`` bytes, found by compiling; 0 if not even ``multiple`` fits.
+
+    ``known``: per-device batch -> memory bytes already compiled, with at least one batch that does
+    not fit (updated in place). Each probe lies on the straight line through the largest batch
+    known to fit (or the smallest measured) and the smallest known not to: memory grows about
+    linearly with the batch, so two or three compiles usually settle it; the interval shrinks with
+    every probe, so the search ends whatever the memory curve.
+    """
+    fits = max((b for b, m in known.items() if m <= capacity), default=0)
+    fails = min(b for b, m in known.items() if m > capacity)
+    while fails - fits > multiple:
+        low = fits or min(known)
+        if low == fails:  # one measurement: assume memory proportional to the batch
+            guess = fails * capacity / known[fails]
+        else:
+            slope = (known[fails] - known[low]) / (fails - low)
+            guess = low + (capacity - known[low]) / slope if slope > 0 else (fits + fails) / 2
+        probe = min(max(int(guess) // multiple * multiple, fits + multiple), fails - multiple)
+        cost = compile_steps(config, devices, probe * len(devices), with_eval=False)["train"]
+        known[probe] = cost.memory_bytes
+        logging.info("  per-device batch %d: %.2f GiB", probe, cost.memory_bytes / 2**30)
+        if cost.memory_bytes <= capacity:
+            fits = probe
+        else:
+            fails = probe
+    return fits
+
+
+def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, Any]:
+    """Compiles ``config``'s steps for TPU slice ``topology``; returns the report (module docstring)."""
+    devices = tpu_topology.topology_devices(topology)
+    kind = devices[0].device_kind
+    chip = tpu_topology.chip_spec(kind)
+    n = len(devices)
+    config_lib.validate(config, device_count=n, process_count=1)
+    per_device = config.batch_size // n
+    logging.info("AOT: compiling %s (%s, dw_init=%s, precision=%s) for %s: %d x %s, global batch %d (%d per device)",
+                 config.model, config_lib.architecture_overrides(config) or "no overrides", config.dw_init,
+                 config.precision, topology, n, kind, config.batch_size, per_device)
+    costs = compile_steps(config, devices, config.batch_size)
+    train, evaluation = costs["train"], costs["eval"]
+    memory = max(train.memory_bytes, evaluation.memory_bytes)
+    num_classes, train_examples, _ = _dataset_facts(config)
+    roofline = max(train.flops / chip.peak_bf16_flops, train.bytes_accessed / chip.hbm_bytes_per_second)
+    hosts = chip.hosts(n)
+    report = {
+        "topology": topology, "libtpu_topology": tpu_topology.libtpu_name(topology), "device_kind": kind,
+        "num_devices": n, "num_hosts": hosts, "model": config.model,
+        "model_overrides": config_lib.architecture_overrides(config), "precision": config.precision,
+        "remat": bool(config.get("remat", False)), "image_size": config.image_size, "num_classes": num_classes,
+        "global_batch": config.batch_size, "per_device_batch": per_device,
+        "hbm_bytes_per_device": chip.hbm_bytes, "memory_bytes_per_device": memory,
+        "fits": memory <= chip.hbm_bytes,
+        "flops_per_step_per_device": train.flops, "bytes_accessed_per_step_per_device": train.bytes_accessed,
+        "collectives": train.collectives, "dog_jax_custom_calls": train.dog_jax_custom_calls,
+        "compile_seconds": train.compile_seconds + evaluation.compile_seconds,
+        "roofline_step_seconds": roofline,
+        "roofline_note": (f"lower bound: max(FLOPs / {chip.peak_bf16_flops / 1e12:g} TFLOP/s peak bf16, bytes / "
+                          f"{chip.hbm_bytes_per_second / 1e9:g} GB/s HBM) per {chip.name} chip ({chip.source}); "
+                          "not a measured speed"),
+        "train_step": dataclasses.asdict(train), "eval_step": dataclasses.asdict(evaluation),
+    }
+    if train_examples:
+        steps_per_epoch = train_examples // config.batch_size
+        report.update({"train_examples": train_examples, "steps_per_epoch": steps_per_epoch,
+                       "roofline_epoch_seconds": roofline * steps_per_epoch,
+                       "roofline_run_seconds": roofline * steps_per_epoch * config.num_epochs,
+                       "num_epochs": config.num_epochs,
+                       "images_per_second_per_host_at_roofline": config.batch_size / roofline / hosts})
+    if not report["fits"]:
+        known = {per_device: train.memory_bytes}
+        report["largest_fitting_per_device_batch"] = largest_fitting_batch(config, devices, chip.hbm_bytes,
+                                                                           known=known)
+        report["probed_memory_bytes"] = {str(b): m for b, m in sorted(known.items())}
+    return report
+
+
+def _size(num_bytes: float) -> str:
+    return f"{num_bytes / 2**30:.2f} GiB" if num_bytes >= 2**30 else f"{num_bytes / 2**20:.1f} MiB"
+
+
+def format_report(report: dict[str, Any]) -> list[str]:
+    """The console lines of a report."""
+    lines = [
+        f"AOT {report['model']} on {report['topology']} ({report['num_devices']} x {report['device_kind']}, "
+        f"{report['num_hosts']} host(s)): global batch {report['global_batch']} = {report['per_device_batch']} per "
+        f"device, {report['precision']}{', remat' if report['remat'] else ''}",
+        f"  memory per device {_size(report['memory_bytes_per_device'])} of "
+        f"{_size(report['hbm_bytes_per_device'])} HBM: {'fits' if report['fits'] else 'DOES NOT FIT'}",
+        f"  train step per device: {report['flops_per_step_per_device'] / 1e9:.1f} GFLOP, "
+        f"{report['bytes_accessed_per_step_per_device'] / 1e9:.1f} GB accessed; collectives "
+        f"{report['collectives'] or 'none'}; dog_jax custom calls {report['dog_jax_custom_calls']}",
+        f"  roofline lower bound {report['roofline_step_seconds'] * 1e3:.1f} ms/step"
+        + (f", {report['roofline_epoch_seconds'] / 60:.1f} min/epoch, "
+           f"{report['roofline_run_seconds'] / 3600:.2f} h for {report['num_epochs']:g} epochs"
+           if "roofline_epoch_seconds" in report else "") + " (not a measured speed)",
+        f"  compile {report['compile_seconds']:.0f} s (train + eval step)",
+    ]
+    if "largest_fitting_per_device_batch" in report:
+        lines.append(f"  largest per-device batch that fits: {report['largest_fitting_per_device_batch']}")
+    return lines
+
+
+def run(config: ml_collections.ConfigDict, topology: str, report_path: str | None = None) -> str | None:
+    """``train.py --aot_topology``: compile, log the report, write it as JSON; returns None if the batch
+    fits, else the one line naming the largest per-device batch that does."""
+    report = aot_report(config, topology)
+    for line in format_report(report):
+        logging.info(line)
+    if report_path:
+        with open(report_path, "w") as f:
+            json.dump(report, f, indent=2)
+        logging.info("AOT report written to %s", report_path)
+    if report["fits"]:
+        return None
+    largest = report["largest_fitting_per_device_batch"]
+    remedy = (f"the largest per-device batch that fits is {largest} (--config.batch_size="
+              f"{largest * report['num_devices']})" if largest else "not even 8 per device fits")
+    return (f"global batch {report['global_batch']} ({report['per_device_batch']} per device) needs "
+            f"{report['memory_bytes_per_device'] / 2**30:.2f} GiB per device, more than the "
+            f"{report['hbm_bytes_per_device'] / 2**30:.0f} GiB of a {report['device_kind']} chip; {remedy}"
+            f"{'' if report['remat'] else ', or add --config.remat=true'}")
