@@ -9,9 +9,9 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import pytest
@@ -21,6 +21,7 @@ from dog_jax.ops import depthwise_conv2d, layer_norm
 from dog_jax.ops.auto import Target, compile_target, record_choices
 from dog_jax.ops.native.library import NATIVE_AVAILABLE
 from dog_jax.train import aot, run_setup, tpu_topology
+from tests import subprocesses
 from tests.share_helpers import tiny_family_config
 
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
@@ -28,6 +29,22 @@ _NO_LIBTPU = "libtpu not installed: pip install -e .[tpu] (or -r requirements-tp
 if not HAS_LIBTPU and os.environ.get("CI") == "true":
     raise RuntimeError(f"{_NO_LIBTPU}; .ci/run installs it, so under CI its absence is a failure")
 needs_libtpu = pytest.mark.skipif(not HAS_LIBTPU, reason=_NO_LIBTPU)
+
+
+@pytest.fixture(autouse=True)
+def _no_persistent_compilation_cache(monkeypatch):
+    """Compile without the test run's persistent compilation cache (tests/conftest.py): JAX cannot load
+    a TPU executable compiled from a topology description back from it (no TPU client), so it would
+    only write entries and warn on every read."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    monkeypatch.setenv("JAX_ENABLE_COMPILATION_CACHE", "false")  # train.py subprocesses
+    enabled = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()  # the on/off decision is taken once per process, at the first compile
+    yield
+    jax.config.update("jax_enable_compilation_cache", enabled)
+    compilation_cache.reset_cache()
 
 FAMILIES = ("convmixer", "convnext", "convnextv2", "hornet")
 
@@ -144,11 +161,11 @@ def test_too_big_a_batch_names_the_largest_that_fits(monkeypatch, tmp_path):
 @needs_libtpu
 def test_train_py_aot_topology_writes_the_report(tmp_path):
     out = tmp_path / "aot.json"
-    result = subprocess.run(
+    result = subprocesses.run(
         [sys.executable, "train.py", "--config=configs/convnext.py:demo", "--config.batch_size=16",
          f"--config.data_dir={tmp_path}", "--config.model_overrides.depths=1,1,1,1",
          "--config.model_overrides.dims=8,16,24,32", "--aot_topology=v5e-4", f"--aot_report={out}"],
-        capture_output=True, text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(__file__)),
+        timeout=subprocesses.TIMEOUT_S, cwd=os.path.dirname(os.path.dirname(__file__)),
         env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -186,5 +203,4 @@ def test_remat_gives_the_same_gradients_and_batch_statistics(family, tmp_path):
     (plain_loss, plain_stats), plain_grads = results[0]
     (remat_loss, remat_stats), remat_grads = results[1]
     assert float(plain_loss) == float(remat_loss)
-    for a, b in zip(jax.tree.leaves((plain_grads, plain_stats)), jax.tree.leaves((remat_grads, remat_stats))):
-        assert jnp.allclose(a, b, rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close((plain_grads, plain_stats), (remat_grads, remat_stats), rtol=1e-5, atol=1e-7)
