@@ -49,6 +49,25 @@ hypothesis.settings.register_profile("dog_jax", database=None)
 hypothesis.settings.load_profile("dog_jax")
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """CLIs called in-process (``main([...])``) set up the console (dog_jax.console): the test
+    process's logging, absl's flag state and import hooks are put back after every test."""
+    import logging
+    import sys
+
+    from absl import flags
+    from absl import logging as absl_logging
+
+    root, handler = logging.getLogger(), absl_logging.get_absl_handler()
+    saved = root.level, root.handlers[:], handler.filters[:], sys.meta_path[:], flags.FLAGS.is_parsed()
+    yield
+    root.setLevel(saved[0])
+    root.handlers[:], handler.filters[:], sys.meta_path[:] = saved[1], saved[2], saved[3]
+    if flags.FLAGS.is_parsed() and not saved[4]:
+        flags.FLAGS.unparse_flags()
+
+
 @pytest.fixture
 def one_trace_per_run(monkeypatch):
     """The trainer's train and eval steps are traced (so compiled) at most once per step function

@@ -52,7 +52,7 @@ def test_mobilenet_v2_has_excitatory_and_inhibitory_clusters(mobilenet_kernels):
 def test_cli_on_mobilenet_v2(tmp_path):
     out = tmp_path / "mnv2"
     proc = subprocesses.run([sys.executable, "-m", "dog_jax.analysis", str(_weights()), "--out", str(out)],
-                          timeout=subprocesses.TIMEOUT_S)
+                            timeout=subprocesses.TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "depthwise 3x3: 7,136 kernels" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())

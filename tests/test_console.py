@@ -23,17 +23,8 @@ def _record(pathname, level, name="absl"):
 
 @pytest.fixture
 def absl_handler():
-    """absl's handler as a CLI leaves it; the test process's logging is restored afterwards."""
-    from absl import flags
-
-    handler = absl_logging.get_absl_handler()
-    root = logging.getLogger()
-    saved = (list(handler.filters), root.level, root.handlers[:], flags.FLAGS.is_parsed())
-    yield handler
-    handler.filters[:], root.handlers[:] = saved[0], saved[2]
-    root.setLevel(saved[1])
-    if not saved[3]:
-        flags.FLAGS.unparse_flags()
+    """absl's handler, as a CLI leaves it (conftest.py restores the test process's logging afterwards)."""
+    return absl_logging.get_absl_handler()
 
 
 def _passes(handler, record):

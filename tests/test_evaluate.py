@@ -19,6 +19,7 @@ from dog_jax.export import export_model  # noqa: E402
 from dog_jax.train import CheckpointError, ConfigError, train_and_evaluate  # noqa: E402
 from dog_jax.train.restore import find_checkpoint  # noqa: E402
 from tests import subprocesses  # noqa: E402
+from tests.test_console import third_party_info_lines  # noqa: E402
 from tests.test_configs import load  # noqa: E402
 from tests.test_train import _write_imagenet_metadata, tiny_config, tiny_data_dir  # noqa: E402, F401
 
@@ -71,8 +72,9 @@ def test_evaluate_workdir_equals_the_trainers_eval_and_its_export(tiny_data_dir,
     command = [sys.executable, "-m", "dog_jax.evaluate", f"--checkpoint={workdir}", "--split=test[:40]",
                "--batch_size=8"]
     result = subprocesses.run(command, timeout=subprocesses.TIMEOUT_S, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": ROOT})
+                              env={**os.environ, "PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stderr
+    assert not third_party_info_lines(result.stderr), result.stderr  # the default console
     written = json.loads((tmp_path / "run" / "eval" / "test__40__step2.json").read_text())
     assert written["eval_examples"] == 40 and written["split"] == "test[:40]" and written["batch_size"] == 8
     assert "dog_jax_demo/tiny:test[:40] (40 examples): top-1" in result.stdout

@@ -92,7 +92,7 @@ def test_wrong_names_give_one_line_listing_the_names(arg, message):
 
 def test_listing_from_the_command_line():
     result = subprocesses.run([sys.executable, str(ROOT / "configs" / "paper.py")], capture_output=True, text=True,
-                            timeout=subprocesses.TIMEOUT_S, cwd=ROOT)
+                              timeout=subprocesses.TIMEOUT_S, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "table2_gamma0-0.5_onoff" in result.stdout and "66.34" in result.stdout
     rows = [line.split() for line in result.stdout.splitlines()

@@ -19,6 +19,7 @@ from dog_jax.export import export_model, timm_architecture  # noqa: E402
 from dog_jax.timm_models import register_timm_models  # noqa: E402
 from dog_jax.train import CheckpointError, restore_model  # noqa: E402
 from tests import subprocesses  # noqa: E402
+from tests.test_console import third_party_info_lines  # noqa: E402
 from tests.share_helpers import saved_workdir, tiny_family_config  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,14 +163,15 @@ def test_export_cli(tmp_path):
     command = [sys.executable, "-m", "dog_jax.export", str(tmp_path / "run"),
                "--out", str(tmp_path / "export")]
     result = subprocesses.run(command, timeout=subprocesses.TIMEOUT_S, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": ROOT})
+                              env={**os.environ, "PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stderr
+    assert not third_party_info_lines(result.stderr), result.stderr  # the default console
     assert sorted(os.listdir(tmp_path / "export")) == ["README.md", "config.json", "model.safetensors",
                                                        "training_config.json"]
     assert f"python -m dog_jax.export {tmp_path / 'run'} --out {tmp_path / 'export'}" in (
         tmp_path / "export" / "README.md").read_text()
     failed = subprocesses.run(command + ["--step", "9"], timeout=subprocesses.TIMEOUT_S, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": ROOT})
+                              env={**os.environ, "PYTHONPATH": ROOT})
     assert failed.returncode == 1
     last = failed.stderr.strip().splitlines()[-1]
     assert last == f"error: {tmp_path / 'run'}: no checkpoint at step 9; saved steps: 3."

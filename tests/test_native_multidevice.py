@@ -35,7 +35,7 @@ _SCRIPT = textwrap.dedent("""
 def _native_calls(devices: int) -> list[str]:
     env_flag = f"--xla_force_host_platform_device_count={devices}"
     out = subprocesses.run([sys.executable, "-c", _SCRIPT], timeout=subprocesses.TIMEOUT_S,
-                         env={**os.environ, "XLA_FLAGS": env_flag, "JAX_PLATFORMS": "cpu"})
+                           env={**os.environ, "XLA_FLAGS": env_flag, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-2000:]
     return [line for line in out.stdout.splitlines() if line.split()[0] in ("depthwise", "layernorm", "batchnorm")]
 

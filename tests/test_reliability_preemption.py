@@ -196,7 +196,7 @@ def test_sigterm_during_dataset_preparation_exits_75_with_nothing_written(tmp_pa
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("XLA_FLAGS", None)
     result = subprocesses.run([sys.executable, "-c", _DRIVER.format(root=ROOT, config=config, workdir=workdir)],
-                            env=env, cwd=ROOT, timeout=subprocesses.TIMEOUT_S)
+                              env=env, cwd=ROOT, timeout=subprocesses.TIMEOUT_S)
     assert result.returncode == EXIT_PREEMPTED, result.stderr[-3000:]
     assert "GENERATED PAST THE SIGNAL" not in result.stdout  # preparation ended at the signal
     assert "before the first training step" in result.stderr
