@@ -2,6 +2,7 @@
 resume, and a one-line error (not a "damaged" fallback) when a workdir's train state has
 another layout than the config builds."""
 
+import logging
 import os
 
 import chex
@@ -57,7 +58,14 @@ def test_ema_run_evaluates_both_resumes_and_rejects_a_config_without_ema(tiny_da
                                  stop_requested=lambda step: step == 2)
     assert stopped["interrupted"] and stopped["final_step"] == 2
     caplog.set_level("INFO")
-    summary = train_and_evaluate(tiny_config(tiny_data_dir, ema_decay=0.9), workdir)
+    # The trainer logs through absl; attach the capture to its logger directly, so that a console
+    # set-up left by an earlier in-process CLI test on this worker cannot hide the record.
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addHandler(caplog.handler)
+    try:
+        summary = train_and_evaluate(tiny_config(tiny_data_dir, ema_decay=0.9), workdir)
+    finally:
+        absl_logger.removeHandler(caplog.handler)
     assert summary["start_step"] == 2 and summary["final_step"] == 6
     final = summary["final_eval"]
     assert {"eval_top1", "eval_ema_top1", "eval_ema_top5", "eval_ema_loss"} <= set(final)
