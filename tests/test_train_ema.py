@@ -57,9 +57,10 @@ def test_ema_run_evaluates_both_resumes_and_rejects_a_config_without_ema(tiny_da
     stopped = train_and_evaluate(tiny_config(tiny_data_dir, ema_decay=0.9), workdir,
                                  stop_requested=lambda step: step == 2)
     assert stopped["interrupted"] and stopped["final_step"] == 2
-    caplog.set_level("INFO")
-    # The trainer logs through absl; attach the capture to its logger directly, so that a console
-    # set-up left by an earlier in-process CLI test on this worker cannot hide the record.
+    # The trainer logs through absl's logger, whose own level an earlier test on this worker may have
+    # left at WARNING (absl.logging.set_verbosity without absl's handler on the root logger sets it
+    # there); set that logger's level for this test, and attach the capture to it directly.
+    caplog.set_level("INFO", logger="absl")
     absl_logger = logging.getLogger("absl")
     absl_logger.addHandler(caplog.handler)
     try:
