@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dog_jax.analysis import classify_kernels, cluster_kernels, extract_depthwise_kernels
-from tests import subprocesses
+from tests.support import subprocesses
 
 
 def _weights() -> Path:

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from dog_jax.analysis import extract_depthwise_kernels, fit_dog
-from tests import subprocesses
-from tests.test_console import third_party_info_lines
+from tests.support import subprocesses
+from tests.support.console import third_party_info_lines
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks import input_pipeline  # noqa: E402
 from benchmarks.input_pipeline import ThreadRun  # noqa: E402
 

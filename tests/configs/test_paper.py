@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from dog_jax.train import config as config_lib
-from tests import subprocesses
+from tests.support import subprocesses
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def paper():

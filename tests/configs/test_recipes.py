@@ -1,21 +1,11 @@
-"""configs/*.py: parse config strings, hold the paper's recipes, validate to one-line errors."""
+"""configs/convmixer.py, convnext.py, hornet.py: the papers' recipes and their config strings (validation
+itself: tests/train/test_config.py)."""
 
-import importlib.util
-import os
-import re
 
 import pytest
 
 from dog_jax.train import config as config_lib
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load(name: str, arg: str | None = None):
-    spec = importlib.util.spec_from_file_location(f"cfg_{name}", os.path.join(ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+from tests.support.configs import load
 
 
 @pytest.mark.parametrize("name, model, batch, lr, epochs", [
@@ -60,34 +50,3 @@ def test_config_strings(name):
         load(name, "init=dog,dw_init=dog")
     with pytest.raises(config_lib.ConfigError, match="takes a float"):
         load(name, "epochs=many")
-
-
-@pytest.mark.parametrize("changes, message", [
-    ({"model": "convmixer_9000"}, "Unknown model 'convmixer_9000'"),
-    ({"batch_size": 100}, "config.batch_size=100 is not divisible by the 8 devices; use a multiple of 8, "
-                          "e.g. --config.batch_size=96"),
-    ({"dw_init": "gabor"}, "config.dw_init='gabor' is unknown"),
-    ({"optimizer.learning_rate": -1.0}, "learning_rate=-1.0 must be > 0"),
-    ({"optimizer.learning_rate": 0.0}, "config.optimizer.learning_rate=0.0 must be > 0"),
-    ({"optimizer.schedule": "step"}, "config.optimizer.schedule='step'"),
-    ({"image_size": 4}, "must be an int >= 8"),
-    ({"image_size": 8, "model_overrides.patch_size": 14}, "smaller than the model's patch size 14"),
-    ({"precision": "fp8"}, "config.precision='fp8'"),
-    ({"augment.rand_augment": "rand-m9"}, "inc1"),
-    ({"dog.gamma_range": (0.5, 0.2)}, "gamma_range=(0.5, 0.2)"),
-    ({"dog.gamma_range": (0.5, 1.5)}, "must satisfy 0 <= low < high <= 1"),
-    ({"nonfinite_policy": "ignore"}, "use one of stop, skip"),
-    ({"data_shards": -1}, "config.data_shards=-1 must be an int >= 0 (0 = one per device)"),
-    ({"data_shards": 3}, "is not divisible by config.data_shards=3; use a divisor of the batch size"),
-])
-def test_bad_values_give_one_clear_line(changes, message):
-    c = load("convmixer")
-    for field, value in changes.items():
-        parent = c
-        *path, leaf = field.split(".")
-        for key in path:
-            parent = parent[key]
-        parent[leaf] = value
-    with pytest.raises(config_lib.ConfigError, match=re.escape(message)) as info:
-        config_lib.validate(c, device_count=8)
-    assert "\n" not in str(info.value)

@@ -2,7 +2,6 @@
 a few real training steps on it, and the one-line error when the files are missing."""
 
 import os
-import pathlib
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import tensorflow as tf
 from dog_jax import data
 from dog_jax.data import fashion_mnist
 from dog_jax.train import train_and_evaluate
-from tests.test_configs import load
+from tests.support.configs import load
 
 
 def require_packaged_files(files_dir=fashion_mnist.PACKAGED_DIR):
@@ -101,19 +100,3 @@ def test_demo_without_dog_classes_is_the_demo_minus_two_classes(tmp_path):
         image, label = by_index[index]
         assert demo_dataset.CLASS_NAMES[label] == names[example["label"]]  # relabelled, same class
         np.testing.assert_array_equal(example["image"], image)  # the same image
-
-
-def test_every_sweep_file_resolves_to_valid_configs():
-    from dog_jax.experiments.sweep import load_sweep
-    from dog_jax.train import config as config_lib
-    from tests.test_configs import ROOT
-
-    sweeps = sorted(pathlib.Path(ROOT, "configs", "sweeps").glob("*.py"))
-    assert {"demo_bias.py", "fashion_mnist.py", "demo_repro.py"} <= {path.name for path in sweeps}
-    for path in sweeps:
-        for entry in load_sweep(path).entries:
-            file, _, arg = entry.config.partition(":")
-            config = load(os.path.basename(file)[:-3], arg or None)
-            for key, value in entry.overrides.items():
-                config[key] = value
-            config_lib.validate(config, device_count=1)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from dog_jax import data, provenance
 from dog_jax.experiments.__main__ import main
-from tests import subprocesses
+from tests.support import subprocesses
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_tiny_sweep_trains_collects_analyses_and_skips_on_rerun(tmp_path, capsys, monkeypatch):

@@ -17,7 +17,7 @@ from dog_jax.experiments import (SweepError, collect, load_sweep, mean_std, pars
 from dog_jax.experiments.__main__ import main
 from dog_jax.experiments.sweep import format_flag_value
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_sweep(tmp_path: Path, body: str) -> Path:

@@ -16,23 +16,11 @@ from dog_jax.models.layers import BatchNorm
 from dog_jax.ops.native import library
 from dog_jax.ops.norms.batchnorm import batch_norm_train
 from dog_jax.ops.native.library import NATIVE_AVAILABLE, native_status
-from tests.test_depthwise import rel_err
-from tests.test_layernorm_native import inputs
+from tests.support.batch_norm_reference import EPS, numpy_reference
+from tests.support.depthwise_reference import rel_err
+from tests.support.layer_norm_reference import inputs
 
 needs_native = pytest.mark.skipif(not NATIVE_AVAILABLE, reason=native_status())
-EPS = 1e-5
-
-
-def numpy_reference(x, scale, bias, dy):
-    """(y, mean, var, dx, dscale, dbias) in float64 from the definition."""
-    x, scale, bias, dy = (np.asarray(a, np.float64) for a in (x, scale, bias, dy))
-    rows = tuple(range(x.ndim - 1))
-    count = x.size // x.shape[-1]
-    mean, var = x.mean(rows), x.var(rows)
-    xhat = (x - mean) / np.sqrt(var + EPS)
-    dbias, dscale = dy.sum(rows), (dy * xhat).sum(rows)
-    dx = scale / np.sqrt(var + EPS) * (dy - dbias / count - xhat * dscale / count)
-    return xhat * scale + bias, mean, var, dx, dscale, dbias
 
 
 def outputs_and_grads(impl, x, scale, bias, dy):

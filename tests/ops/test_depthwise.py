@@ -24,74 +24,12 @@ from dog_jax.ops import depthwise_conv2d
 from dog_jax.ops.depthwise import IMPLS
 from dog_jax.ops.depthwise.geometry import make_geometry
 from dog_jax.ops.auto import Target, compile_target, native_allowed, select_depthwise_impl
+from tests.support.depthwise_reference import (assert_matches_reference, forward_and_grads, numpy_reference,
+                                               rel_err)
 
 # "native" (float32, stride 1, CPU, built at install time) has its own tests: test_depthwise_native.py.
 FAST_IMPLS = [impl for impl in IMPLS if impl not in ("auto", "xla", "native")]
 KERNEL_SIZES = (1, 2, 3, 5, 7, 8, 9, 31)
-
-
-def rel_err(result, reference) -> float:
-    result = np.asarray(result, np.float64)
-    reference = np.asarray(reference, np.float64)
-    return float(np.abs(result - reference).max() / max(np.abs(reference).max(), 1e-30))
-
-
-def numpy_reference(x, w, dy, strides, padding):
-    """(y, dx, dw) straight from the definition, in float64 NumPy.
-
-    y[n, i, j, c*m + k] = sum_ab xp[n, i*sh + a, j*sw + b, c] * w[a, b, 0, c*m + k], xp = padded x;
-    dx and dw scatter/gather the same products.
-    """
-    x, w, dy = (np.asarray(t, np.float64) for t in (x, w, dy))
-    geometry = make_geometry(x.shape, w.shape, strides, padding, w.shape[3] // x.shape[3])
-    (top, bottom), (left, right) = geometry.pads
-    (sh, sw), (ho, wo), m = geometry.strides, geometry.out_size, geometry.multiplier
-    xp = np.pad(np.repeat(x, m, axis=3), ((0, 0), (top, bottom), (left, right), (0, 0)))
-    y = np.zeros(dy.shape)
-    dxp = np.zeros(xp.shape)
-    dw = np.zeros(w.shape)
-    for a in range(w.shape[0]):
-        for b in range(w.shape[1]):
-            rows = slice(a, a + (ho - 1) * sh + 1, sh)
-            cols = slice(b, b + (wo - 1) * sw + 1, sw)
-            y += xp[:, rows, cols] * w[a, b, 0]
-            dxp[:, rows, cols] += dy * w[a, b, 0]
-            dw[a, b, 0] = (xp[:, rows, cols] * dy).sum(axis=(0, 1, 2))
-    dx = dxp[:, top:top + x.shape[1], left:left + x.shape[2]]
-    dx = dx.reshape(x.shape + (m,)).sum(axis=-1)
-    return y, dx, dw
-
-
-def forward_and_grads(impl, x, w, dy, strides, padding):
-    """(y, dx, dw) of one impl, jit-compiled, for output cotangent dy."""
-    def run(x, w, dy):
-        y, vjp = jax.vjp(lambda x, w: depthwise_conv2d(x, w, strides=strides, padding=padding, impl=impl), x, w)
-        return (y,) + vjp(dy)
-    return jax.jit(run)(x, w, dy)
-
-
-def padding_exceeds_kernel(x_shape, w_shape, strides, padding) -> bool:
-    geometry = make_geometry(x_shape, w_shape, strides, padding, w_shape[3] // x_shape[3])
-    return any(p > k - 1 for pads, k in zip(geometry.pads, geometry.kernel_size) for p in pads)
-
-
-def assert_matches_reference(impl, x, w, strides, padding, tol=1e-5, ref_dtype=None):
-    """Checks impl's (y, dx, dw) against NumPy float64 and (where it is right) against "xla"."""
-    rng = np.random.default_rng(1)
-    ref_dtype = ref_dtype or x.dtype
-    xr, wr = x.astype(ref_dtype), w.astype(ref_dtype)
-    y_shape = jax.eval_shape(lambda: depthwise_conv2d(xr, wr, strides=strides, padding=padding, impl="xla")).shape
-    dy = jnp.asarray(rng.standard_normal(y_shape), x.dtype)
-    got = forward_and_grads(impl, x, w, dy, strides, padding)
-    references = {"numpy": numpy_reference(xr, wr, dy.astype(ref_dtype), strides, padding)}
-    if not padding_exceeds_kernel(x.shape, w.shape, strides, padding):
-        references["xla"] = forward_and_grads("xla", xr, wr, dy.astype(ref_dtype), strides, padding)
-    for ref_name, ref in references.items():
-        for name, g, r in zip(("output", "input grad", "kernel grad"), got, ref):
-            assert g.shape == r.shape, (name, g.shape, r.shape)
-            err = rel_err(g, r)
-            assert err <= tol, f"{impl} {name} vs {ref_name}: relative error {err:.2e} > {tol:.0e}"
-    assert got[0].dtype == x.dtype and got[1].dtype == x.dtype and got[2].dtype == w.dtype
 
 
 @st.composite
@@ -254,21 +192,6 @@ def test_auto_is_exact_and_uses_a_fast_impl_on_cpu(small_problem):
         np.testing.assert_array_equal(depthwise_conv2d(x, w, impl="auto"), depthwise_conv2d(x, w, impl=expected))
     assert select_depthwise_impl(x.shape, geometry, target=Target("gpu")) == "xla"
     assert select_depthwise_impl(x.shape, geometry, target=Target("tpu")) == "xla"
-
-
-@pytest.mark.parametrize("shape, kernel, expected", [
-    ((16, 32, 32, 512), 9, "shift_blocked"),   # ConvMixer-512/12
-    ((16, 56, 56, 96), 7, "shift"),            # ConvNeXt-T stage 1
-    ((16, 14, 14, 384), 7, "shift_blocked"),   # ConvNeXt-T stage 3
-    ((16, 7, 7, 768), 7, "toeplitz"),          # ConvNeXt-T stage 4: map no larger than the kernel
-    ((16, 7, 7, 768), 3, "shift"),             # ... but not under a 3x3 kernel
-    ((2, 20, 20, 64), 31, "toeplitz"),         # large kernel on a smaller map
-    ((2, 40, 40, 64), 31, "shift_fft"),        # large kernel
-    ((1, 30, 30, 1024), 31, "shift_fft"),      # tap matrix too large for "toeplitz"
-])
-def test_auto_choices_on_cpu_without_the_native_kernel(shape, kernel, expected):
-    geometry = make_geometry(shape, (kernel, kernel, 1, shape[3]), 1, "SAME", 1)
-    assert select_depthwise_impl(shape, geometry, target=Target("cpu"), native=False) == expected
 
 
 def test_matches_even_kernel_same_padding_convention():

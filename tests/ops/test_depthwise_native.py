@@ -20,7 +20,7 @@ from dog_jax.ops.native import library
 from dog_jax.ops.depthwise.geometry import make_geometry
 from dog_jax.ops.depthwise.native import NATIVE_AVAILABLE, native_status
 from dog_jax.ops.auto import Target, select_depthwise_impl
-from tests.test_depthwise import assert_matches_reference, rel_err
+from tests.support.depthwise_reference import assert_matches_reference, rel_err
 
 needs_native = pytest.mark.skipif(not NATIVE_AVAILABLE, reason=native_status())
 
@@ -112,18 +112,3 @@ def test_missing_kernel_raises_one_clear_line_and_auto_falls_back(monkeypatch):
     assert "\n" not in str(info.value)
     geometry = make_geometry(x.shape, w.shape, 1, "SAME", 1)
     assert select_depthwise_impl(x.shape, geometry, target=Target("cpu"), native=False) == "shift"
-
-
-@pytest.mark.parametrize("shape, kernel, dtype, strides, expected", [
-    ((16, 32, 32, 512), 9, jnp.float32, 1, "native"),      # ConvMixer-512/12
-    ((16, 56, 56, 96), 7, jnp.float32, 1, "native"),       # ConvNeXt-T stage 1
-    ((16, 14, 14, 384), 7, jnp.float32, 1, "native"),      # ConvNeXt-T stage 3
-    ((16, 7, 7, 768), 7, jnp.float32, 1, "toeplitz"),      # stage 4: not measured against toeplitz
-    ((16, 56, 56, 96), 7, jnp.bfloat16, 1, "shift"),       # float32 only
-    ((16, 56, 56, 96), 7, jnp.float32, 2, "shift"),        # stride 1 only
-    ((2, 40, 40, 64), 31, jnp.float32, 1, "shift_fft"),    # large kernels keep the FFT gradient
-])
-def test_auto_choices_on_cpu_with_the_native_kernel(shape, kernel, dtype, strides, expected):
-    geometry = make_geometry(shape, (kernel, kernel, 1, shape[3]), strides, "SAME", 1)
-    assert select_depthwise_impl(shape, geometry, target=Target("cpu"), dtype=dtype, native=True) == expected
-    assert select_depthwise_impl(shape, geometry, target=Target("gpu"), dtype=dtype, native=True) == "xla"

@@ -2,7 +2,7 @@
 (``chex.variants``): a custom VJP, a native FFI call or a shape-dependent choice that worked
 only inside or only outside a compiled function would show here. One small problem per op; the
 exhaustive numerics are in test_depthwise.py, test_layernorm_native.py, test_batchnorm_native.py
-and test_gelu.py."""
+and test_gelu.py (same folder)."""
 
 import chex
 import jax
@@ -14,7 +14,7 @@ from dog_jax.ops import batch_norm_train, depthwise_conv2d, layer_norm
 from dog_jax.ops.depthwise import IMPLS
 from dog_jax.ops.gelu import gelu
 from dog_jax.ops.native import NATIVE_AVAILABLE
-from tests import test_batchnorm_native, test_depthwise, test_layernorm_native
+from tests.support import batch_norm_reference, depthwise_reference, layer_norm_reference
 
 NATIVE = ("native",) if NATIVE_AVAILABLE else ()  # without the built kernel: test_*_native.py say why
 DEPTHWISE_IMPLS = [impl for impl in IMPLS if impl != "native"] + list(NATIVE)
@@ -43,35 +43,35 @@ class OpsWithAndWithoutJit(chex.TestCase):
             y, vjp = jax.vjp(lambda a, b: depthwise_conv2d(a, b, padding="SAME", impl=impl), x, w)
             return (y, *vjp(dy))
 
-        _assert_close(run(x, w, dy), test_depthwise.numpy_reference(x, w, dy, (1, 1), "SAME"),
+        _assert_close(run(x, w, dy), depthwise_reference.numpy_reference(x, w, dy, (1, 1), "SAME"),
                       ("y", "dx", "dw"))
 
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.parameters(*NORM_IMPLS)
     def test_layer_norm(self, impl):
-        x, scale, bias, dy = test_layernorm_native.inputs((3, 5, 7, 24))
+        x, scale, bias, dy = layer_norm_reference.inputs((3, 5, 7, 24))
 
         @self.variant
         def run(x, scale, bias, dy):
-            y, vjp = jax.vjp(lambda a, s, b: layer_norm(a, s, b, eps=test_layernorm_native.EPS, impl=impl),
+            y, vjp = jax.vjp(lambda a, s, b: layer_norm(a, s, b, eps=layer_norm_reference.EPS, impl=impl),
                              x, scale, bias)
             return (y, *vjp(dy))
 
-        exact, _ = test_layernorm_native.numpy_reference(x, scale, bias, dy)
+        exact, _ = layer_norm_reference.numpy_reference(x, scale, bias, dy)
         _assert_close(run(x, scale, bias, dy), exact, ("y", "dx", "dscale", "dbias"))
 
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.parameters(*NORM_IMPLS)
     def test_batch_norm_train(self, impl):
-        x, scale, bias, dy = test_layernorm_native.inputs((3, 5, 7, 24), offset=5.0)
+        x, scale, bias, dy = layer_norm_reference.inputs((3, 5, 7, 24), offset=5.0)
 
         @self.variant
         def run(x, scale, bias, dy):
             (y, mean, var), vjp = jax.vjp(
-                lambda a, s, b: batch_norm_train(a, s, b, eps=test_batchnorm_native.EPS, impl=impl), x, scale, bias)
+                lambda a, s, b: batch_norm_train(a, s, b, eps=batch_norm_reference.EPS, impl=impl), x, scale, bias)
             return (y, mean, var, *vjp((dy, jnp.zeros_like(mean), jnp.zeros_like(mean))))
 
-        _assert_close(run(x, scale, bias, dy), test_batchnorm_native.numpy_reference(x, scale, bias, dy),
+        _assert_close(run(x, scale, bias, dy), batch_norm_reference.numpy_reference(x, scale, bias, dy),
                       ("y", "mean", "var", "dx", "dscale", "dbias"))
 
     @chex.variants(with_jit=True, without_jit=True)

@@ -16,30 +16,10 @@ from dog_jax.models.layers import LayerNorm
 from dog_jax.ops.native import library
 from dog_jax.ops.norms.layernorm import layer_norm
 from dog_jax.ops.native.library import NATIVE_AVAILABLE, native_status
-from tests.test_depthwise import rel_err
+from tests.support.depthwise_reference import rel_err
+from tests.support.layer_norm_reference import EPS, inputs, numpy_reference
 
 needs_native = pytest.mark.skipif(not NATIVE_AVAILABLE, reason=native_status())
-EPS = 1e-6
-
-
-def inputs(shape, seed=0, offset=3.0):
-    rng = np.random.default_rng(seed)
-    c = shape[-1]
-    x = rng.standard_normal(shape) * 2.0 + offset
-    return tuple(jnp.asarray(a, jnp.float32) for a in (
-        x, 1.0 + 0.5 * rng.standard_normal(c), 0.5 * rng.standard_normal(c), rng.standard_normal(shape)))
-
-
-def numpy_reference(x, scale, bias, dy):
-    """(y, dx, dscale, dbias) in float64 from the definition, and the size of dx's terms, max |rstd·g|."""
-    x, scale, bias, dy = (np.asarray(a, np.float64) for a in (x, scale, bias, dy))
-    mean = x.mean(-1, keepdims=True)
-    rstd = 1.0 / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + EPS)
-    xhat = (x - mean) * rstd
-    g = dy * scale
-    dx = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
-    rows = tuple(range(x.ndim - 1))
-    return (xhat * scale + bias, dx, (dy * xhat).sum(rows), dy.sum(rows)), np.abs(rstd * g).max()
 
 
 def value_and_grads(impl, x, scale, bias, dy):

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests import subprocesses
+from tests.support import subprocesses
 
 HEAVY = ("tensorflow", "tensorflow_datasets", "sklearn", "matplotlib", "torch", "timm")
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.results_prose import RESULTS, STUDIES, Study, check_document
+from tests.support.results_prose import RESULTS, STUDIES, Study, check_document
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUOTING = ("README.md", "docs/experiments.md", "docs/models.md", "docs/analysis.md", "docs/performance.md")
 
 

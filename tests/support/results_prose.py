@@ -42,7 +42,7 @@ from scipy import stats
 from dog_jax.experiments.collect import welch_interval
 from dog_jax.experiments.kernel_report import checkpoint_shares
 
-RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 STUDIES = ("demo_repro", "demo_bias", "demo_basis", "fashion_mnist", "fashion_mnist_basis", "basis_fit")
 
 _CHECK = re.compile(r"<!--\s*check\b(.*?)-->", re.S)

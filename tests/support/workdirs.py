@@ -15,7 +15,7 @@ import numpy as np
 from dog_jax.train import optim, sharding, steps
 from dog_jax.train.checkpoint import Checkpointer
 from dog_jax.train.loop import create_model_from_config, model_info
-from tests.test_configs import load
+from tests.support.configs import load
 
 
 def tiny_family_config(family: str, *, dw_param: str = "free", ema_decay: float = 0.0):

@@ -10,23 +10,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-from dog_jax import data, models
+from dog_jax import data
 from dog_jax.train import optim, sharding, steps, train_and_evaluate
 from dog_jax.train.checkpoint import CheckpointError
-from tests.test_train import tiny_config, tiny_data_dir  # noqa: F401  (fixture)
-
-
-def _tiny_convmixer():  # BatchNorm: the EMA must average the running statistics too
-    return models.create_model("convmixer_512_12", num_classes=10, width=8, depth=1, kernel_size=3, patch_size=2,
-                               rngs=nnx.Rngs(0))
+from tests.support.configs import tiny_config
+from tests.support.models import tiny_convmixer
 
 
 def test_ema_update_rule_and_skipped_steps():
     mesh = sharding.create_mesh()
     tx = optim.create_optimizer(learning_rate=optim.UNIT_LEARNING_RATE, weight_decay=0.05)
-    parts, state = steps.init_train_state(_tiny_convmixer, tx, mesh, ema=True)
+    parts, state = steps.init_train_state(tiny_convmixer, tx, mesh, ema=True)
     assert set(state["ema"]) == {"params", "batch_stats"}
     chex_equal = lambda a, b: jax.tree.map(np.testing.assert_array_equal, a, b)  # noqa: E731
     chex_equal(state["ema"]["params"], state["params"])
@@ -104,7 +99,7 @@ def test_ema_warmup_arithmetic_for_a_50_epoch_imagenet_run():
 def test_train_step_uses_the_warmed_up_decay():
     mesh = sharding.create_mesh()
     tx = optim.create_optimizer(learning_rate=1e-2, weight_decay=0.05)
-    parts, state = steps.init_train_state(_tiny_convmixer, tx, mesh, ema=True)
+    parts, state = steps.init_train_state(tiny_convmixer, tx, mesh, ema=True)
     initial = jax.device_get(state["ema"])
     train_step = steps.make_train_step(parts, tx, lambda step: 1e-2, num_classes=10, mix=data.MixConfig(),
                                        compute_dtype=jnp.float32, seed=0, mesh=mesh, ema_decay=0.9999)

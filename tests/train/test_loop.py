@@ -1,5 +1,5 @@
 """The trainer end to end: mock ImageNet, the demo, CLI errors (resume on another device count:
-test_reliability_elastic.py)."""
+tests/train/test_reliability_elastic.py)."""
 
 import glob
 import json
@@ -12,54 +12,12 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from dog_jax import data
 from dog_jax.train import train_and_evaluate
-from tests.test_configs import load
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def tiny_data_dir(tmp_path_factory):
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    data.get_builder("dog_jax_demo/tiny", data_dir)
-    return data_dir
-
-
-def tiny_config(data_dir, **changes):
-    """A ConvMixer with BatchNorm, the full augmentation path and mixing, a few steps."""
-    c = load("convmixer", "demo")
-    c.dataset = "dog_jax_demo/tiny"
-    c.data_dir = data_dir
-    c.model_overrides.width = 16
-    c.model_overrides.depth = 2
-    c.model_overrides.kernel_size = 5
-    c.batch_size = 16
-    c.num_train_steps = 6
-    c.log_every_steps = 1
-    c.eval_every_steps = 6
-    c.checkpoint_every_steps = 2
-    c.augment.mixup_alpha = 0.5
-    c.augment.cutmix_alpha = 0.5
-    c.cache_data = False
-    for key, value in changes.items():
-        c[key] = value
-    return c
-
-
-def _write_imagenet_metadata(data_dir, train=24, validation=24):
-    """The metadata a prepared imagenet2012 would have (split sizes), so the real code path runs."""
-    builder = tfds.builder("imagenet2012", data_dir=data_dir)
-    builder.info.set_splits(tfds.core.SplitDict([
-        tfds.core.SplitInfo(name="train", shard_lengths=[train], num_bytes=0),
-        tfds.core.SplitInfo(name="validation", shard_lengths=[validation], num_bytes=0)]))
-    os.makedirs(builder.data_dir, exist_ok=True)
-    builder.info.write_to_directory(builder.data_dir)
-
+from tests.support.configs import ROOT, load, write_imagenet_metadata
 
 def test_imagenet2012_code_path_under_mock_data(tmp_path):
     data_dir = str(tmp_path / "tfds")
-    _write_imagenet_metadata(data_dir)
+    write_imagenet_metadata(data_dir)
     c = load("convmixer")  # the real ImageNet config: imagenet2012, RandAugment, mixup/CutMix, ...
     c.data_dir = data_dir
     c.model_overrides.width = 8

@@ -14,22 +14,19 @@ import subprocess
 import sys
 import textwrap
 
-import chex
-import numpy as np
-import orbax.checkpoint as ocp
-
 from dog_jax import data
-from tests import subprocesses
-from tests.test_console import third_party_info_lines
+from tests.support import subprocesses
+from tests.support.checkpoints import assert_bitwise_equal, load_state
+from tests.support.configs import ROOT
+from tests.support.console import third_party_info_lines
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 8
 EXIT_PREEMPTED = 75  # documented in docs/reliability.md and dog_jax/train/preemption.py
 
 _CONFIG_FILE = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
-    from tests.test_train import tiny_config
+    from tests.support.configs import tiny_config
 
     def get_config():
         c = tiny_config({data_dir!r})
@@ -92,34 +89,6 @@ def _finish(proc, timeout=subprocesses.TIMEOUT_S):
 def _steps(workdir):
     directory = os.path.join(workdir, "checkpoints")
     return sorted(int(name) for name in os.listdir(directory) if name.isdigit()) if os.path.isdir(directory) else []
-
-
-def load_state(workdir, step):
-    """The raw saved train state (numpy leaves, no target) of ``workdir``'s checkpoint ``step``;
-    read as host arrays, so it works whatever device count wrote it or reads it."""
-    import jax
-    path = os.path.join(workdir, "checkpoints", str(step), "state")
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        tree = checkpointer.metadata(path).item_metadata.tree
-        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
-
-
-def assert_bitwise_equal(got, expected):
-    """The same tree, and every leaf of the same dtype, shape and bytes (chex names the first leaf that differs)."""
-    chex.assert_trees_all_equal_comparator(_same_bits, _bits_differ, got, expected)
-
-
-def _same_bits(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-
-
-def _bits_differ(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return f"{a.dtype}{list(a.shape)} vs {b.dtype}{list(b.shape)}"
-    return f"bits differ (max abs diff {np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))})"
 
 
 def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_path):

@@ -16,8 +16,8 @@ import numpy as np
 from dog_jax import data
 from dog_jax.train import train_and_evaluate
 from dog_jax.train.run_setup import capacity_notice
-from tests import subprocesses
-from tests.test_train import ROOT, tiny_config
+from tests.support import subprocesses
+from tests.support.configs import ROOT, tiny_config
 
 _WORKER = textwrap.dedent("""
     import json, sys
@@ -26,8 +26,8 @@ _WORKER = textwrap.dedent("""
     import numpy as np
     assert jax.device_count() == {devices}, jax.devices()
     from dog_jax.train import checkpoint, train_and_evaluate
-    from tests.test_reliability import assert_bitwise_equal, load_state
-    from tests.test_train import tiny_config
+    from tests.support.checkpoints import assert_bitwise_equal, load_state
+    from tests.support.configs import tiny_config
 
     def named(tree):  # {{orbax-style dotted path: host array}}: the raw read has dicts for tuples
         def name(key):

@@ -14,8 +14,8 @@ from dog_jax.data import DatasetError
 from dog_jax.train import train_and_evaluate
 from dog_jax.train.checkpoint import CheckpointError
 from dog_jax.train.reporting import NonFiniteError
-from tests.test_reliability import load_state
-from tests.test_train import tiny_config
+from tests.support.checkpoints import load_state
+from tests.support.configs import tiny_config
 
 
 @pytest.fixture(scope="module")

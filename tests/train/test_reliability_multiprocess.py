@@ -20,8 +20,8 @@ import pytest
 from dog_jax import data
 from dog_jax.train import ConfigError, sharding, validate
 from dog_jax.train.preemption import EXIT_PREEMPTED
-from tests import subprocesses
-from tests.test_train import ROOT, tiny_config
+from tests.support import subprocesses
+from tests.support.configs import ROOT, tiny_config
 
 # As train.py does: a StopOnSignal handler and exit code 75 after a stop. With signal=True the
 # process sends itself SIGTERM at the second batch of its first evaluation (step 2).
@@ -32,7 +32,7 @@ _WORKER = textwrap.dedent("""
     if {processes} > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize("localhost:{port}", num_processes={processes}, process_id={process})
-    from tests.test_train import tiny_config
+    from tests.support.configs import tiny_config
     from dog_jax.train import steps, train_and_evaluate
     from dog_jax.train.preemption import EXIT_PREEMPTED, StopOnSignal
     assert jax.process_count() == {processes} and jax.device_count() == 4

@@ -19,9 +19,9 @@ from dog_jax import data
 from dog_jax.train import checkpoint as checkpoint_lib
 from dog_jax.train import steps, train_and_evaluate
 from dog_jax.train.preemption import EXIT_PREEMPTED, Preempted, StopOnSignal
-from tests import subprocesses
-from tests.test_reliability import assert_bitwise_equal, load_state
-from tests.test_train import ROOT, tiny_config
+from tests.support import subprocesses
+from tests.support.checkpoints import assert_bitwise_equal, load_state
+from tests.support.configs import ROOT, tiny_config
 
 TOTAL_STEPS = 4
 
@@ -182,7 +182,7 @@ _DRIVER = textwrap.dedent("""
 _CONFIG_FILE = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
-    from tests.test_train import tiny_config
+    from tests.support.configs import tiny_config
 
     def get_config():
         return tiny_config({data_dir!r}, num_train_steps=2)

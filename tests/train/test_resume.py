@@ -19,9 +19,9 @@ from dog_jax.train import CheckpointError, optim, sharding, steps, train_and_eva
 from dog_jax.train import checkpoint as checkpoint_lib
 from dog_jax.train import config as config_lib
 from dog_jax.train.loop import model_info
-from tests.test_configs import ROOT, load
-from tests.test_reliability import assert_bitwise_equal, load_state
-from tests.test_train_ema import _tiny_convmixer
+from tests.support.configs import ROOT, load
+from tests.support.checkpoints import assert_bitwise_equal, load_state
+from tests.support.models import tiny_convmixer as _tiny_convmixer
 
 def _paper_module():
     spec = importlib.util.spec_from_file_location("cfg_paper_resume", os.path.join(ROOT, "configs", "paper.py"))

@@ -21,8 +21,9 @@ from dog_jax.ops import depthwise_conv2d, layer_norm
 from dog_jax.ops.auto import Target, compile_target, record_choices
 from dog_jax.ops.native.library import NATIVE_AVAILABLE
 from dog_jax.train import aot, run_setup, tpu_topology
-from tests import subprocesses
-from tests.share_helpers import tiny_family_config
+from tests.support import subprocesses
+from tests.support.configs import ROOT
+from tests.support.workdirs import tiny_family_config
 
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
 _NO_LIBTPU = "libtpu not installed: pip install -e .[tpu] (or -r requirements-tpu.txt) to run the TPU compile tests"
@@ -165,7 +166,7 @@ def test_train_py_aot_topology_writes_the_report(tmp_path):
         [sys.executable, "train.py", "--config=configs/convnext.py:demo", "--config.batch_size=16",
          f"--config.data_dir={tmp_path}", "--config.model_overrides.depths=1,1,1,1",
          "--config.model_overrides.dims=8,16,24,32", "--aot_topology=v5e-4", f"--aot_report={out}"],
-        timeout=subprocesses.TIMEOUT_S, cwd=os.path.dirname(os.path.dirname(__file__)),
+        timeout=subprocesses.TIMEOUT_S, cwd=ROOT,
         env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
