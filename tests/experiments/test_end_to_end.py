@@ -64,7 +64,7 @@ def test_tiny_sweep_trains_collects_analyses_and_skips_on_rerun(tmp_path, capsys
     assert (root / "analysis" / "trajectory.png").stat().st_size > 10_000
 
     published = tmp_path / "published"
-    # --allow-dirty: this test's tree may hold uncommitted work (test_experiments.py tests the refusal).
+    # --allow-dirty: this test's tree may hold uncommitted work (test_plan_run_collect.py tests the refusal).
     assert main([str(sweep), "--workdir-root", str(root), "--no-analysis", "--publish", str(published),
                  "--allow-dirty"]) == 0
     assert "dog/seed_3: finished earlier, skipped" in capsys.readouterr().out

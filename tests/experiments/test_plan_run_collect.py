@@ -1,6 +1,6 @@
 """dog_jax.experiments: sweep files, run planning, --only / --shard, skip / resume, collecting.
 
-Training is stubbed (dependency injection of ``train_fn``); tests/test_experiments_e2e.py runs
+Training is stubbed (dependency injection of ``train_fn``); tests/experiments/test_end_to_end.py runs
 one real sweep through train.py.
 """
 

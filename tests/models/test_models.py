@@ -1,6 +1,6 @@
 """Registry, parameter counts, initialization, train/eval, jit + grad and bf16 of dog_jax.models.
 
-Parity with timm and the conversion are in test_models_parity.py and test_convert.py.
+Parity with timm is in test_timm_parity.py, the conversion in tests/test_convert.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dog_jax.models.layers import DepthwiseConv2D, PatchifyConv, PointwiseLinear
 # Parameter counts of the reference models (timm / official code, 1000 classes), as listed in
 # docs/models.md (Variants); atto..nano and v2 large/huge counted with timm 1.0.31. The HorNet
 # small..large counts have no installable reference; they are checked only through
-# hornet_tiny_7x7 (official count) and the official-key tests in test_convert.py.
+# hornet_tiny_7x7 (official count) and the official-key tests in tests/test_convert.py.
 REFERENCE_PARAM_COUNTS = {
     "convmixer_512_12": 4_270_056,
     "convmixer_768_32": 21_110_248,

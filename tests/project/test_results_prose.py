@@ -1,6 +1,6 @@
 """The published studies say what their data says: every number a study README quotes from its
 results.csv / analysis summaries / data files is checked against them, and so are the paragraphs of
-the top-level README and docs/ that quote a study (tests/results_prose.py describes the check comments)."""
+the top-level README and docs/ that quote a study (tests/support/results_prose.py describes the check comments)."""
 
 from pathlib import Path
 

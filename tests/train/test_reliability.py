@@ -141,7 +141,7 @@ def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_p
 
     # The console's Python logging: by default dog_jax's INFO lines only; with --verbose other libraries'
     # (orbax's) too. (This driver imports TensorFlow before train.py's flags: its native notices are
-    # checked on a real train.py command in test_analysis_train.py.)
+    # checked on a real train.py command in tests/analysis/test_trained_checkpoint.py.)
     python_info = [[line for line in third_party_info_lines(err) if ".py:" in line] for err in consoles]
     assert not python_info[0] and "Done: step 8" in consoles[0], consoles[0][-3000:]
     assert python_info[1], consoles[1][-3000:]

@@ -178,7 +178,7 @@ def test_two_processes_train_stop_together_and_share_one_checkpoint(tmp_path):
     assert len(losses) == 4 and np.all(np.isfinite(losses))
 
     # One process driving all four devices, uninterrupted, trains on the same global batches
-    # (bitwise: tests/test_data_pipeline.py). Only the order in which the gradient all-reduce
+    # (bitwise: tests/data/test_pipeline.py). Only the order in which the gradient all-reduce
     # adds the devices' parts differs (in-process vs gloo across processes), which moves
     # float32 results by an ulp or so.
     ((code, single),) = _run_processes(data_dir, str(tmp_path / "single"), processes=1)
