@@ -3,7 +3,7 @@
 Writes ONE markdown report (device name, versions, date, command) with four sections, each run on
 its own: a section that fails records its error in the report and the others still run.
 
-  1. exactness: ``tests/test_depthwise.py`` under pytest (every impl vs the NumPy definition and
+  1. exactness: ``tests/ops/test_depthwise.py`` under pytest (every impl vs the NumPy definition and
      ``lax.conv``), plus every impl's forward, input gradient and kernel gradient against "xla"
      (at ``precision=HIGHEST``) at the models' own depthwise shapes, on this device;
   2. depthwise speed: every impl vs PyTorch ``nn.Conv2d(groups=C)`` (cuDNN on a GPU), NCHW and
@@ -101,7 +101,7 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 
 def section_pytest(args) -> str:
-    """Runs tests/test_depthwise.py in a subprocess; returns its summary and failures."""
+    """Runs tests/ops/test_depthwise.py in a subprocess; returns its summary and failures."""
     command = [
         sys.executable,
         "-m",
@@ -111,7 +111,7 @@ def section_pytest(args) -> str:
         "no:cacheprovider",
         "-p",
         "no:xdist",
-        str(REPO / "tests" / "test_depthwise.py"),
+        str(REPO / "tests" / "ops" / "test_depthwise.py"),
     ]
     if args.tiny:
         command += ["-k", "bad_arguments or auto_is_exact"]
@@ -123,7 +123,7 @@ def section_pytest(args) -> str:
     output = (done.stdout + done.stderr).strip().splitlines()
     shown = "\n".join(output[-40:])
     verdict = "passed" if done.returncode == 0 else f"**FAILED (exit code {done.returncode})**"
-    shown_command = " ".join(["python -m pytest -q tests/test_depthwise.py"] + [repr(a) for a in command[9:]])
+    shown_command = " ".join(["python -m pytest -q tests/ops/test_depthwise.py"] + [repr(a) for a in command[9:]])
     return (
         f"`{shown_command}`: {verdict} "
         f"in {time.perf_counter() - start:.0f} s. Last lines:\n\n```\n{shown}\n```"

@@ -284,7 +284,7 @@ _STEP_DIR = re.compile(r"^(?:.*_)?(\d+)$")
 # orbax 0.12 has no public "is this directory a checkpoint?" call for a path given by a user, so the
 # reader recognises the files its format guide documents: an item (PyTree) directory holds
 # `_METADATA` (or an OCDBT `manifest.ocdbt`), a CheckpointManager step `_CHECKPOINT_METADATA`, and an
-# unfinished save is a `<step>.orbax-checkpoint-tmp-*` directory (tests/test_analysis_readers.py).
+# unfinished save is a `<step>.orbax-checkpoint-tmp-*` directory (tests/analysis/test_readers.py).
 def _is_orbax_item(path: Path) -> bool:
     return (path / "_METADATA").is_file() or (path / "manifest.ocdbt").is_file()
 

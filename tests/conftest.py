@@ -92,3 +92,14 @@ def one_trace_per_run(monkeypatch):
 
     monkeypatch.setattr(jax, "jit", counting_jit)
     yield wrapped
+
+
+@pytest.fixture(scope="module")
+def tiny_data_dir(tmp_path_factory):
+    """The tiny demo dataset (``dog_jax_demo/tiny``, what ``tests.support.configs.tiny_config`` trains on),
+    prepared once per test module."""
+    from dog_jax import data
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    data.get_builder("dog_jax_demo/tiny", data_dir)
+    return data_dir

@@ -4,13 +4,12 @@ everything with --verbose, the same whatever directory the checkout lies in."""
 import io
 import logging
 import os
-import re
-from pathlib import Path
 
 import pytest
 from absl import logging as absl_logging
 
 from dog_jax import console
+from tests.support.console import third_party_info_lines
 
 PACKAGE_FILE = os.path.join(os.path.dirname(os.path.realpath(console.__file__)), "train", "loop.py")
 # orbax inside a virtualenv inside a checkout called dog_jax: the case the old substring filter let through.
@@ -90,21 +89,6 @@ def test_native_info_lines_are_dropped_and_other_stderr_kept_in_order(capfd):
         os.write(2, b"a plain line\n")
     assert capfd.readouterr().err == ("W1204 17:30:00.123456    3862 cpu_allocator.cc:12] a real warning\n"
                                       "E0000 00:00:1.5  1 file.cc:9] an error\na plain line\n")
-
-
-_PACKAGE_FILES = {path.name for path in Path(console.__file__).parent.rglob("*.py")} | {"train.py"}
-_ABSL_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ ([\w.-]+):\d+\] ")
-
-
-def third_party_info_lines(output: str) -> list[str]:
-    """The INFO lines (absl's or native code's format) of ``output`` not logged by dog_jax's files,
-    and TensorFlow's oneDNN notice: what a default console must not show."""
-    lines = []
-    for line in output.splitlines():
-        match = _ABSL_LINE.match(line)
-        if "oneDNN custom operations" in line or (match and match[1] == "I" and match[2] not in _PACKAGE_FILES):
-            lines.append(line)
-    return lines
 
 
 def test_third_party_info_lines_are_recognised():

@@ -1,5 +1,5 @@
 """dog_jax.convert: official key names, HorNet against an independent re-derivation, nesting,
-error reporting and checkpoint files. timm parity itself is in test_models_parity.py.
+error reporting and checkpoint files. timm parity itself is in tests/models/test_timm_parity.py.
 """
 
 from __future__ import annotations

@@ -18,12 +18,10 @@ from dog_jax.evaluate import evaluate_checkpoint  # noqa: E402
 from dog_jax.export import export_model  # noqa: E402
 from dog_jax.train import CheckpointError, ConfigError, train_and_evaluate  # noqa: E402
 from dog_jax.train.restore import find_checkpoint  # noqa: E402
-from tests import subprocesses  # noqa: E402
-from tests.test_console import third_party_info_lines  # noqa: E402
-from tests.test_configs import load  # noqa: E402
-from tests.test_train import _write_imagenet_metadata, tiny_config, tiny_data_dir  # noqa: E402, F401
+from tests.support import subprocesses  # noqa: E402
+from tests.support.console import third_party_info_lines  # noqa: E402
+from tests.support.configs import ROOT, load, tiny_config, write_imagenet_metadata  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _METRICS = ("eval_top1", "eval_top5", "eval_loss", "eval_examples")
 
 
@@ -99,7 +97,7 @@ def _timm_oracle(model, eval_ds):
 
 def test_evaluate_a_timm_pytorch_checkpoint_on_mock_imagenet(tmp_path):
     data_dir = str(tmp_path / "tfds")
-    _write_imagenet_metadata(data_dir, validation=20)
+    write_imagenet_metadata(data_dir, validation=20)
     config = load("convnext", "model=convnext_atto")  # the ImageNet config: imagenet2012, 1000 classes
     config.model_overrides.depths, config.model_overrides.dims = (1, 1, 1, 1), (8, 16, 24, 32)
     config.data_dir, config.image_size, config.batch_size = data_dir, 32, 8

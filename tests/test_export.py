@@ -18,9 +18,9 @@ from dog_jax.convert import load_torch_checkpoint  # noqa: E402
 from dog_jax.export import export_model, timm_architecture  # noqa: E402
 from dog_jax.timm_models import register_timm_models  # noqa: E402
 from dog_jax.train import CheckpointError, restore_model  # noqa: E402
-from tests import subprocesses  # noqa: E402
-from tests.test_console import third_party_info_lines  # noqa: E402
-from tests.share_helpers import saved_workdir, tiny_family_config  # noqa: E402
+from tests.support import subprocesses  # noqa: E402
+from tests.support.console import third_party_info_lines  # noqa: E402
+from tests.support.workdirs import saved_workdir, tiny_family_config  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,7 +1,7 @@
 """Calibration of the cluster-naming rule on kernel sets whose answer is known.
 
 Used by ``docs/figures/analysis/calibrate_naming.py`` (which writes the table of docs/analysis.md)
-and by ``tests/test_analysis_calibration.py`` (which checks the claims made there).
+and by ``tests/analysis/test_calibration.py`` (which checks the claims made there).
 
 Synthetic families at kernel size k (every kernel independently):
 

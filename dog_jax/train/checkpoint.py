@@ -78,7 +78,7 @@ def remove_unfinished_checkpoints(directory: str) -> None:
     renames it when complete. Removed here, synchronously and on process 0, before the manager opens:
     orbax's own ``CheckpointManagerOptions(cleanup_tmp_directories=True)`` does the same in a
     background thread, whose listing raced with directory creation in tests run under
-    ``tfds.testing.mock_data`` (tested in tests/test_train_checkpoint_cleanup.py).
+    ``tfds.testing.mock_data`` (tested in tests/train/test_checkpoint.py).
     """
     root = epath.Path(directory)
     if jax.process_index() != 0 or not root.exists():

@@ -1,0 +1,1 @@
+"""Tests of dog_jax.analysis: checkpoint readers, kernel clustering and naming, fits."""

@@ -1,0 +1,1 @@
+"""Tests of benchmarks/: the scripts' helpers and a smoke run on CPU."""

@@ -1,0 +1,1 @@
+"""Tests of dog_jax.data: sources, tf.data pipelines, augmentation and mixing."""

@@ -1,0 +1,1 @@
+"""Tests of dog_jax.experiments: sweeps, runs, collecting and publishing results."""

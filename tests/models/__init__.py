@@ -1,0 +1,1 @@
+"""Tests of dog_jax.models: the registry, the families, basis kernels, parity with timm."""

@@ -1,0 +1,1 @@
+"""Checks of the project as a whole: package architecture, installation, the prose of docs and results."""

@@ -1,0 +1,137 @@
+"""The shape of the package: floors that import only downwards, no import circles, a docstring at
+every folder's door, and every public name the README shows importable."""
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "dog_jax"
+
+# docs/architecture.md: a module may import from its own floor or below, never from above.
+FLOORS = {
+    "dog_jax.initializers": 0, "dog_jax.ops": 0, "dog_jax._extras": 0, "dog_jax._paths": 0, "dog_jax.console": 0,
+    "dog_jax.provenance": 1,
+    "dog_jax.models": 1, "dog_jax.data": 1,
+    "dog_jax.checkpoints": 2, "dog_jax.convert": 2,
+    "dog_jax.train": 3, "dog_jax.analysis": 3,
+    "dog_jax.evaluate": 4, "dog_jax.export": 4, "dog_jax.experiments": 4, "dog_jax.timm_models": 4,
+    "dog_jax": 4,  # the package's own __init__ re-exports the initializers
+}
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        modules[name.removesuffix(".__init__")] = path
+    return modules
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> dog_jax modules it imports (at any depth of the file; ``from pkg import sub`` is an
+    edge to ``pkg.sub`` alone, the way Python resolves it once ``pkg`` is initialised)."""
+    modules = _modules()
+    graph = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                subs = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules]
+                targets = subs if len(subs) == len(node.names) else [node.module, *subs]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            graph[name].update(t for t in targets if t in modules and t != name)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in graph[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def _floor(module: str) -> int:
+    parts = module.split(".")
+    return FLOORS[".".join(parts[:2])] if len(parts) > 1 else FLOORS[module]
+
+
+def test_no_import_circles():
+    assert _cycles(_import_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_every_module_has_a_floor_and_imports_only_downwards():
+    graph = _import_graph()
+    upward = [f"{src} -> {dst}" for src, targets in graph.items() for dst in targets
+              if src != "dog_jax" and _floor(dst) > _floor(src)]
+    assert upward == []
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent.name for p in PACKAGE.rglob("__init__.py")))
+def test_every_folder_opens_with_a_docstring(folder):
+    init = next(p for p in PACKAGE.rglob("__init__.py") if p.parent.name == folder)
+    docstring = ast.get_docstring(ast.parse(init.read_text()))
+    assert docstring and len(docstring.split()) >= 8, f"{init.relative_to(ROOT)} needs a docstring"
+
+
+def test_ops_has_one_folder_per_operation():
+    folders = sorted(p.name for p in (PACKAGE / "ops").iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert folders == ["depthwise", "native", "norms"]
+    assert sorted(p.name for p in (PACKAGE / "ops").glob("*.py")) == ["__init__.py", "auto.py", "gelu.py"]
+
+
+def _readme_names() -> list[str]:
+    """Every ``from dog_jax... import a, b`` and every backticked ``dog_jax.x.y`` in README.md."""
+    text = (ROOT / "README.md").read_text()
+    names = [f"{module}.{name.strip()}" for module, imported in
+             re.findall(r"^from (dog_jax[\w.]*) import ([\w, ]+)", text, flags=re.MULTILINE)
+             for name in imported.split(",")]
+    names += re.findall(r"`(dog_jax(?:\.\w+)+)(?:\(\))?`", text)
+    return sorted(set(names))
+
+
+@pytest.mark.parametrize("dotted", _readme_names())
+def test_every_public_name_in_the_readme_imports(dotted):
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):  # the longest importable module prefix, then attributes
+        try:
+            target = importlib.import_module(".".join(parts[:split]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[split:]:
+            target = getattr(target, attribute)
+        return
+    pytest.fail(f"{dotted} is not importable")

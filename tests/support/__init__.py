@@ -1,0 +1,1 @@
+"""Helpers shared by test files: plain functions and constants (fixtures are in tests/conftest.py)."""

@@ -1,0 +1,49 @@
+"""The repository's root, its configs/ loaded by name, and the tiny trainer config the trainer tests run.
+
+Light on purpose: the config files that subprocess tests write import ``tiny_config`` from here.
+"""
+
+import importlib.util
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load(name: str, arg: str | None = None):
+    spec = importlib.util.spec_from_file_location(f"cfg_{name}", os.path.join(ROOT, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def tiny_config(data_dir, **changes):
+    """A ConvMixer with BatchNorm, the full augmentation path and mixing, a few steps."""
+    c = load("convmixer", "demo")
+    c.dataset = "dog_jax_demo/tiny"
+    c.data_dir = data_dir
+    c.model_overrides.width = 16
+    c.model_overrides.depth = 2
+    c.model_overrides.kernel_size = 5
+    c.batch_size = 16
+    c.num_train_steps = 6
+    c.log_every_steps = 1
+    c.eval_every_steps = 6
+    c.checkpoint_every_steps = 2
+    c.augment.mixup_alpha = 0.5
+    c.augment.cutmix_alpha = 0.5
+    c.cache_data = False
+    for key, value in changes.items():
+        c[key] = value
+    return c
+
+
+def write_imagenet_metadata(data_dir, train=24, validation=24):
+    """The metadata a prepared imagenet2012 would have (split sizes), so the real code path runs."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder("imagenet2012", data_dir=data_dir)
+    builder.info.set_splits(tfds.core.SplitDict([
+        tfds.core.SplitInfo(name="train", shard_lengths=[train], num_bytes=0),
+        tfds.core.SplitInfo(name="validation", shard_lengths=[validation], num_bytes=0)]))
+    os.makedirs(builder.data_dir, exist_ok=True)
+    builder.info.write_to_directory(builder.data_dir)

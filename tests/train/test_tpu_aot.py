@@ -1,0 +1,207 @@
+"""Compiling the trainer for a Cloud TPU slice on this CPU machine (libtpu topologies, no TPU).
+
+The guarantee: a TPU program built by the trainer holds no dog_jax custom call and no CPU-only path,
+and data parallelism needs no all-gather -- for every model family, train and eval step.
+"""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from dog_jax.ops import depthwise_conv2d, layer_norm
+from dog_jax.ops.auto import Target, compile_target, record_choices
+from dog_jax.ops.native.library import NATIVE_AVAILABLE
+from dog_jax.train import aot, run_setup, tpu_topology
+from tests.support import subprocesses
+from tests.support.configs import ROOT
+from tests.support.workdirs import tiny_family_config
+
+HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
+_NO_LIBTPU = "libtpu not installed: pip install -e .[tpu] (or -r requirements-tpu.txt) to run the TPU compile tests"
+if not HAS_LIBTPU and os.environ.get("CI") == "true":
+    raise RuntimeError(f"{_NO_LIBTPU}; .ci/run installs it, so under CI its absence is a failure")
+needs_libtpu = pytest.mark.skipif(not HAS_LIBTPU, reason=_NO_LIBTPU)
+
+
+@pytest.fixture(autouse=True)
+def _no_persistent_compilation_cache(monkeypatch):
+    """Compile without the test run's persistent compilation cache (tests/conftest.py): JAX cannot load
+    a TPU executable compiled from a topology description back from it (no TPU client), so it would
+    only write entries and warn on every read."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    monkeypatch.setenv("JAX_ENABLE_COMPILATION_CACHE", "false")  # train.py subprocesses
+    enabled = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()  # the on/off decision is taken once per process, at the first compile
+    yield
+    jax.config.update("jax_enable_compilation_cache", enabled)
+    compilation_cache.reset_cache()
+
+FAMILIES = ("convmixer", "convnext", "convnextv2", "hornet")
+
+
+def tiny_config(family: str, tmp_path, batch_size: int = 16):
+    """The family's demo config with a tiny architecture; dataset metadata read from an empty dir."""
+    config = tiny_family_config(family)
+    config.batch_size = batch_size
+    config.data_dir = str(tmp_path)  # nothing is generated or read: AOT needs only the class count
+    return config
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("v5e-16", "v5e:4x4"), ("v5litepod-64", "v5e:8x8"), ("v6e-8", "v6e:2x4"), ("v4-8", "v4:2x2x1"),
+    ("v5p-16", "v5p:2x2x2"), ("v5e:2x2", "v5e:2x2")])
+def test_accelerator_types_map_to_libtpu_topologies(name, expected):
+    assert tpu_topology.libtpu_name(name) == expected
+
+
+@pytest.mark.parametrize("name", ["v5e-12", "v4-7", "tpu-8", "v7-8"])
+def test_unknown_accelerator_types_are_one_line_errors(name):
+    with pytest.raises(tpu_topology.TopologyError, match="topology|slice shape") as info:
+        tpu_topology.libtpu_name(name)
+    assert "\n" not in str(info.value)
+
+
+@needs_libtpu
+@pytest.mark.parametrize("name, count, kind", [("v5e-4", 4, "TPU v5 lite"), ("v4-8", 4, "TPU v4")])
+def test_topology_gives_one_device_per_chip(name, count, kind):
+    devices = tpu_topology.topology_devices(name)
+    assert len(devices) == count and {d.device_kind for d in devices} == {kind}
+    assert {d.platform for d in devices} == {"tpu"}
+
+
+@needs_libtpu
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tpu_steps_have_no_dog_jax_call_and_no_all_gather(family, tmp_path):
+    devices = tpu_topology.topology_devices("v5e:2x2")
+    with record_choices() as choices:
+        costs = aot.compile_steps(tiny_config(family, tmp_path), devices, 16)
+    assert choices and all(set(impls) == {"xla"} for impls in choices.values()), choices
+    for name in ("train", "eval"):
+        assert costs[name].dog_jax_custom_calls == 0
+        assert "all-gather" not in costs[name].collectives, (name, costs[name].collectives)
+        assert costs[name].memory_bytes > 0 and costs[name].flops > 0
+    assert costs["train"].collectives.get("all-reduce", 0) >= 1  # the gradient's mean over the slice
+    assert costs["train"].flops > 2 * costs["eval"].flops  # a backward pass was compiled
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_same_model_on_a_cpu_target_uses_cpu_paths(family, tmp_path):
+    """The contrast that makes the TPU test meaningful: "auto" does change with the target."""
+    config = tiny_config(family, tmp_path)
+    model = run_setup.create_model_from_config(config, 10)
+    x = jax.ShapeDtypeStruct((4, 32, 32, 3), jnp.float32)
+    with compile_target(Target("cpu", 1)), record_choices() as on_cpu:
+        nnx.eval_shape(lambda m, x: m(x), model, x)  # nnx: BatchNorm updates its statistics
+    with compile_target(Target("tpu", 4)), record_choices() as on_tpu:
+        nnx.eval_shape(lambda m, x: m(x), model, x)
+    assert set(on_cpu["depthwise"]) - {"xla"}, on_cpu
+    assert all(set(impls) == {"xla"} for impls in on_tpu.values()), on_tpu
+    if NATIVE_AVAILABLE:
+        norm = "batch_norm" if family == "convmixer" else "layer_norm"  # float32 demo configs
+        assert set(on_cpu[norm]) == {"native"}
+
+
+def test_forced_native_impl_is_refused_for_a_tpu_target():
+    x, kernel = jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 1, 4))
+    with compile_target(Target("tpu", 4)):
+        with pytest.raises(ValueError, match="compiled for tpu") as info:
+            depthwise_conv2d(x, kernel, impl="native")
+        with pytest.raises(ValueError, match="compiled for tpu"):
+            layer_norm(x, jnp.ones(4), jnp.zeros(4), impl="native")
+    assert "\n" not in str(info.value)
+
+
+def test_largest_fitting_batch_search_settles_on_the_boundary(monkeypatch):
+    """The search's arithmetic on a known memory curve (a compile per probe, counted)."""
+    probes = []
+
+    def fake_compile(config, devices, global_batch, with_eval=True):
+        per_device = global_batch // len(devices)
+        probes.append(per_device)
+        memory = 1000 + 37 * per_device + (per_device // 64) * 50  # linear, with a small kink
+        return {"train": aot.StepCost(memory, 0, 0, 0, 0, 1.0, 1.0, {}, 0, 0.0)}
+
+    monkeypatch.setattr(aot, "compile_steps", fake_compile)
+    devices = [object()] * 4
+    memory = {256: 1000 + 37 * 256 + 4 * 50}
+    capacity = 1000 + 37 * 100 + 50
+    largest = aot.largest_fitting_batch(None, devices, capacity, known=memory)
+    assert largest == max(b for b in range(8, 257, 8) if 1000 + 37 * b + (b // 64) * 50 <= capacity)
+    assert len(probes) <= 4
+    assert aot.largest_fitting_batch(None, devices, 500, known={256: memory[256]}) == 0
+
+
+@needs_libtpu
+def test_too_big_a_batch_names_the_largest_that_fits(monkeypatch, tmp_path):
+    """Capacity shrunk so the tiny ConvMixer's batch does not fit: one line, found by compiling."""
+    config = tiny_config("convmixer", tmp_path, batch_size=256)
+    fitting = aot.compile_steps(config, tpu_topology.topology_devices("v5e:2x2"), 4 * 24, with_eval=False)
+    capacity = fitting["train"].memory_bytes  # per-device batch 24 fits exactly, 64 does not
+    real = tpu_topology.CHIPS["TPU v5 lite"]
+    monkeypatch.setitem(tpu_topology.CHIPS, "TPU v5 lite", dataclasses.replace(real, hbm_bytes=capacity))
+    message = aot.run(config, "v5e-4", str(tmp_path / "report.json"))
+    report = json.loads((tmp_path / "report.json").read_text())
+    largest = report["largest_fitting_per_device_batch"]
+    assert 24 <= largest < 64 and largest % 8 == 0
+    probed = {int(batch): memory for batch, memory in report["probed_memory_bytes"].items()}
+    assert probed[largest] <= capacity and min(b for b, m in probed.items() if m > capacity) == largest + 8
+    assert f"largest per-device batch that fits is {largest}" in message and "\n" not in message
+
+
+@needs_libtpu
+def test_train_py_aot_topology_writes_the_report(tmp_path):
+    out = tmp_path / "aot.json"
+    result = subprocesses.run(
+        [sys.executable, "train.py", "--config=configs/convnext.py:demo", "--config.batch_size=16",
+         f"--config.data_dir={tmp_path}", "--config.model_overrides.depths=1,1,1,1",
+         "--config.model_overrides.dims=8,16,24,32", "--aot_topology=v5e-4", f"--aot_report={out}"],
+        timeout=subprocesses.TIMEOUT_S, cwd=ROOT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    required = ["topology", "device_kind", "num_devices", "global_batch", "per_device_batch", "hbm_bytes_per_device",
+                "memory_bytes_per_device", "fits", "flops_per_step_per_device", "bytes_accessed_per_step_per_device",
+                "collectives", "dog_jax_custom_calls", "compile_seconds", "roofline_step_seconds"]
+    assert not [key for key in required if key not in report]
+    assert (report["topology"], report["num_devices"], report["per_device_batch"]) == ("v5e-4", 4, 4)
+    assert report["fits"] and report["dog_jax_custom_calls"] == 0 and "all-gather" not in report["collectives"]
+    assert report["roofline_step_seconds"] == pytest.approx(max(
+        report["flops_per_step_per_device"] / 197e12, report["bytes_accessed_per_step_per_device"] / 819e9))
+    assert "not a measured speed" in result.stderr
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_remat_gives_the_same_gradients_and_batch_statistics(family, tmp_path):
+    from dog_jax.models.remat import set_remat
+    from dog_jax.train.steps import split_model
+
+    config = tiny_config(family, tmp_path)
+    config.drop_path_rate = 0.2  # the recomputed forward must redraw the same drop-path masks
+    x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+    results = []
+    for remat in (False, True):
+        parts, params, stats = split_model(set_remat(run_setup.create_model_from_config(config, 10), remat))
+
+        def loss(params, stats, rng, parts=parts):
+            model = nnx.merge(parts.train_graph, params, stats, rng)
+            return jnp.sum(model(x) ** 2), nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+
+        step = jax.value_and_grad(loss, has_aux=True)
+        jaxpr = str(jax.make_jaxpr(step)(params, stats, parts.rng_state))
+        assert bool(re.search(r"\b(remat2?|checkpoint)\[", jaxpr)) == remat  # jax.checkpoint's primitive
+        results.append(jax.jit(step)(params, stats, parts.rng_state))
+    (plain_loss, plain_stats), plain_grads = results[0]
+    (remat_loss, remat_stats), remat_grads = results[1]
+    assert float(plain_loss) == float(remat_loss)
+    chex.assert_trees_all_close((plain_grads, plain_stats), (remat_grads, remat_stats), rtol=1e-5, atol=1e-7)
