@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -32,12 +33,13 @@ CONFIGS = {
     "convmixer_512_12": "configs/convmixer.py:dw_init=dog",
 }
 # (model, slice, precision, remat), most informative first: every family on a slice where batch 4096
-# fits, ConvNeXt-T on three more slices (one where it does not fit, and what remat buys there), the
-# other families on a smaller slice, then float32.
+# fits (64 per chip: the cheapest compiles), what remat costs and saves on the same slice, ConvNeXt-T
+# on three more slices (one where it does not fit), the other families on a smaller slice, float32.
 CASES = [
     ("convnext_tiny", "v5e-64", "bfloat16", False),
     ("hornet_tiny_7x7", "v5e-64", "bfloat16", False),
     ("convmixer_512_12", "v5e-64", "bfloat16", False),
+    ("convnext_tiny", "v5e-64", "bfloat16", True),
     ("convnext_tiny", "v5e-16", "bfloat16", False),
     ("convnext_tiny", "v6e-8", "bfloat16", False),
     ("convnext_tiny", "v4-8", "bfloat16", False),
@@ -66,12 +68,15 @@ def run_case(case: tuple) -> None:
         print(f"[tpu_plan] {name}: report exists, skipped", file=sys.stderr)
         return
     args = command(*case)
-    start = time.time()
+    start, load_at_start = time.time(), os.getloadavg()[0]
+    commit = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
     print(f"[tpu_plan] {name}: {' '.join(args)}", file=sys.stderr, flush=True)
     result = subprocess.run([sys.executable, *args[1:]], cwd=REPO, capture_output=True, text=True)
     log = OUT / f"{name}.log"
     log.write_text(f"$ {' '.join(args)}\n# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(start))}, "
-                   f"exit {result.returncode}, {time.time() - start:.0f} s wall\n" + "\n".join(
+                   f"exit {result.returncode}, {time.time() - start:.0f} s wall, 1-min load at start "
+                   f"{load_at_start:.1f} and end {os.getloadavg()[0]:.1f}, commit {commit}\n" + "\n".join(
                        line for line in result.stderr.splitlines() if "dog_jax" in line or "error" in line
                        or "aot.py" in line))
     print(f"[tpu_plan] {name}: exit {result.returncode} after {time.time() - start:.0f} s", file=sys.stderr)

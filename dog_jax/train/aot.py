@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import importlib.metadata
 import json
 import re
 import time
@@ -30,7 +31,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from dog_jax import data
+from dog_jax import data, provenance
+from dog_jax.ops.auto import record_choices
 from dog_jax.train import config as config_lib
 from dog_jax.train import run_setup, sharding, steps, tpu_topology
 
@@ -105,8 +107,8 @@ def _batch_structs(mesh: Mesh, global_batch: int, image_size: int, *, eval_batch
 
 
 def compile_steps(config: ml_collections.ConfigDict, devices: list, global_batch: int, *,
-                  with_eval: bool = True) -> dict[str, StepCost]:
-    """Compiles the config's train (and eval) step for ``devices`` at ``global_batch``: ``{"train", "eval"}``."""
+                  which: tuple[str, ...] = ("train", "eval")) -> dict[str, StepCost]:
+    """Compiles the config's train and/or eval step (``which``) for ``devices`` at ``global_batch``."""
     config = config.copy_and_resolve_references()
     config.batch_size = global_batch
     num_classes, train_examples, _ = _dataset_facts(config)
@@ -116,11 +118,10 @@ def compile_steps(config: ml_collections.ConfigDict, devices: list, global_batch
     parts, state = steps.abstract_init_train_state(
         lambda: run_setup.create_model_from_config(config, num_classes), tx, mesh, ema=config.ema_decay > 0)
     train_step, eval_step = run_setup.make_step_functions(config, plan, parts, tx, schedule, mesh)
-    wanted = {"train": (train_step, False)}
-    if with_eval:
-        wanted["eval"] = (eval_step, True)
+    available = {"train": (train_step, False), "eval": (eval_step, True)}
     costs = {}
-    for name, (step_fn, eval_batch) in wanted.items():
+    for name in which:
+        step_fn, eval_batch = available[name]
         batch = _batch_structs(mesh, global_batch, config.image_size, eval_batch=eval_batch)
         start = time.perf_counter()
         compiled = step_fn.lower(state, batch, parts.rng_state).compile()
@@ -149,7 +150,7 @@ def largest_fitting_batch(config: ml_collections.ConfigDict, devices: list, capa
             slope = (known[fails] - known[low]) / (fails - low)
             guess = low + (capacity - known[low]) / slope if slope > 0 else (fits + fails) / 2
         probe = min(max(int(guess) // multiple * multiple, fits + multiple), fails - multiple)
-        cost = compile_steps(config, devices, probe * len(devices), with_eval=False)["train"]
+        cost = compile_steps(config, devices, probe * len(devices), which=("train",))["train"]
         known[probe] = cost.memory_bytes
         logging.info("  per-device batch %d: %.2f GiB", probe, cost.memory_bytes / 2**30)
         if cost.memory_bytes <= capacity:
@@ -170,9 +171,13 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
     logging.info("AOT: compiling %s (%s, dw_init=%s, precision=%s) for %s: %d x %s, global batch %d (%d per device)",
                  config.model, config_lib.architecture_overrides(config) or "no overrides", config.dw_init,
                  config.precision, topology, n, kind, config.batch_size, per_device)
-    costs = compile_steps(config, devices, config.batch_size)
-    train, evaluation = costs["train"], costs["eval"]
-    memory = max(train.memory_bytes, evaluation.memory_bytes)
+    # The train step first: when it does not fit, the eval step's compile (minutes at paper scale)
+    # would change nothing, so it is skipped and the search for a fitting batch starts at once.
+    with record_choices() as choices:
+        train = compile_steps(config, devices, config.batch_size, which=("train",))["train"]
+        evaluation = (compile_steps(config, devices, config.batch_size, which=("eval",))["eval"]
+                      if train.memory_bytes <= chip.hbm_bytes else None)
+    memory = max(train.memory_bytes, evaluation.memory_bytes if evaluation else 0)
     num_classes, train_examples, _ = _dataset_facts(config)
     roofline = max(train.flops / chip.peak_bf16_flops, train.bytes_accessed / chip.hbm_bytes_per_second)
     hosts = chip.hosts(n)
@@ -186,12 +191,17 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
         "fits": memory <= chip.hbm_bytes,
         "flops_per_step_per_device": train.flops, "bytes_accessed_per_step_per_device": train.bytes_accessed,
         "collectives": train.collectives, "dog_jax_custom_calls": train.dog_jax_custom_calls,
-        "compile_seconds": train.compile_seconds + evaluation.compile_seconds,
+        "compile_seconds": train.compile_seconds + (evaluation.compile_seconds if evaluation else 0.0),
         "roofline_step_seconds": roofline,
         "roofline_note": (f"lower bound: max(FLOPs / {chip.peak_bf16_flops / 1e12:g} TFLOP/s peak bf16, bytes / "
                           f"{chip.hbm_bytes_per_second / 1e9:g} GB/s HBM) per {chip.name} chip ({chip.source}); "
                           "not a measured speed"),
-        "train_step": dataclasses.asdict(train), "eval_step": dataclasses.asdict(evaluation),
+        "train_step": dataclasses.asdict(train), "eval_step": dataclasses.asdict(evaluation) if evaluation else None,
+        # Which code made this report: the same record a training run keeps (dog_jax.provenance), with
+        # libtpu's version (the compiler) and what "auto" chose for the TPU target.
+        "provenance": {"code": provenance.code_version(),
+                       "packages": {**provenance.package_versions(), "libtpu": _version("libtpu")},
+                       "auto_choices": {op: dict(impls) for op, impls in choices.items()}},
     }
     if train_examples:
         steps_per_epoch = train_examples // config.batch_size
@@ -206,6 +216,13 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
                                                                            known=known)
         report["probed_memory_bytes"] = {str(b): m for b, m in sorted(known.items())}
     return report
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _size(num_bytes: float) -> str:
@@ -227,7 +244,8 @@ def format_report(report: dict[str, Any]) -> list[str]:
         + (f", {report['roofline_epoch_seconds'] / 60:.1f} min/epoch, "
            f"{report['roofline_run_seconds'] / 3600:.2f} h for {report['num_epochs']:g} epochs"
            if "roofline_epoch_seconds" in report else "") + " (not a measured speed)",
-        f"  compile {report['compile_seconds']:.0f} s (train + eval step)",
+        f"  compile {report['compile_seconds']:.0f} s ("
+        f"{'train + eval step' if report['eval_step'] else 'train step; eval step not compiled: no fit'})",
     ]
     if "largest_fitting_per_device_batch" in report:
         lines.append(f"  largest per-device batch that fits: {report['largest_fitting_per_device_batch']}")
