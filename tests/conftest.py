@@ -103,3 +103,13 @@ def tiny_data_dir(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     data.get_builder("dog_jax_demo/tiny", data_dir)
     return data_dir
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` (tens of seconds each: trainer subprocesses, resumes, TPU compiles) come first.
+
+    pytest-xdist hands tests to its workers in this order: started first, the long tests overlap
+    with each other and with the short ones; left at the end of the list (where tests/train/ sorts),
+    one of them would keep a worker busy for a minute or more while the other had nothing to do.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: otherwise file order

@@ -25,6 +25,7 @@ from tests.support.configs import ROOT, load, tiny_config, write_imagenet_metada
 _METRICS = ("eval_top1", "eval_top5", "eval_loss", "eval_examples")
 
 
+@pytest.mark.slow
 def test_evaluate_workdir_equals_the_trainers_eval_and_its_export(tiny_data_dir, tmp_path):
     workdir = str(tmp_path / "run")
     config = tiny_config(tiny_data_dir, num_train_steps=2, eval_every_steps=2, ema_decay=0.5)

@@ -112,6 +112,7 @@ def test_export_loads_in_timm_with_equal_outputs(tmp_path, family, dw_param):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_export_hornet_official_names_reload_into_dog_jax(tmp_path):
     config = tiny_family_config("hornet")
     saved_workdir(str(tmp_path / "run"), config)
@@ -158,6 +159,7 @@ def test_timm_architecture_routes():
         timm_architecture("convnext_atto", models.get_model_config("convnext_atto", mlp_ratio=2))
 
 
+@pytest.mark.slow
 def test_export_cli(tmp_path):
     saved_workdir(str(tmp_path / "run"), tiny_family_config("convnext"))
     command = [sys.executable, "-m", "dog_jax.export", str(tmp_path / "run"),

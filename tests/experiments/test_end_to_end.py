@@ -5,6 +5,8 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from dog_jax import data, provenance
 from dog_jax.experiments.__main__ import main
 from tests.support import subprocesses
@@ -12,6 +14,7 @@ from tests.support import subprocesses
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_tiny_sweep_trains_collects_analyses_and_skips_on_rerun(tmp_path, capsys, monkeypatch):
     data_dir = tmp_path / "tfds"
     data.get_builder("dog_jax_demo/tiny", str(data_dir))

@@ -35,6 +35,7 @@ def _flat(model) -> dict[str, np.ndarray]:
     return {"/".join(map(str, k)): np.asarray(v) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, init", [(n, "dog") for n in sorted(SMALL)] + [("convnext_atto", "dog_he")])
 def test_dog_init_reproduces_dog_kernels_exactly_in_every_family(name, init):
     """Same key -> bit-identical depthwise kernels, and every other parameter identical."""

@@ -17,7 +17,13 @@ def load(name: str, arg: str | None = None):
 
 
 def tiny_config(data_dir, **changes):
-    """A ConvMixer with BatchNorm, the full augmentation path and mixing, a few steps."""
+    """A ConvMixer with BatchNorm, crop/flip, random erasing and mixup/CutMix, a few steps.
+
+    No RandAugment: building its tf.data graph takes ~2.5 s in every new process, and the
+    reliability tests start tens of trainer processes with this config. RandAugment in a run is
+    covered by the family demo configs of tests/train/test_resume.py (resume bitwise, every
+    family) and the ImageNet config in tests/train/test_loop.py; its own maths by tests/data/.
+    """
     c = load("convmixer", "demo")
     c.dataset = "dog_jax_demo/tiny"
     c.data_dir = data_dir
@@ -31,6 +37,7 @@ def tiny_config(data_dir, **changes):
     c.checkpoint_every_steps = 2
     c.augment.mixup_alpha = 0.5
     c.augment.cutmix_alpha = 0.5
+    c.augment.rand_augment = ""
     c.cache_data = False
     for key, value in changes.items():
         c[key] = value

@@ -47,6 +47,7 @@ def test_ema_update_rule_and_skipped_steps():
     assert not np.allclose(state["ema"]["params"]["head"]["kernel"], state["params"]["head"]["kernel"])
 
 
+@pytest.mark.slow
 def test_ema_run_evaluates_both_resumes_and_rejects_a_config_without_ema(tiny_data_dir, tmp_path, caplog):
     workdir = str(tmp_path / "run")
     stopped = train_and_evaluate(tiny_config(tiny_data_dir, ema_decay=0.9), workdir,

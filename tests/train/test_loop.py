@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 from dog_jax.train import train_and_evaluate
 from tests.support.configs import ROOT, load, write_imagenet_metadata
 
+@pytest.mark.slow
 def test_imagenet2012_code_path_under_mock_data(tmp_path):
     data_dir = str(tmp_path / "tfds")
     write_imagenet_metadata(data_dir)
@@ -35,6 +36,7 @@ def test_imagenet2012_code_path_under_mock_data(tmp_path):
     assert np.isfinite(summary["train_history"][-1]["loss"])
 
 
+@pytest.mark.slow
 def test_demo_run_writes_checkpoints_logs_and_summary(tiny_data_dir, tmp_path):
     c = load("convmixer", "demo,dw_init=dog")
     c.dataset = "dog_jax_demo/tiny"

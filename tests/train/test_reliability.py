@@ -14,6 +14,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from dog_jax import data
 from tests.support import subprocesses
 from tests.support.checkpoints import assert_bitwise_equal, load_state
@@ -91,6 +93,7 @@ def _steps(workdir):
     return sorted(int(name) for name in os.listdir(directory) if name.isdigit()) if os.path.isdir(directory) else []
 
 
+@pytest.mark.slow
 def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_path):
     """One test (not a shared fixture): under pytest-xdist a module fixture would run once per worker.
 

@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from dog_jax import data
 from dog_jax.train import train_and_evaluate
@@ -79,6 +80,7 @@ def _notices(err):
     return [line for line in err.splitlines() if "Resuming on" in line]
 
 
+@pytest.mark.slow
 def test_resume_on_another_device_count(tmp_path):
     """Steps 1-2 on 4 devices, step 3 on 2, step 4 on 4 again (stops at 2 and 3)."""
     data_dir = str(tmp_path / "tfds")

@@ -28,7 +28,6 @@ def data_dir(tmp_path_factory):
 def small(data_dir, steps, **changes):
     c = tiny_config(data_dir, num_train_steps=steps, eval_every_steps=steps, checkpoint_every_steps=2, **changes)
     c.augment.mixup_alpha = c.augment.cutmix_alpha = 0.0
-    c.augment.rand_augment = ""
     return c
 
 

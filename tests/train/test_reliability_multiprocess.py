@@ -144,6 +144,7 @@ def test_process_reads_the_data_shards_of_its_own_devices(tmp_path):
         validate(tiny_config(str(tmp_path), data_shards=3, batch_size=12), device_count=4, process_count=2)
 
 
+@pytest.mark.slow
 def test_two_processes_train_stop_together_and_share_one_checkpoint(tmp_path):
     data_dir = str(tmp_path / "tfds")
     builder = data.get_builder("dog_jax_demo/tiny", data_dir)

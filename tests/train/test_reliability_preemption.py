@@ -121,6 +121,7 @@ def test_sigterm_during_an_evaluation_is_redone_on_resume(tiny_data, reference, 
         assert json.load(f)["eval_top1"] == resumed["eval_history"][0]["eval_top1"]
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_checkpoint_write_waits_for_it(tiny_data, reference, tmp_path, monkeypatch):
     """The signal arrives while the asynchronous write of step 2 is in flight: the run stops after
     that step, the write completes (readable, no temporary directory), exit state consistent."""

@@ -112,6 +112,7 @@ def _comparable_summary(summary):
             "best_checkpoint_step": summary["best_checkpoint_step"], "skipped_steps": summary["skipped_steps"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["convnext", "hornet", "convmixer"])
 def test_interrupted_run_ends_like_an_uninterrupted_one(family, tiny_data, tmp_path, one_trace_per_run):
     """Stopped at step 5 (between checkpoints and log lines) and resumed: the final train state is

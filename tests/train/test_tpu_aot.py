@@ -84,6 +84,7 @@ REQUIRED_KEYS = ("topology", "device_kind", "num_devices", "global_batch", "per_
                  "collectives", "dog_jax_custom_calls", "compile_seconds", "roofline_step_seconds")
 
 
+@pytest.mark.slow
 @needs_libtpu
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tpu_steps_have_no_dog_jax_call_and_no_all_gather(family, tmp_path):
@@ -158,6 +159,7 @@ def test_largest_fitting_batch_search_settles_on_the_boundary(monkeypatch):
     assert aot.largest_fitting_batch(None, devices, 500, known={256: memory[256]}) == 0
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_train_py_names_the_largest_batch_that_fits(monkeypatch, tmp_path):
     """``train.py --aot_topology`` in this process, with the chip's capacity shrunk so that the tiny
