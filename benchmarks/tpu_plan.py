@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -88,12 +89,33 @@ def _gib(num_bytes: float) -> str:
     return f"{num_bytes / 2**30:.1f}"
 
 
+def _load(case: tuple) -> str:
+    """The machine's 1-min load average during the compile, from the case's log."""
+    log = OUT / f"{case_name(*case)}.log"
+    text = log.read_text() if log.exists() else ""
+    measured = re.search(r"load at start ([\d.]+) and end ([\d.]+)", text)
+    if measured:
+        return f"load {measured[1]}–{measured[2]}"
+    noted = re.search(r"\(load ([\d.]+-[\d.]+)\)", text)  # logs written by hand before loads were recorded
+    if noted:
+        return f"load {noted[1].replace('-', '–')}"
+    uptime = re.search(r"load average: ([\d.]+)", text)  # an `uptime` line at the start
+    return f"load {uptime[1]} at start" if uptime else "load not recorded"
+
+
+def _commit(report: dict) -> str:
+    code = report.get("provenance", {}).get("code", {})
+    if "commit" in code:
+        return f"{code['commit'][:10]}{' + uncommitted changes' if code.get('dirty') else ''}"
+    return code.get("package_version") or "not recorded (reports before provenance)"
+
+
 def table() -> str:
     """Markdown table of every report in OUT, in CASES order."""
     rows = ["| model | slice | precision | remat | per-chip batch | memory / HBM per chip (GiB) | fits | "
             "largest global batch that fits | GFLOP per step per chip | roofline ≥ ms/step | ≥ min/epoch | "
-            "≥ h for 50 epochs | host input ≤ img/s (cores) | compile s |",
-            "|" + "---|" * 14]
+            "≥ h for 50 epochs | host input ≤ img/s (cores) | compile s (load) | commit |",
+            "|" + "---|" * 15]
     for case in CASES:
         path = OUT / f"{case_name(*case)}.json"
         if not path.exists():
@@ -110,7 +132,7 @@ def table() -> str:
             f"{'yes' if r['fits'] else '**no**'} | {largest} | {r['flops_per_step_per_device'] / 1e9:.0f} | "
             f"{r['roofline_step_seconds'] * 1e3:.0f} | {r['roofline_epoch_seconds'] / 60:.1f} | "
             f"{r['roofline_run_seconds'] / 3600:.1f} | {rate:,.0f} ({rate / PIPELINE_IMAGES_PER_CPU_SECOND:.0f}) | "
-            f"{r['compile_seconds']:.0f} |")
+            f"{r['compile_seconds']:.0f} ({_load(case)}) | {_commit(r)} |")
     commands = [f"- `{' '.join(command(*case))}`" for case in CASES if (OUT / f"{case_name(*case)}.json").exists()]
     return "\n".join(rows) + "\n\nCommands (one per row, in order):\n\n" + "\n".join(commands) + "\n"
 
