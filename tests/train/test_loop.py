@@ -5,7 +5,6 @@ import glob
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from dog_jax.train import train_and_evaluate
+from tests.support import train_cli
 from tests.support.configs import ROOT, load, write_imagenet_metadata
 
 @pytest.mark.slow
@@ -106,18 +106,7 @@ def check_provenance(workdir, config, *, expected_depthwise):
 def test_cli_errors_are_one_line(tmp_path, monkeypatch, flag, expected):
     """train.py's flag parsing and main() in this process: each error ends the run with one line
     (``SystemExit(message)``: Python prints the message alone and exits with 1), no traceback."""
-    from absl import flags
-
-    import train
-
-    monkeypatch.setattr(train.console, "setup", lambda verbose: None)  # keep this process's logging as it is
     argv = ["train.py", "--config=" + os.path.join(ROOT, "configs/convmixer.py:demo"), flag, f"--workdir={tmp_path}"]
-    monkeypatch.setattr(sys, "argv", argv)  # ml_collections finds the --config.<field> overrides there, as in a run
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            train.main(train._parse_flags(argv))
-    finally:
-        flags.FLAGS.unparse_flags()
-    message = exit_info.value.code
+    message = train_cli.exit_message(monkeypatch, argv)
     assert isinstance(message, str) and message.startswith(expected) and "\n" not in message, message
     assert flag.split("=")[0].split(".")[-1] in message  # names the field

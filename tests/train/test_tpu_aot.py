@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import re
-import sys
 
 import chex
 import jax
@@ -21,6 +20,7 @@ from dog_jax.ops import depthwise_conv2d, layer_norm
 from dog_jax.ops.auto import Target, compile_target, record_choices
 from dog_jax.ops.native.library import NATIVE_AVAILABLE
 from dog_jax.train import aot, run_setup, tpu_topology
+from tests.support import train_cli
 from tests.support.configs import ROOT
 from tests.support.workdirs import tiny_family_config
 
@@ -165,28 +165,17 @@ def test_train_py_names_the_largest_batch_that_fits(monkeypatch, tmp_path):
     """``train.py --aot_topology`` in this process, with the chip's capacity shrunk so that the tiny
     ConvMixer's batch does not fit: exit with one line naming the largest batch found by compiling,
     the report written, and the eval step (moot) not compiled."""
-    from absl import flags
-
-    import train
-
     config = tiny_config("convmixer", tmp_path)
     fitting = aot.compile_steps(config, tpu_topology.topology_devices("v5e:2x2"), 4 * 24, which=("train",))
     capacity = fitting["train"].memory_bytes  # per-device batch 24 fits exactly, 64 does not
     real = tpu_topology.CHIPS["TPU v5 lite"]
     monkeypatch.setitem(tpu_topology.CHIPS, "TPU v5 lite", dataclasses.replace(real, hbm_bytes=capacity))
-    monkeypatch.setattr(train.console, "setup", lambda verbose: None)  # keep this process's logging as it is
     out = tmp_path / "report.json"
-    argv = ["train.py", "--config=" + os.path.join(ROOT, "configs/convmixer.py:demo"), "--config.batch_size=256",
-            f"--config.data_dir={tmp_path}", *(f"--config.model_overrides.{key}={value}"
-                                                for key, value in config.model_overrides.items()),
-            "--aot_topology=v5e-4", f"--aot_report={out}"]
-    monkeypatch.setattr(sys, "argv", argv)  # ml_collections reads the --config.<field> overrides there
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            train.main(train._parse_flags(argv))
-    finally:
-        flags.FLAGS.unparse_flags()
-    message = exit_info.value.code
+    message = train_cli.exit_message(monkeypatch, [
+        "train.py", "--config=" + os.path.join(ROOT, "configs/convmixer.py:demo"), "--config.batch_size=256",
+        f"--config.data_dir={tmp_path}", *(f"--config.model_overrides.{key}={value}"
+                                            for key, value in config.model_overrides.items()),
+        "--aot_topology=v5e-4", f"--aot_report={out}"])
     report = json.loads(out.read_text())
     assert report["topology"] == "v5e-4" and report["per_device_batch"] == 64 and not report["fits"]
     assert report["eval_step"] is None
