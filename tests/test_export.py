@@ -25,6 +25,10 @@ from tests.support.workdirs import saved_workdir, tiny_family_config  # noqa: E4
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The models' forward pass compiled once per architecture: op by op (eager), a HorNet's few hundred
+# primitives would each be compiled on first use, which took most of these tests' time.
+_logits = nnx.jit(lambda model, x: model(x))
+
 def _images(seed=0):
     return np.random.default_rng(seed).normal(size=(2, 32, 32, 3)).astype(np.float32)
 
@@ -51,7 +55,8 @@ def test_restore_model_trained_and_ema_weights(tmp_path):
     # Eval mode: BatchNorm normalises with the restored running statistics, so a batch of one
     # example gives the same logits as inside a larger batch.
     x = jnp.asarray(_images())
-    np.testing.assert_allclose(np.asarray(model(x))[:1], np.asarray(model(x[:1])), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(_logits(model, x))[:1], np.asarray(_logits(model, x[:1])), rtol=1e-5,
+                               atol=1e-6)
 
     with pytest.raises(CheckpointError, match=r"no checkpoint at step 7; saved steps: 3\.$"):
         restore_model(tmp_path / "run", step=7)
@@ -107,7 +112,7 @@ def test_export_loads_in_timm_with_equal_outputs(tmp_path, family, dw_param):
     x = _images()
     with torch.no_grad():
         expected = reference(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-    got = np.asarray(model(jnp.asarray(x)))
+    got = np.asarray(_logits(model, jnp.asarray(x)))
     assert np.abs(expected).max() > 0.5  # not a degenerate output
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
@@ -130,7 +135,7 @@ def test_export_hornet_official_names_reload_into_dog_jax(tmp_path):
     assert report.naming == "official" and report.ok
     reloaded.eval()
     x = jnp.asarray(_images(1))
-    np.testing.assert_allclose(np.asarray(reloaded(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(_logits(reloaded, x)), np.asarray(_logits(model, x)), rtol=1e-5, atol=1e-5)
 
 
 def test_timm_architecture_routes():
