@@ -26,7 +26,7 @@ from tests.support.configs import ROOT, tiny_config
 # As train.py does: a StopOnSignal handler and exit code 75 after a stop. With signal=True the
 # process sends itself SIGTERM at the second batch of its first evaluation (step 2).
 _WORKER = textwrap.dedent("""
-    import json, signal, sys
+    import json, sys
     sys.path.insert(0, {root!r})
     import jax
     if {processes} > 1:
@@ -37,19 +37,8 @@ _WORKER = textwrap.dedent("""
     from dog_jax.train.preemption import EXIT_PREEMPTED, StopOnSignal
     assert jax.process_count() == {processes} and jax.device_count() == 4
     if {signal}:
-        original, calls = steps.make_eval_step, []
-
-        def make_eval_step(*args, **kwargs):
-            eval_step = original(*args, **kwargs)
-
-            def signalling(*step_args):
-                calls.append(True)
-                if len(calls) == 2:
-                    signal.raise_signal(signal.SIGTERM)
-                return eval_step(*step_args)
-            return signalling
-
-        steps.make_eval_step = make_eval_step
+        from tests.support.signals import sigterm_at_eval_batch
+        sigterm_at_eval_batch(steps, 2)
     config = tiny_config({data_dir!r}, num_train_steps=4, eval_every_steps=2, checkpoint_every_steps=4)
     with StopOnSignal() as stop:
         summary = train_and_evaluate(config, {workdir!r}, stop_requested=stop)

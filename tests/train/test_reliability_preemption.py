@@ -19,7 +19,7 @@ from dog_jax import data
 from dog_jax.train import checkpoint as checkpoint_lib
 from dog_jax.train import steps, train_and_evaluate
 from dog_jax.train.preemption import EXIT_PREEMPTED, Preempted, StopOnSignal
-from tests.support import subprocesses
+from tests.support import signals, subprocesses
 from tests.support.checkpoints import assert_bitwise_equal, load_state
 from tests.support.configs import ROOT, tiny_config
 
@@ -95,20 +95,8 @@ def test_sigterm_during_an_evaluation_is_redone_on_resume(tiny_data, reference, 
     """The signal arrives at the second batch of step 2's evaluation: the evaluation is abandoned,
     step 2 checkpointed; the rerun evaluates step 2 first and keeps the best checkpoint as an
     uninterrupted run does (metrics attached to the checkpoint written by the stop)."""
-    original = steps.make_eval_step
-    calls = []
-
-    def make_eval_step(*args, **kwargs):
-        eval_step = original(*args, **kwargs)
-
-        def signalling(*step_args):
-            calls.append(True)
-            if len(calls) == 2:
-                signal.raise_signal(signal.SIGTERM)
-            return eval_step(*step_args)
-        return signalling
-
-    monkeypatch.setattr(steps, "make_eval_step", make_eval_step)
+    monkeypatch.setattr(steps, "make_eval_step", steps.make_eval_step)  # restored after the test
+    calls = signals.sigterm_at_eval_batch(steps, 2)
     workdir = str(tmp_path / "run")
     def after_stop():  # polled between batches: the evaluation was abandoned at the next batch
         assert len(calls) == 2
