@@ -25,6 +25,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dog_jax import provenance  # noqa: E402
 OUT = REPO / "docs" / "results" / "tpu_plan"
 PIPELINE_IMAGES_PER_CPU_SECOND = 284  # docs/performance.md, idle 2-core machine, timm's train recipe
 
@@ -74,8 +77,7 @@ def run_case(case: tuple) -> None:
         return
     args = command(*case)
     start, load_at_start = time.time(), os.getloadavg()[0]
-    commit = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
+    commit = provenance.code_label({"code": provenance.code_version()})  # as the report will record it
     print(f"[tpu_plan] {name}: {' '.join(args)}", file=sys.stderr, flush=True)
     result = subprocess.run([sys.executable, *args[1:]], cwd=REPO, capture_output=True, text=True)
     log = OUT / f"{name}.log"
@@ -106,10 +108,8 @@ def _load(case: tuple) -> str:
 
 
 def _commit(report: dict) -> str:
-    code = report.get("provenance", {}).get("code", {})
-    if "commit" in code:
-        return f"{code['commit'][:10]}{' + uncommitted changes' if code.get('dirty') else ''}"
-    return code.get("package_version") or "not recorded (reports before provenance)"
+    label = provenance.code_label(report.get("provenance"))
+    return "not recorded (reports before provenance)" if label == "unrecorded" else label
 
 
 def table() -> str:
