@@ -51,6 +51,7 @@ CASES = [
     ("convmixer_512_12", "v5e-64", "float32", False),
     ("hornet_tiny_7x7", "v5e-16", "bfloat16", False),
     ("convnext_tiny", "v6e-8", "bfloat16", False),
+    ("hornet_tiny_7x7", "v6e-8", "bfloat16", False),
     ("convnext_tiny", "v4-8", "bfloat16", False),
     ("convnext_tiny", "v4-8", "bfloat16", True),
     ("hornet_tiny_7x7", "v5e-64", "float32", False),
