@@ -137,15 +137,22 @@ def table() -> str:
         largest = r.get("largest_fitting_per_device_batch")
         largest = (f"≥ {r['global_batch']} (not searched)" if r["fits"]
                    else f"{largest * r['num_devices']} ({largest}/chip)")
-        rate = r["images_per_second_per_host_at_roofline"]
+        refused = r["train_step"].get("out_of_memory")  # XLA would not compile the step: no costs
+        if refused:
+            costs = "— | — | — | — | — | —"
+        else:
+            rate = r["images_per_second_per_host_at_roofline"]
+            costs = (f"{r['flops_per_step_per_device'] / 1e9:.0f} | "
+                     f"{r['flops_per_step_per_device'] / 1e9 / r['per_device_batch']:.1f} | "
+                     f"{r['roofline_step_seconds'] * 1e3:.0f} | {r['roofline_epoch_seconds'] / 60:.1f} | "
+                     f"{r['roofline_run_seconds'] / 3600:.1f} | "
+                     f"{rate:,.0f} ({rate / PIPELINE_IMAGES_PER_CPU_SECOND:.0f})")
         rows.append(
             f"| {r['model']} | {r['topology']} ({r['num_devices']} chips, {r['num_hosts']} host"
             f"{'s' if r['num_hosts'] > 1 else ''}) | {r['precision']} | {'yes' if r['remat'] else 'no'} | "
-            f"{r['per_device_batch']} | {_gib(r['memory_bytes_per_device'])} / {_gib(r['hbm_bytes_per_device'])} | "
-            f"{'yes' if r['fits'] else '**no**'} | {largest} | {r['flops_per_step_per_device'] / 1e9:.0f} | "
-            f"{r['flops_per_step_per_device'] / 1e9 / r['per_device_batch']:.1f} | "
-            f"{r['roofline_step_seconds'] * 1e3:.0f} | {r['roofline_epoch_seconds'] / 60:.1f} | "
-            f"{r['roofline_run_seconds'] / 3600:.1f} | {rate:,.0f} ({rate / PIPELINE_IMAGES_PER_CPU_SECOND:.0f}) | "
+            f"{r['per_device_batch']} | {'> ' if refused else ''}{_gib(r['memory_bytes_per_device'])} / "
+            f"{_gib(r['hbm_bytes_per_device'])}{' (XLA: out of HBM)' if refused else ''} | "
+            f"{'yes' if r['fits'] else '**no**'} | {largest} | {costs} | "
             f"{r['compile_seconds']:.0f} ({_load(case)}) | {_commit(r)} |")
     commands = [f"- `{' '.join(command(*case))}`" for case in listed]
     return "\n".join(rows) + "\n\nCommands (one per row, in order):\n\n" + "\n".join(commands) + "\n"

@@ -42,22 +42,44 @@ KNOWN_SPLIT_SIZES = {"imagenet2012": {"train": 1_281_167, "validation": 50_000}}
 _COLLECTIVE = re.compile(r"\b(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute"
                          r"|collective-broadcast)(?:-start)?\(")
 _DOG_JAX_CALL = re.compile(r'custom_call_target="dog_jax_')
+# XLA's TPU compiler refuses a program whose temporaries exceed the chip's usable HBM, e.g.
+# "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries
+# (29.78G) exceeds available HBM (15.75G)." (libtpu 0.0.42; sizes in binary units).
+_OUT_OF_HBM = re.compile(r"RESOURCE_EXHAUSTED: Ran out of memory.*?required for HLO temporaries \(([\d.]+)([KMGT]?)\)"
+                         r".*?available HBM \(([\d.]+)([KMGT]?)\)", re.S)
+_BINARY_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 @dataclasses.dataclass(frozen=True)
 class StepCost:
-    """What XLA reports for one compiled step, per device."""
+    """What XLA reports for one compiled step, per device. A step XLA refused to compile for lack of
+    HBM has ``out_of_memory`` set to XLA's message, the temporaries XLA said it needs as
+    ``memory_bytes`` and ``temp_bytes`` (a lower bound on the total), and no cost figures."""
 
     memory_bytes: int        # arguments + outputs + temporaries - aliased (donated) bytes
-    argument_bytes: int
-    output_bytes: int
+    argument_bytes: int | None
+    output_bytes: int | None
     temp_bytes: int
-    alias_bytes: int
-    flops: float
-    bytes_accessed: float
-    collectives: dict[str, int]
-    dog_jax_custom_calls: int
+    alias_bytes: int | None
+    flops: float | None
+    bytes_accessed: float | None
+    collectives: dict[str, int] | None
+    dog_jax_custom_calls: int | None
     compile_seconds: float
+    out_of_memory: str | None = None
+
+
+def out_of_hbm(error: Exception, compile_seconds: float) -> StepCost | None:
+    """The :class:`StepCost` of a compile XLA stopped because the step needs more HBM than the chip
+    has; None if ``error`` is anything else."""
+    match = _OUT_OF_HBM.search(str(error))
+    if not match:
+        return None
+    needed = int(float(match[1]) * _BINARY_UNITS[match[2]])
+    message = " ".join(match[0].split())
+    return StepCost(memory_bytes=needed, argument_bytes=None, output_bytes=None, temp_bytes=needed,
+                    alias_bytes=None, flops=None, bytes_accessed=None, collectives=None,
+                    dog_jax_custom_calls=None, compile_seconds=compile_seconds, out_of_memory=message)
 
 
 def analyse(compiled, compile_seconds: float) -> StepCost:
@@ -124,9 +146,21 @@ def compile_steps(config: ml_collections.ConfigDict, devices: list, global_batch
         step_fn, eval_batch = available[name]
         batch = _batch_structs(mesh, global_batch, config.image_size, eval_batch=eval_batch)
         start = time.perf_counter()
-        compiled = step_fn.lower(state, batch, parts.rng_state).compile()
+        try:
+            compiled = step_fn.lower(state, batch, parts.rng_state).compile()
+        except jax.errors.JaxRuntimeError as error:
+            costs[name] = out_of_hbm(error, time.perf_counter() - start)
+            if costs[name] is None:
+                raise
+            continue
         costs[name] = analyse(compiled, time.perf_counter() - start)
     return costs
+
+
+def searched_memory(cost: StepCost, capacity: int) -> int:
+    """The memory the batch search files for a step: XLA's figure, and above ``capacity`` whenever
+    XLA refused the step (its usable HBM is a little below the chip's capacity)."""
+    return max(cost.memory_bytes, capacity + 1) if cost.out_of_memory else cost.memory_bytes
 
 
 def largest_fitting_batch(config: ml_collections.ConfigDict, devices: list, capacity: int, *,
@@ -151,9 +185,10 @@ def largest_fitting_batch(config: ml_collections.ConfigDict, devices: list, capa
             guess = low + (capacity - known[low]) / slope if slope > 0 else (fits + fails) / 2
         probe = min(max(int(guess) // multiple * multiple, fits + multiple), fails - multiple)
         cost = compile_steps(config, devices, probe * len(devices), which=("train",))["train"]
-        known[probe] = cost.memory_bytes
-        logging.info("  per-device batch %d: %.2f GiB", probe, cost.memory_bytes / 2**30)
-        if cost.memory_bytes <= capacity:
+        known[probe] = searched_memory(cost, capacity)
+        logging.info("  per-device batch %d: %s%.2f GiB", probe, "more than " if cost.out_of_memory else "",
+                     cost.memory_bytes / 2**30)
+        if known[probe] <= capacity:
             fits = probe
         else:
             fails = probe
@@ -176,10 +211,12 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
     with record_choices() as choices:
         train = compile_steps(config, devices, config.batch_size, which=("train",))["train"]
         evaluation = (compile_steps(config, devices, config.batch_size, which=("eval",))["eval"]
-                      if train.memory_bytes <= chip.hbm_bytes else None)
+                      if searched_memory(train, chip.hbm_bytes) <= chip.hbm_bytes else None)
     memory = max(train.memory_bytes, evaluation.memory_bytes if evaluation else 0)
+    fits = all(searched_memory(cost, chip.hbm_bytes) <= chip.hbm_bytes for cost in (train, evaluation) if cost)
     num_classes, train_examples, _ = _dataset_facts(config)
-    roofline = max(train.flops / chip.peak_bf16_flops, train.bytes_accessed / chip.hbm_bytes_per_second)
+    roofline = (None if train.out_of_memory else   # XLA refused the step: no cost analysis
+                max(train.flops / chip.peak_bf16_flops, train.bytes_accessed / chip.hbm_bytes_per_second))
     hosts = chip.hosts(n)
     report = {
         "topology": topology, "libtpu_topology": tpu_topology.libtpu_name(topology), "device_kind": kind,
@@ -188,7 +225,7 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
         "remat": bool(config.get("remat", False)), "image_size": config.image_size, "num_classes": num_classes,
         "global_batch": config.batch_size, "per_device_batch": per_device,
         "hbm_bytes_per_device": chip.hbm_bytes, "memory_bytes_per_device": memory,
-        "fits": memory <= chip.hbm_bytes,
+        "fits": fits,
         "flops_per_step_per_device": train.flops, "bytes_accessed_per_step_per_device": train.bytes_accessed,
         "collectives": train.collectives, "dog_jax_custom_calls": train.dog_jax_custom_calls,
         "compile_seconds": train.compile_seconds + (evaluation.compile_seconds if evaluation else 0.0),
@@ -203,7 +240,7 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
                        "packages": {**provenance.package_versions(), "libtpu": _version("libtpu")},
                        "auto_choices": {op: dict(impls) for op, impls in choices.items()}},
     }
-    if train_examples:
+    if train_examples and roofline:
         steps_per_epoch = train_examples // config.batch_size
         report.update({"train_examples": train_examples, "steps_per_epoch": steps_per_epoch,
                        "roofline_epoch_seconds": roofline * steps_per_epoch,
@@ -211,7 +248,7 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
                        "num_epochs": config.num_epochs,
                        "images_per_second_per_host_at_roofline": config.batch_size / roofline / hosts})
     if not report["fits"]:
-        known = {per_device: train.memory_bytes}
+        known = {per_device: searched_memory(train, chip.hbm_bytes)}
         report["largest_fitting_per_device_batch"] = largest_fitting_batch(config, devices, chip.hbm_bytes,
                                                                            known=known)
         report["probed_memory_bytes"] = {str(b): m for b, m in sorted(known.items())}
@@ -229,24 +266,33 @@ def _size(num_bytes: float) -> str:
     return f"{num_bytes / 2**30:.2f} GiB" if num_bytes >= 2**30 else f"{num_bytes / 2**20:.1f} MiB"
 
 
+def _refusal(report: dict[str, Any]) -> str | None:
+    """XLA's out-of-HBM message when it refused to compile the train step, else None."""
+    return report["train_step"].get("out_of_memory")
+
+
 def format_report(report: dict[str, Any]) -> list[str]:
     """The console lines of a report."""
     lines = [
         f"AOT {report['model']} on {report['topology']} ({report['num_devices']} x {report['device_kind']}, "
         f"{report['num_hosts']} host(s)): global batch {report['global_batch']} = {report['per_device_batch']} per "
         f"device, {report['precision']}{', remat' if report['remat'] else ''}",
-        f"  memory per device {_size(report['memory_bytes_per_device'])} of "
-        f"{_size(report['hbm_bytes_per_device'])} HBM: {'fits' if report['fits'] else 'DOES NOT FIT'}",
-        f"  train step per device: {report['flops_per_step_per_device'] / 1e9:.1f} GFLOP, "
-        f"{report['bytes_accessed_per_step_per_device'] / 1e9:.1f} GB accessed; collectives "
-        f"{report['collectives'] or 'none'}; dog_jax custom calls {report['dog_jax_custom_calls']}",
-        f"  roofline lower bound {report['roofline_step_seconds'] * 1e3:.1f} ms/step"
-        + (f", {report['roofline_epoch_seconds'] / 60:.1f} min/epoch, "
-           f"{report['roofline_run_seconds'] / 3600:.2f} h for {report['num_epochs']:g} epochs"
-           if "roofline_epoch_seconds" in report else "") + " (not a measured speed)",
-        f"  compile {report['compile_seconds']:.0f} s ("
-        f"{'train + eval step' if report['eval_step'] else 'train step; eval step not compiled: no fit'})",
+        f"  memory per device {'more than ' if _refusal(report) else ''}{_size(report['memory_bytes_per_device'])} "
+        f"of {_size(report['hbm_bytes_per_device'])} HBM: {'fits' if report['fits'] else 'DOES NOT FIT'}",
     ]
+    if _refusal(report):
+        lines.append(f"  train step not compiled, XLA: {_refusal(report)}")
+    else:
+        lines += [
+            f"  train step per device: {report['flops_per_step_per_device'] / 1e9:.1f} GFLOP, "
+            f"{report['bytes_accessed_per_step_per_device'] / 1e9:.1f} GB accessed; collectives "
+            f"{report['collectives'] or 'none'}; dog_jax custom calls {report['dog_jax_custom_calls']}",
+            f"  roofline lower bound {report['roofline_step_seconds'] * 1e3:.1f} ms/step"
+            + (f", {report['roofline_epoch_seconds'] / 60:.1f} min/epoch, "
+               f"{report['roofline_run_seconds'] / 3600:.2f} h for {report['num_epochs']:g} epochs"
+               if "roofline_epoch_seconds" in report else "") + " (not a measured speed)"]
+    lines.append(f"  compile {report['compile_seconds']:.0f} s ("
+                 f"{'train + eval step' if report['eval_step'] else 'train step; eval step not compiled: no fit'})")
     if "largest_fitting_per_device_batch" in report:
         lines.append(f"  largest per-device batch that fits: {report['largest_fitting_per_device_batch']}")
     return lines
@@ -267,7 +313,9 @@ def run(config: ml_collections.ConfigDict, topology: str, report_path: str | Non
     largest = report["largest_fitting_per_device_batch"]
     remedy = (f"the largest per-device batch that fits is {largest} (--config.batch_size="
               f"{largest * report['num_devices']})" if largest else "not even 8 per device fits")
-    return (f"global batch {report['global_batch']} ({report['per_device_batch']} per device) needs "
-            f"{report['memory_bytes_per_device'] / 2**30:.2f} GiB per device, more than the "
+    needs = (f"needs more than {report['memory_bytes_per_device'] / 2**30:.2f} GiB per device (XLA refused to "
+             "compile it: out of HBM)" if _refusal(report) else
+             f"needs {report['memory_bytes_per_device'] / 2**30:.2f} GiB per device")
+    return (f"global batch {report['global_batch']} ({report['per_device_batch']} per device) {needs}, more than the "
             f"{report['hbm_bytes_per_device'] / 2**30:.0f} GiB of a {report['device_kind']} chip; {remedy}"
             f"{'' if report['remat'] else ', or add --config.remat=true'}")

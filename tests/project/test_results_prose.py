@@ -24,6 +24,12 @@ def test_documents_quoting_the_studies_agree_with_their_data(name):
     assert not problems, "\n".join(problems)
 
 
+def test_tpu_plan_reading_agrees_with_the_reports():
+    """Every number docs/tpu.md reads from the pod plan (its table is generated from the same reports)."""
+    problems = check_document(ROOT / "docs" / "tpu.md", None, strict=True, region=("Reading (", "## GPU"))
+    assert not problems, "\n".join(problems)
+
+
 def _tiny_study(tmp_path, readme):
     rows = ["label,seed,status,final_top1,num_params"] + [
         f"{label},{seed},done,{top1},{params}" for label, params, values in

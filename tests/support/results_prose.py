@@ -26,6 +26,9 @@ each comment the same way and leave the rest alone.
 Data: ``results.csv`` (one row per run; top-1 in points), ``analysis/<label>/summary.json`` and
 ``analysis/<label>/during/summary.json`` (the kernel shares of analysis.md, in %), any other CSV of the
 study folder (``csv(name)``), and every other study by its folder name (``fashion_mnist.gap(...)``).
+The TPU pod plan's reports are ``tpu(case, "key")`` (``docs/results/tpu_plan/<case>.json``; dotted keys
+reach into ``train_step`` / ``eval_step``; ``tpu_cases(prefix)`` lists the cases), with the units
+``gib``, ``giga``, ``ms``, ``minutes`` and ``hours`` for bytes and seconds.
 """
 
 from __future__ import annotations
@@ -84,6 +87,25 @@ def ahead(values: Sequence[float]) -> tuple[int, int]:
 
 def pct(value: float) -> float:
     return 100 * value
+
+
+def tpu(case: str, key: str) -> Any:
+    """``key`` of the pod plan's report ``case`` (a file name in docs/results/tpu_plan without .json);
+    "train_step.temp_bytes" reaches into a nested record."""
+    value = json.loads((RESULTS / "tpu_plan" / f"{case}.json").read_text())
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def tpu_cases(prefix: str = "") -> list[str]:
+    """The pod plan's case names (reports in docs/results/tpu_plan) that start with ``prefix``."""
+    return sorted(path.stem for path in (RESULTS / "tpu_plan").glob(f"{prefix}*.json"))
+
+
+UNITS = {"gib": lambda num_bytes: num_bytes / 2**30, "giga": lambda value: value / 1e9,
+         "ms": lambda seconds: 1e3 * seconds, "minutes": lambda seconds: seconds / 60,
+         "hours": lambda seconds: seconds / 3600}
 
 
 class Study:
@@ -175,7 +197,8 @@ class Study:
                                                          "share", "centre_surround", "fit", "csv", "of")}
         helpers = {"mean": mean, "std": std, "mean_std": mean_std, "ci": ci, "welch": welch, "ahead": ahead,
                    "pct": pct, "min": min, "max": max, "abs": abs, "len": len, "sum": sum, "sorted": sorted,
-                   "round": round, "zip": zip, "int": int, "float": float}
+                   "round": round, "zip": zip, "int": int, "float": float, "tpu": tpu,
+                   "tpu_cases": tpu_cases, **UNITS}
         return {**helpers, **names, **{study: _STUDIES[study] for study in STUDIES}}
 
 
@@ -188,6 +211,10 @@ _STUDIES = {name: Study(name) for name in STUDIES}  # other studies' data: fashi
 def _visible(text: str) -> str:
     """``text`` with code, comments and link targets blanked out (same length: offsets stay valid)."""
     return _HIDDEN.sub(lambda m: " " * len(m.group()), text)
+
+
+def _blank(text: str) -> str:
+    return re.sub(r"[^\n]", " ", text)
 
 
 def _data_like(text: str, match: re.Match) -> bool:
@@ -233,14 +260,20 @@ def parse_check(body: str) -> tuple[list[tuple[str, str]], set[str]]:
     return claims, not_data
 
 
-def check_document(path: Path, study: Study | None, *, strict: bool) -> list[str]:
+def check_document(path: Path, study: Study | None, *, strict: bool,
+                   region: tuple[str, str] | None = None) -> list[str]:
     """Every failed check of ``path`` as one line each (file:line: what); [] if all hold.
 
     ``study``: whose data bare names refer to (None: only ``<study>.<function>`` names); ``strict``:
-    the whole document is checked text (a study README), else the paragraph above each comment.
+    the whole document is checked text (a study README), else the paragraph above each comment;
+    ``region``: (first words, words after the end) of the part of the document that is checked.
     """
     text = path.read_text()
     visible = _visible(text)
+    if region:
+        begin = text.index(region[0])
+        end = text.index(region[1], begin)
+        visible = _blank(visible[:begin]) + visible[begin:end] + _blank(visible[end:])
     namespace = (study or _STUDIES[STUDIES[0]]).namespace()
     if study is None:  # no bare study functions: only <study>.<function>
         namespace = {key: value for key, value in namespace.items() if not hasattr(Study, key)}

@@ -159,17 +159,45 @@ def test_largest_fitting_batch_search_settles_on_the_boundary(monkeypatch):
     assert aot.largest_fitting_batch(None, devices, 500, known={256: memory[256]}) == 0
 
 
+def test_xla_refusing_a_step_for_lack_of_hbm_is_read_as_does_not_fit():
+    """libtpu 0.0.42's message for ConvNeXt-T at 1024 images per v5e chip, verbatim; any other error is
+    not taken for a memory verdict."""
+    refusal = jax.errors.JaxRuntimeError(
+        "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries (29.78G) "
+        "exceeds available HBM (15.75G).")
+    cost = aot.out_of_hbm(refusal, 25.0)
+    assert cost.memory_bytes == cost.temp_bytes == int(29.78 * 2**30) and cost.flops is None
+    assert cost.out_of_memory.startswith("RESOURCE_EXHAUSTED") and cost.compile_seconds == 25.0
+    assert aot.searched_memory(cost, 40 * 2**30) == 40 * 2**30 + 1  # refused: above any capacity
+    assert aot.out_of_hbm(jax.errors.JaxRuntimeError("INTERNAL: something else"), 1.0) is None
+
+
 @pytest.mark.slow
 @needs_libtpu
 def test_train_py_names_the_largest_batch_that_fits(monkeypatch, tmp_path):
-    """``train.py --aot_topology`` in this process, with the chip's capacity shrunk so that the tiny
-    ConvMixer's batch does not fit: exit with one line naming the largest batch found by compiling,
-    the report written, and the eval step (moot) not compiled."""
+    """``train.py --aot_topology`` in this process, with the chip's HBM shrunk so that the tiny
+    ConvMixer's batch does not fit: XLA refuses such a step (as libtpu does at full size, below), and
+    train.py exits with one line naming the largest batch found by compiling, the report written and
+    the eval step (moot) not compiled."""
     config = tiny_config("convmixer", tmp_path)
     fitting = aot.compile_steps(config, tpu_topology.topology_devices("v5e:2x2"), 4 * 24, which=("train",))
     capacity = fitting["train"].memory_bytes  # per-device batch 24 fits exactly, 64 does not
     real = tpu_topology.CHIPS["TPU v5 lite"]
     monkeypatch.setitem(tpu_topology.CHIPS, "TPU v5 lite", dataclasses.replace(real, hbm_bytes=capacity))
+    compile_for_real = jax.stages.Lowered.compile
+
+    def compile_with_less_hbm(lowered, *args, **kwargs):
+        """As XLA's TPU compiler does with a step that exceeds the chip's HBM (its wording, libtpu 0.0.42,
+        from ConvNeXt-T at 1024 images per v5e chip)."""
+        compiled = compile_for_real(lowered, *args, **kwargs)
+        needed = aot.analyse(compiled, 0.0).memory_bytes
+        if needed > capacity:
+            raise jax.errors.JaxRuntimeError(
+                "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries "
+                f"({needed / 2**20:.2f}M) exceeds available HBM ({capacity / 2**20:.2f}M).")
+        return compiled
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", compile_with_less_hbm)
     out = tmp_path / "report.json"
     message = train_cli.exit_message(monkeypatch, [
         "train.py", "--config=" + os.path.join(ROOT, "configs/convmixer.py:demo"), "--config.batch_size=256",
@@ -178,12 +206,15 @@ def test_train_py_names_the_largest_batch_that_fits(monkeypatch, tmp_path):
         "--aot_topology=v5e-4", f"--aot_report={out}"])
     report = json.loads(out.read_text())
     assert report["topology"] == "v5e-4" and report["per_device_batch"] == 64 and not report["fits"]
-    assert report["eval_step"] is None
+    assert report["eval_step"] is None and report["roofline_step_seconds"] is None
+    assert report["train_step"]["out_of_memory"].startswith("RESOURCE_EXHAUSTED: Ran out of memory on HBM")
+    assert report["memory_bytes_per_device"] > capacity  # what XLA said the step needs
     largest = report["largest_fitting_per_device_batch"]
     assert 24 <= largest < 64 and largest % 8 == 0
     probed = {int(batch): memory for batch, memory in report["probed_memory_bytes"].items()}
     assert probed[largest] <= capacity and min(b for b, m in probed.items() if m > capacity) == largest + 8
     assert isinstance(message, str) and message.startswith("error: global batch 256") and "\n" not in message
+    assert "XLA refused to compile it: out of HBM" in message
     assert f"largest per-device batch that fits is {largest} (--config.batch_size={4 * largest})" in message
 
 
