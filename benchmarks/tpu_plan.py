@@ -112,6 +112,13 @@ def _load(case: tuple) -> str:
     return f"load {uptime[1]} at start" if uptime else "load not recorded"
 
 
+def _search(report: dict) -> str:
+    """The batch search's compiles, when the batch did not fit."""
+    if "search_compile_seconds" not in report:
+        return ""
+    return f" + {report['search_compile_seconds']:.0f} search ({len(report['probed_memory_bytes']) - 1} compiles)"
+
+
 def _commit(report: dict) -> str:
     label = provenance.code_label(report.get("provenance"))
     return "not recorded (reports before provenance)" if label == "unrecorded" else label
@@ -153,7 +160,7 @@ def table() -> str:
             f"{r['per_device_batch']} | {'> ' if refused else ''}{_gib(r['memory_bytes_per_device'])} / "
             f"{_gib(r['hbm_bytes_per_device'])}{' (XLA: out of HBM)' if refused else ''} | "
             f"{'yes' if r['fits'] else '**no**'} | {largest} | {costs} | "
-            f"{r['compile_seconds']:.0f} ({_load(case)}) | {_commit(r)} |")
+            f"{r['compile_seconds']:.0f}{_search(r)} ({_load(case)}) | {_commit(r)} |")
     commands = [f"- `{' '.join(command(*case))}`" for case in listed]
     return "\n".join(rows) + "\n\nCommands (one per row, in order):\n\n" + "\n".join(commands) + "\n"
 

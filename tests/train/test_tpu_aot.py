@@ -209,6 +209,7 @@ def test_train_py_names_the_largest_batch_that_fits(monkeypatch, tmp_path):
     assert report["eval_step"] is None and report["roofline_step_seconds"] is None
     assert report["train_step"]["out_of_memory"].startswith("RESOURCE_EXHAUSTED: Ran out of memory on HBM")
     assert report["memory_bytes_per_device"] > capacity  # what XLA said the step needs
+    assert report["search_compile_seconds"] > 0
     largest = report["largest_fitting_per_device_batch"]
     assert 24 <= largest < 64 and largest % 8 == 0
     probed = {int(batch): memory for batch, memory in report["probed_memory_bytes"].items()}
