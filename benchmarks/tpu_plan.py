@@ -125,23 +125,23 @@ def _commit(report: dict) -> str:
     return "not recorded (reports before provenance)" if label == "unrecorded" else label
 
 
-def _listed_cases() -> list[tuple]:
-    """The cases with a report, grouped for reading: by model, bfloat16 before float32, without remat
-    before with, then the largest slice first."""
-    done = [case for case in CASES if (OUT / f"{case_name(*case)}.json").exists()]
-    chips = {case: json.loads((OUT / f"{case_name(*case)}.json").read_text())["num_devices"] for case in done}
-    return sorted(done, key=lambda case: (list(CONFIGS).index(case[0]), case[2] != "bfloat16", case[3], -chips[case]))
+def _reports() -> list[tuple[tuple, dict]]:
+    """(case, report) of every case with a report, grouped for reading: by model, bfloat16 before
+    float32, without remat before with, then the largest slice first."""
+    done = [(case, json.loads(path.read_text())) for case in CASES
+            if (path := OUT / f"{case_name(*case)}.json").exists()]
+    return sorted(done, key=lambda item: (list(CONFIGS).index(item[0][0]), item[0][2] != "bfloat16", item[0][3],
+                                          -item[1]["num_devices"]))
 
 
 def table() -> str:
-    """Markdown table of every report in OUT (order: :func:`_listed_cases`) and their commands."""
+    """Markdown table of every report in OUT (order: :func:`_reports`) and their commands."""
     rows = ["| model | slice | precision | remat | per-chip batch | memory / HBM per chip (GiB) | fits | "
             "largest global batch that fits | GFLOP per step per chip | GFLOP per image | roofline ≥ ms/step | "
             "≥ min/epoch | ≥ h for 50 epochs | host input ≤ img/s (cores) | compile s (load) | commit |",
             "|" + "---|" * 16]
-    listed = _listed_cases()
-    for case in listed:
-        r = json.loads((OUT / f"{case_name(*case)}.json").read_text())
+    listed = _reports()
+    for case, r in listed:
         largest = r.get("largest_fitting_per_device_batch")
         largest = (f"≥ {r['global_batch']} (not searched)" if r["fits"]
                    else f"{largest * r['num_devices']} ({largest}/chip)")
@@ -162,7 +162,7 @@ def table() -> str:
             f"{_gib(r['hbm_bytes_per_device'])}{' (XLA: out of HBM)' if refused else ''} | "
             f"{'yes' if r['fits'] else '**no**'} | {largest} | {costs} | "
             f"{r['compile_seconds']:.0f}{_search(r)} ({_load(case)}) | {_commit(r)} |")
-    commands = [f"- `{' '.join(command(*case))}`" for case in listed]
+    commands = [f"- `{' '.join(command(*case))}`" for case, _ in listed]
     return "\n".join(rows) + "\n\nCommands (one per row, in order):\n\n" + "\n".join(commands) + "\n"
 
 

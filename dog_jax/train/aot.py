@@ -46,7 +46,7 @@ _DOG_JAX_CALL = re.compile(r'custom_call_target="dog_jax_')
 # "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries
 # (29.78G) exceeds available HBM (15.75G)." (libtpu 0.0.42; sizes in binary units).
 _OUT_OF_HBM = re.compile(r"RESOURCE_EXHAUSTED: Ran out of memory.*?required for HLO temporaries \(([\d.]+)([KMGT]?)\)"
-                         r".*?available HBM \(([\d.]+)([KMGT]?)\)", re.S)
+                         r".*?available HBM \([^)]*\)", re.S)
 _BINARY_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
