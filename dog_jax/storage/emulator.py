@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import subprocess
 import sys
@@ -40,6 +41,7 @@ EMULATOR_VARIABLE = "STORAGE_EMULATOR_HOST"
 _TEST_TOKEN = "dog-jax-local-emulator"  # any string: an emulator accepts every token
 # A port on loopback that nothing listens on: metadata-server lookups are refused at once.
 _NO_METADATA_SERVER = "127.0.0.1:9"
+_CONFIGURED = "DOG_JAX_STORAGE_CONFIGURED"
 
 
 class StorageConfigError(ValueError):
@@ -77,6 +79,9 @@ def configure(environ: MutableMapping[str, str] | None = None) -> str | None:
     if not value:
         return None
     host, port, url = emulator_address(value)
+    done = f"{url} {os.getpid()}"  # children inherit the variables but not the bridge process
+    if env.get(_CONFIGURED) == done:
+        return url
     for name, default in (("TENSORSTORE_GCS_HTTP_URL", url), ("GOOGLE_AUTH_TOKEN_FOR_TESTING", _TEST_TOKEN),
                           ("FSSPEC_GCS_TOKEN", "anon"), ("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false"),
                           ("NO_GCE_CHECK", "true"), ("GCE_METADATA_HOST", _NO_METADATA_SERVER),
@@ -89,6 +94,10 @@ def configure(environ: MutableMapping[str, str] | None = None) -> str | None:
                           ("no_proxy", local), ("NO_PROXY", local)):
         env[name] = setting
     _forget_cached_clients()
+    # Emulators lack gcsfs' first choice for renames (the moveTo API: 400); gcsfs then copies and
+    # deletes, which works, but logs a traceback at ERROR each time. Only that logger is hushed.
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
+    env[_CONFIGURED] = done
     return url
 
 

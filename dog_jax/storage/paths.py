@@ -13,6 +13,8 @@ import uuid
 
 from etils import epath
 
+from dog_jax.storage.emulator import configure
+
 PathLike = str | os.PathLike
 
 
@@ -28,8 +30,14 @@ def absolute(path: PathLike) -> str:
 
 
 def run_path(path: PathLike) -> epath.Path:
-    """``path`` (local or ``gs://``) as an ``epath.Path``, local paths made absolute."""
-    return epath.Path(absolute(path))
+    """``path`` (local or ``gs://``) as an ``epath.Path``, local paths made absolute.
+
+    A URL first makes sure the storage clients are configured (:func:`dog_jax.storage.configure`;
+    idempotent), so library calls work on buckets without a command's start-up."""
+    text = absolute(path)
+    if is_url(text):
+        configure()
+    return epath.Path(text)
 
 
 def join(path: PathLike, *parts: str) -> str:
@@ -41,13 +49,18 @@ def read_text(path: PathLike) -> str:
     return run_path(path).read_text()
 
 
-def write_text(path: PathLike, text: str) -> None:
-    """Writes ``text`` so that readers see the old content or the new, never a part: through a
+def write_bytes(path: PathLike, content: bytes) -> None:
+    """Writes ``content`` so that readers see the old content or the new, never a part: through a
     temporary name and a rename locally; in one upload on a bucket (an object appears whole)."""
     target = run_path(path)
     if is_url(target):
-        target.write_text(text)
+        target.write_bytes(content)
         return
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    temporary.write_text(text)
+    temporary.write_bytes(content)
     temporary.replace(target)
+
+
+def write_text(path: PathLike, text: str) -> None:
+    """:func:`write_bytes` of ``text`` encoded as UTF-8."""
+    write_bytes(path, text.encode("utf-8"))
