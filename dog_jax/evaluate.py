@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from dog_jax._extras import require
 from dog_jax.checkpoints import CheckpointError
-from dog_jax.storage import join, run_path, write_text
+from dog_jax.storage import join, make_dirs, run_path, write_text
 
 if TYPE_CHECKING:
     import ml_collections
@@ -170,7 +170,7 @@ def default_output(result: dict[str, Any]) -> str:
 
 def write_json(path: str, payload: dict[str, Any]) -> None:
     """Writes ``payload`` as indented JSON to ``path`` (local or ``gs://``), creating its folder."""
-    run_path(path).parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(run_path(path).parent)
     write_text(path, json.dumps(payload, indent=2) + "\n")
 
 

@@ -267,7 +267,7 @@ def export_model(workdir: str | os.PathLike, out: str | os.PathLike, *, step: in
                                     "export": provenance.record()}
     model, config = restore_model(workdir, step=checkpoint.step, ema=ema)
     out = run_path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    storage.make_dirs(out)
     save_safetensors(model, out / "model.safetensors", naming=hub["dog_jax"]["naming"])
     (out / "config.json").write_text(json.dumps(hub, indent=2) + "\n")
     (out / "training_config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str) + "\n")

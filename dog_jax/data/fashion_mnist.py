@@ -25,7 +25,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist
 
 from dog_jax.data.errors import DatasetError
-from dog_jax.storage import run_path, write_bytes
+from dog_jax.storage import make_dirs, run_path, write_bytes
 
 NAME = "fashion_mnist"
 PACKAGED_DIR = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts them
@@ -51,7 +51,7 @@ class _PackagedFashionMNIST(mnist.FashionMNIST, skip_registration=True):
         # The idx files decompressed next to tfds's own downloads (the originals' content).
         # The download dir lies under the data dir, which may be a bucket (dog_jax.storage).
         target = run_path(dl_manager.download_dir) / "extracted" / "fashion_mnist_packaged"
-        target.mkdir(parents=True, exist_ok=True)
+        make_dirs(target)
         paths = {}
         for key, name in _FILES.items():
             path = target / name[:-len(".gz")]

@@ -45,6 +45,13 @@ def join(path: PathLike, *parts: str) -> str:
     return os.fspath(run_path(path).joinpath(*parts))
 
 
+def make_dirs(path: PathLike) -> None:
+    """Creates a local directory and its parents. A no-op on a bucket, where folders are name
+    prefixes that need no creation -- and where gcsfs' ``mkdir`` would create a missing *bucket*."""
+    if not is_url(path):
+        run_path(path).mkdir(parents=True, exist_ok=True)
+
+
 def read_text(path: PathLike) -> str:
     return run_path(path).read_text()
 

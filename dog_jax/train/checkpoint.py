@@ -39,7 +39,7 @@ from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
 from dog_jax.checkpoints import CheckpointError  # the package's one checkpoint error (re-exported)
-from dog_jax.storage import absolute, join, run_path
+from dog_jax.storage import absolute, join, make_dirs, run_path
 from dog_jax.train.config import comparable
 
 __all__ = ["BEST_METRIC", "CheckpointError", "Checkpointer", "array_shapes", "check_writable",
@@ -56,7 +56,7 @@ def check_writable(workdir: str) -> None:
     path = run_path(workdir)
     probe = path / f".write_probe_{uuid.uuid4().hex}"
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        make_dirs(path)
         probe.write_text("ok")
         probe.unlink()
     except Exception as error:  # OSError locally; gcsfs / tf.io errors for buckets.
@@ -136,7 +136,7 @@ class Checkpointer:
         self.wait()
         if jax.process_index() == 0:
             item = run_path(self.directory) / str(step) / "metrics"
-            item.mkdir(parents=True, exist_ok=True)
+            make_dirs(item)
             temporary = item / f".metrics-{uuid.uuid4().hex}"
             temporary.write_text(json.dumps({key: float(value) for key, value in metrics.items()}))
             temporary.rename(item / "metrics")
@@ -203,7 +203,7 @@ class Checkpointer:
                         "previous one.", step, self.directory, type(error).__name__, reason, target)
         if jax.process_index() == 0:
             source = run_path(self.directory) / str(step)
-            run_path(self._damaged_dir()).mkdir(parents=True, exist_ok=True)
+            make_dirs(self._damaged_dir())
             source.rename(target)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
