@@ -30,7 +30,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from dog_jax.data.errors import DatasetError
-from dog_jax.storage import join, run_path
+from dog_jax.storage import files_under, join, run_path
 
 IMAGENET_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 FOLDER_PREFIX = "folder:"
@@ -123,7 +123,7 @@ def _image_problem(path: str) -> str | None:
 def check_image_folder(root: str) -> None:
     """Raises :class:`DatasetError` naming the first damaged image (and how many there are)."""
     bad = []
-    for file in run_path(root).rglob("*"):
+    for file in files_under(root):
         if file.name.lower().endswith(_JPEG_EXTENSIONS + (".png",)):
             problem = _image_problem(str(file))
             if problem:

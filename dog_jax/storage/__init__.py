@@ -9,7 +9,8 @@
 """
 
 from dog_jax.storage.emulator import EMULATOR_VARIABLE, StorageConfigError, configure
-from dog_jax.storage.paths import absolute, is_url, join, make_dirs, read_text, run_path, write_bytes, write_text
+from dog_jax.storage.paths import (absolute, files_under, is_url, join, make_dirs, move, read_text, run_path,
+                                   write_bytes, write_text)
 
-__all__ = ["EMULATOR_VARIABLE", "StorageConfigError", "absolute", "configure", "is_url", "join", "make_dirs",
-           "read_text", "run_path", "write_bytes", "write_text"]
+__all__ = ["EMULATOR_VARIABLE", "StorageConfigError", "absolute", "configure", "files_under", "is_url", "join",
+           "make_dirs", "move", "read_text", "run_path", "write_bytes", "write_text"]

@@ -8,9 +8,9 @@ layer                        how it is pointed at the emulator
 ===========================  =====================================================================
 ``etils.epath`` (run paths,  ``EPATH_USE_TF=false`` (always: gs:// goes through gcsfs, the backend
 orbax's files)               that can be redirected; TensorFlow's cannot) + gcsfs reading
-                             ``STORAGE_EMULATOR_HOST``, anonymous (``FSSPEC_GCS_TOKEN=anon``), no
-                             zonal-bucket probe (``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false``: a
-                             gRPC call an emulator cannot answer, 60 s each)
+                             ``STORAGE_EMULATOR_HOST``, anonymous token, no zonal-bucket probe
+                             (``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false``: a gRPC call an emulator
+                             cannot answer, 60 s each); always without gcsfs' listing cache
 tensorstore (orbax arrays)   ``TENSORSTORE_GCS_HTTP_URL``, token ``GOOGLE_AUTH_TOKEN_FOR_TESTING``
 TensorFlow (tfds records,    endpoints compiled in: ``https_proxy`` to a loopback TLS bridge
 ``tf.summary``, gfile)       (:mod:`dog_jax.storage.tls_bridge`) + ``CURL_CA_BUNDLE``, same token
@@ -74,18 +74,30 @@ def configure(environ: MutableMapping[str, str] | None = None) -> str | None:
       StorageConfigError: a malformed ``STORAGE_EMULATOR_HOST``.
     """
     env = os.environ if environ is None else environ
-    env.setdefault("EPATH_USE_TF", "false")
     value = env.get(EMULATOR_VARIABLE)
-    if not value:
-        return None
-    host, port, url = emulator_address(value)
-    done = f"{url} {os.getpid()}"  # children inherit the variables but not the bridge process
+    address = emulator_address(value) if value else None
+    done = f"{address[2] if address else 'cloud'} {os.getpid()}"  # children inherit variables, not the bridge
     if env.get(_CONFIGURED) == done:
-        return url
+        return address[2] if address else None
+    env.setdefault("EPATH_USE_TF", "false")
+    _forget_epath_backend_choice()
+    # Always: gcsfs' listing cache never expires by default, and other hosts, tensorstore (orbax's
+    # arrays) and TensorFlow write behind its back -- a stale listing once made the trainer skip a
+    # checkpoint it believed written (tests/train/test_reliability_inputs.py, bucket case).
+    gcs_defaults = _fsspec_gcs_defaults()
+    gcs_defaults["use_listings_cache"] = False
+    if address is not None:
+        _point_at_emulator(env, *address)
+        gcs_defaults["token"] = "anon"
+    _forget_cached_clients()
+    env[_CONFIGURED] = done
+    return address[2] if address else None
+
+
+def _point_at_emulator(env: MutableMapping[str, str], host: str, port: int, url: str) -> None:
     for name, default in (("TENSORSTORE_GCS_HTTP_URL", url), ("GOOGLE_AUTH_TOKEN_FOR_TESTING", _TEST_TOKEN),
-                          ("FSSPEC_GCS_TOKEN", "anon"), ("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false"),
-                          ("NO_GCE_CHECK", "true"), ("GCE_METADATA_HOST", _NO_METADATA_SERVER),
-                          ("GCE_METADATA_IP", _NO_METADATA_SERVER)):
+                          ("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false"), ("NO_GCE_CHECK", "true"),
+                          ("GCE_METADATA_HOST", _NO_METADATA_SERVER), ("GCE_METADATA_IP", _NO_METADATA_SERVER)):
         env.setdefault(name, default)
     bridge = _bridge_for((host, port))
     proxy = f"http://127.0.0.1:{bridge.port}"
@@ -93,12 +105,17 @@ def configure(environ: MutableMapping[str, str] | None = None) -> str | None:
     for name, setting in (("https_proxy", proxy), ("HTTPS_PROXY", proxy), ("CURL_CA_BUNDLE", bridge.ca_file),
                           ("no_proxy", local), ("NO_PROXY", local)):
         env[name] = setting
-    _forget_cached_clients()
     # Emulators lack gcsfs' first choice for renames (the moveTo API: 400); gcsfs then copies and
     # deletes, which works, but logs a traceback at ERROR each time. Only that logger is hushed.
     logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
-    env[_CONFIGURED] = done
-    return url
+
+
+def _fsspec_gcs_defaults() -> dict:
+    """fsspec's defaults for new gcsfs clients (read from ``FSSPEC_GCS_*`` only at fsspec's import,
+    so set here directly)."""
+    import fsspec.config
+
+    return fsspec.config.conf.setdefault("gcs", {})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +138,18 @@ def _bridge_for(emulator: tuple[str, int]) -> _Bridge:
         raise StorageConfigError(f"the local TLS bridge for TensorFlow's Cloud Storage client did not start "
                                  f"(exit code {process.poll()}); is the 'cryptography' package installed?")
     return _Bridge(port=int(line[0]), ca_file=line[1], process=process)
+
+
+def _forget_epath_backend_choice() -> None:
+    """etils decides once per process, at the first path it sees (local ones too), whether gs://
+    goes to TensorFlow; a path used before :func:`configure` would fix that choice. The decision is
+    a cached private function of etils 1.15 (``gpath._is_tf_installed``); tests/storage/test_emulator.py
+    fails if that changes."""
+    from etils.epath import gpath
+
+    decide = getattr(gpath, "_is_tf_installed", None)
+    if decide is not None and hasattr(decide, "cache_clear"):
+        decide.cache_clear()
 
 
 def _forget_cached_clients() -> None:

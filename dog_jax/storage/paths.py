@@ -52,6 +52,31 @@ def make_dirs(path: PathLike) -> None:
         run_path(path).mkdir(parents=True, exist_ok=True)
 
 
+def files_under(path: PathLike) -> list[epath.Path]:
+    """Every file below the directory ``path``, at any depth, sorted (local or gs://; epath has no
+    recursive glob on buckets, so this walks: one listing per folder)."""
+    root = run_path(path)
+    # gcsfs reports the folders it walks without their "gs://": rebuild them from the root.
+    bare_root = os.fspath(root).split("://", 1)[-1].rstrip("/")
+    found = []
+    for directory, _, names in root.walk():
+        relative = os.fspath(directory).split("://", 1)[-1].rstrip("/")[len(bare_root):].strip("/")
+        found += [root.joinpath(*([relative] if relative else []), name) for name in names]
+    return sorted(found)
+
+
+def move(source: PathLike, target: PathLike) -> None:
+    """Moves a file or folder to ``target`` (whose parent folder exists). Locally a rename; on a
+    bucket, where folders are name prefixes, every object is copied and deleted (not atomic)."""
+    if not is_url(source):
+        run_path(source).rename(absolute(target))
+        return
+    import fsspec
+
+    run_path(source)  # configures the clients
+    fsspec.filesystem("gs").mv(os.fspath(source), os.fspath(target), recursive=True)
+
+
 def read_text(path: PathLike) -> str:
     return run_path(path).read_text()
 

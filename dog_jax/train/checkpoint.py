@@ -39,7 +39,7 @@ from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
 from dog_jax.checkpoints import CheckpointError  # the package's one checkpoint error (re-exported)
-from dog_jax.storage import absolute, join, make_dirs, run_path
+from dog_jax.storage import absolute, join, make_dirs, move, run_path
 from dog_jax.train.config import comparable
 
 __all__ = ["BEST_METRIC", "CheckpointError", "Checkpointer", "array_shapes", "check_writable",
@@ -202,9 +202,8 @@ class Checkpointer:
         logging.warning("Checkpoint at step %d in %s is damaged (%s: %s); moved it to %s and trying the "
                         "previous one.", step, self.directory, type(error).__name__, reason, target)
         if jax.process_index() == 0:
-            source = run_path(self.directory) / str(step)
             make_dirs(self._damaged_dir())
-            source.rename(target)
+            move(join(self.directory, str(step)), target)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices(f"dog_jax_set_aside_{step}")

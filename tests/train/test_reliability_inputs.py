@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from absl import logging
 
-from dog_jax import data
+from dog_jax import data, storage
 from dog_jax.data import DatasetError
 from dog_jax.train import train_and_evaluate
 from dog_jax.train.checkpoint import CheckpointError
@@ -32,7 +32,12 @@ def small(data_dir, steps, **changes):
 
 
 def _steps(workdir):
-    return sorted(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit())
+    return sorted(int(p.name) for p in storage.run_path(f"{workdir}/checkpoints").iterdir() if p.name.isdigit())
+
+
+def _files(directory):
+    """Every file under ``directory`` (local or gs://)."""
+    return storage.files_under(directory)
 
 
 def _one_line(error):
@@ -41,22 +46,22 @@ def _one_line(error):
     return message
 
 
-def test_damaged_checkpoints_fall_back_then_stop_never_restart(data_dir, tmp_path, caplog):
-    workdir = str(tmp_path / "run")
+@pytest.mark.parametrize("where", ["local", "bucket"])
+def test_damaged_checkpoints_fall_back_then_stop_never_restart(data_dir, tmp_path, caplog, where, request):
+    """The same in a local workdir and in a Cloud Storage bucket (a local server: tests/support/gcs_server)."""
+    workdir = str(tmp_path / "run") if where == "local" else f"{request.getfixturevalue('bucket')}/run"
     train_and_evaluate(small(data_dir, 4), workdir)
     assert _steps(workdir) == [2, 4]
     # Truncate the largest array file of the latest checkpoint (a disk filled up / a copy cut short).
-    files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(workdir, "checkpoints", "4", "state")) for f in fs]
-    largest = max(files, key=os.path.getsize)
-    with open(largest, "r+b") as f:
-        f.truncate(os.path.getsize(largest) // 2)
+    largest = max(_files(f"{workdir}/checkpoints/4/state"), key=lambda p: p.stat().length)
+    largest.write_bytes(largest.read_bytes()[:largest.stat().length // 2])
 
     caplog.set_level(logging.WARNING)
     resumed = train_and_evaluate(small(data_dir, 6), workdir)
     assert resumed["start_step"] == 2 and resumed["final_step"] == 6  # the previous good one, not 0
     warnings = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
     assert len(warnings) == 1 and "step 4" in warnings[0] and "\n" not in warnings[0], warnings
-    assert [n.split("-")[0] for n in os.listdir(os.path.join(workdir, "damaged_checkpoints"))] == ["4"]
+    assert [p.name.split("-")[0] for p in storage.run_path(f"{workdir}/damaged_checkpoints").iterdir()] == ["4"]
     assert 4 in _steps(workdir) and 6 in _steps(workdir)  # step 4 was saved again after the fall-back
 
     # The same workdir with another architecture: refused, naming what differs.
@@ -66,9 +71,8 @@ def test_damaged_checkpoints_fall_back_then_stop_never_restart(data_dir, tmp_pat
 
     # Every checkpoint partly deleted: an error, never a silent restart from step 0.
     for step in _steps(workdir):
-        for root, _, names in os.walk(os.path.join(workdir, "checkpoints", str(step), "state")):
-            for name in names:
-                os.remove(os.path.join(root, name))
+        for file in _files(f"{workdir}/checkpoints/{step}/state"):
+            file.unlink()
     with pytest.raises(CheckpointError) as error:
         train_and_evaluate(small(data_dir, 8), workdir)
     assert "none of the checkpoints" in _one_line(error) and "step 0" in str(error.value)
