@@ -1,7 +1,8 @@
 """Command line: ``python -m dog_jax.analysis CHECKPOINT [CHECKPOINT ...] --out DIR``.
 
 Runs the paper's kernel clustering (Sec. 3.1) and the template / DoG-fit / null-baseline analyses on
-each checkpoint and writes summary.json, clusters.csv and PNG figures into DIR. See docs/analysis.md.
+each checkpoint and writes summary.json, clusters.csv and PNG figures into DIR. Checkpoints and DIR
+may be ``gs://`` URLs. See docs/analysis.md.
 Errors are reported as one line on stderr with exit code 2.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from dog_jax import console
 from dog_jax.analysis.readers import CheckpointError
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(Neural Echos, Sec. 3.1, and beyond). Formats: orbax checkpoint directories, "
                     ".pth/.pt/.bin (PyTorch, weights_only), .safetensors, .npz.")
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint file or orbax directory")
-    p.add_argument("--out", required=True, type=Path, help="output directory (created if missing)")
+    p.add_argument("--out", required=True, help="output directory or gs:// URL (created if missing)")
     p.add_argument("--k", type=int, default=3, help="number of k-means clusters per kernel size (default 3)")
     p.add_argument("--layers", default=None, metavar="REGEX",
                    help="only analyse arrays whose name matches this regular expression (re.search)")

@@ -20,9 +20,9 @@ one when both are square, OIHW on a tie) decides.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -180,7 +180,7 @@ def find_kernels(
 
 
 def extract_depthwise_kernels(
-    source: str | Path | Checkpoint | Mapping[str, np.ndarray],
+    source: str | os.PathLike | Checkpoint | Mapping[str, np.ndarray],
     *,
     layers: str | None = None,
     include_regular: bool = False,
@@ -206,7 +206,7 @@ def extract_depthwise_kernels(
       >>> layers[0].name, layers[0].kernels.shape
       ('features.1.conv.0.0.weight', (32, 3, 3))
     """
-    if isinstance(source, (str, Path)):
+    if isinstance(source, (str, os.PathLike)):
         source = read_checkpoint(source, progress=progress)
     elif isinstance(source, Mapping) and not isinstance(source, Checkpoint):
         source = {k: np.asarray(v) for k, v in source.items()}

@@ -7,12 +7,14 @@
 * ``templates.png`` — template-classifier shares per checkpoint, real and shuffled;
 * ``gamma_hist.png`` — histogram of fitted DoG γ per checkpoint.
 
-Kernels are shown min–max normalised (as clustered), dark = low, bright = high.
+Kernels are shown min–max normalised (as clustered), dark = low, bright = high. The figures are
+rendered in memory and written through :mod:`dog_jax.storage` (a directory or a ``gs://`` URL).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
+import os
 
 import matplotlib
 
@@ -23,6 +25,9 @@ import numpy as np  # noqa: E402
 from dog_jax.analysis.cluster import CLUSTER_LABELS, PAPER_LABELS, minmax_normalize  # noqa: E402
 from dog_jax.analysis.report import CheckpointAnalysis, GroupAnalysis  # noqa: E402
 from dog_jax.analysis.templates import TEMPLATE_CLASSES  # noqa: E402
+from dog_jax.storage import run_path  # noqa: E402
+
+PathLike = str | os.PathLike
 
 DPI = 72
 LABEL_COLORS = {"excitatory-centre": "#d62728", "inhibitory-centre": "#1f77b4",
@@ -41,7 +46,14 @@ def _show(ax, kernel: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def plot_samples(ca: CheckpointAnalysis, group: GroupAnalysis, path: Path, n: int = 64, seed: int = 0) -> Path:
+def _save(fig: plt.Figure, path: PathLike, **options) -> None:
+    """``fig.savefig`` as a PNG to ``path`` (local or ``gs://``), through an in-memory buffer."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **options)
+    run_path(path).write_bytes(buffer.getvalue())
+
+
+def plot_samples(ca: CheckpointAnalysis, group: GroupAnalysis, path: PathLike, n: int = 64, seed: int = 0) -> PathLike:
     """Fig. 4: a grid of randomly drawn kernels of one group."""
     z, _ = minmax_normalize(group.kernels)
     idx = np.random.default_rng(seed).choice(len(z), min(n, len(z)), replace=False)
@@ -54,12 +66,12 @@ def plot_samples(ca: CheckpointAnalysis, group: GroupAnalysis, path: Path, n: in
         ax.axis("on")
         _show(ax, z[i])
     fig.suptitle(f"{ca.name}: random {group.kind} {group.size_name} kernels", fontsize=8)
-    fig.savefig(path, dpi=DPI)
+    _save(fig, path, dpi=DPI)
     plt.close(fig)
     return path
 
 
-def plot_clusters(ca: CheckpointAnalysis, group: GroupAnalysis, path: Path, n: int = 12, seed: int = 0) -> Path:
+def plot_clusters(ca: CheckpointAnalysis, group: GroupAnalysis, path: PathLike, n: int = 12, seed: int = 0) -> PathLike:
     """Figs. 5/7/8: per cluster, its mean (first column, framed in the label colour) and random members."""
     cr = group.clusters
     z, _ = minmax_normalize(group.kernels)
@@ -87,7 +99,7 @@ def plot_clusters(ca: CheckpointAnalysis, group: GroupAnalysis, path: Path, n: i
     fig.suptitle(f"{ca.name}: {group.kind} {group.size_name} clusters (k={k})", fontsize=8)
     fig.subplots_adjust(left=1.5 / ((n + 1) * 0.55 + 1.6), right=0.99, top=1 - 0.4 / (k * 0.62 + 0.45),
                         bottom=0.02, wspace=0.1, hspace=0.15)
-    fig.savefig(path, dpi=DPI)
+    _save(fig, path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -122,7 +134,7 @@ def _entries(analyses: list[CheckpointAnalysis], what: str, naming: str = "stric
     return entries
 
 
-def plot_proportions(analyses: list[CheckpointAnalysis], path: Path) -> Path | None:
+def plot_proportions(analyses: list[CheckpointAnalysis], path: PathLike) -> PathLike | None:
     """Figs. 9/10: cluster-name proportions per checkpoint and kernel size, side by side; top: the
     paper's naming from the centroid alone, bottom: the strict rule (docs/analysis.md)."""
     entries = _entries(analyses, "clusters")
@@ -135,23 +147,23 @@ def plot_proportions(analyses: list[CheckpointAnalysis], path: Path) -> Path | N
     _bars(axes[1], entries, CLUSTER_LABELS, LABEL_COLORS)
     axes[1].set_title("the same clusters, strict naming (centroid + members' raw weights)", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    _save(fig, path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def plot_templates(analyses: list[CheckpointAnalysis], path: Path) -> Path:
+def plot_templates(analyses: list[CheckpointAnalysis], path: PathLike) -> PathLike:
     """Template-classifier class shares per checkpoint and kernel size, with the shuffled null."""
     entries = _entries(analyses, "templates")
     fig, ax = plt.subplots(figsize=(1.7 * len(entries) + 3.0, 3.0))
     _bars(ax, entries, TEMPLATE_CLASSES, CLASS_COLORS)
     ax.set_title("template classifier (black tick: pixel-shuffled null)", fontsize=8)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    _save(fig, path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def plot_gamma_hist(analyses: list[CheckpointAnalysis], path: Path, min_r2: float = 0.5) -> Path:
+def plot_gamma_hist(analyses: list[CheckpointAnalysis], path: PathLike, min_r2: float = 0.5) -> PathLike:
     """Histogram of fitted DoG γ (kernels with R² ≥ ``min_r2``): one panel per checkpoint and size."""
     groups = [(ca, g) for ca in analyses for g in ca.groups]
     fig, axes = plt.subplots(len(groups), 1, figsize=(4.5, 1.1 * len(groups) + 0.8), sharex=True, squeeze=False)
@@ -167,13 +179,14 @@ def plot_gamma_hist(analyses: list[CheckpointAnalysis], path: Path, min_r2: floa
     axes[-1, 0].set_xlabel("fitted γ (centre/surround ratio); grey: the init's range (0, 0.5)", fontsize=7)
     fig.suptitle(f"per-kernel DoG fit, kernels with R² ≥ {min_r2}", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    _save(fig, path, dpi=DPI)
     plt.close(fig)
     return path
 
 
-def write_figures(analyses: list[CheckpointAnalysis], out_dir: Path, seed: int = 0) -> list[Path]:
-    """Write every figure into ``out_dir``; returns the paths written."""
+def write_figures(analyses: list[CheckpointAnalysis], out_dir: PathLike, seed: int = 0) -> list[PathLike]:
+    """Write every figure into ``out_dir`` (a directory or a ``gs://`` URL); returns the paths written."""
+    out_dir = run_path(out_dir)
     paths = []
     for ca in analyses:
         for g in ca.groups:

@@ -8,18 +8,20 @@ clustering and classifier on pixel-shuffled copies of the kernels).
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from dog_jax._paths import relative_to
+from dog_jax._paths import relative_to, resolved
 from dog_jax.analysis.cluster import CLUSTER_LABELS, PAPER_LABELS, ClusterResult, cluster_kernels
 from dog_jax.analysis.fit import DogFit, fit_dog
 from dog_jax.analysis.kernels import KernelLayer, extract_depthwise_kernels, group_by_size
 from dog_jax.analysis.readers import CheckpointError, Progress, read_checkpoint
 from dog_jax.analysis.templates import TEMPLATE_CLASSES, TemplateClassification, classify_kernels
+from dog_jax.storage import is_url, run_path, write_text
 
 ALL_LAYERS = "(all layers)"
 ALL_SHUFFLED = "(all layers, pixel-shuffled)"
@@ -93,7 +95,7 @@ def shuffle_pixels(kernels: np.ndarray, seed: int) -> np.ndarray:
     return np.take_along_axis(flat, order, axis=1).reshape(kernels.shape)
 
 
-def analyse_checkpoint(path: str | Path, name: str, options: AnalysisOptions,
+def analyse_checkpoint(path: str | os.PathLike, name: str, options: AnalysisOptions,
                        progress: Progress | None = None) -> CheckpointAnalysis:
     """Read one checkpoint and analyse each kernel-size group.
 
@@ -235,7 +237,7 @@ def group_summary(ca: CheckpointAnalysis, group: GroupAnalysis) -> dict:
 
 
 def summary(analyses: list[CheckpointAnalysis], options: AnalysisOptions,
-            paths_relative_to: str | Path = ".") -> dict:
+            paths_relative_to: str | os.PathLike = ".") -> dict:
     """The content of summary.json; each checkpoint's ``path`` relative to ``paths_relative_to``
     when it lies inside it (no machine paths in results that get committed)."""
     return {
@@ -250,49 +252,54 @@ def summary(analyses: list[CheckpointAnalysis], options: AnalysisOptions,
     }
 
 
-def write_summary(analyses: list[CheckpointAnalysis], options: AnalysisOptions, out_dir: Path,
-                  paths_relative_to: str | Path = ".") -> Path:
-    """Write summary.json (checkpoint paths as :func:`summary` records them); returns its path."""
-    path = out_dir / "summary.json"
+def write_summary(analyses: list[CheckpointAnalysis], options: AnalysisOptions, out_dir: str | os.PathLike,
+                  paths_relative_to: str | os.PathLike = ".") -> os.PathLike:
+    """Write summary.json (checkpoint paths as :func:`summary` records them) into ``out_dir`` (a
+    directory or a ``gs://`` URL); returns its path."""
+    path = run_path(out_dir) / "summary.json"
     path.write_text(json.dumps(summary(analyses, options, paths_relative_to), indent=1) + "\n")
     return path
 
 
-def write_clusters_csv(analyses: list[CheckpointAnalysis], out_dir: Path) -> Path:
-    """Write clusters.csv: one row per checkpoint × group × layer, plus pooled and shuffled rows;
-    counts and shares under the strict naming, and counts under the paper's (``n_paper_*``)."""
-    path = out_dir / "clusters.csv"
+def write_clusters_csv(analyses: list[CheckpointAnalysis], out_dir: str | os.PathLike) -> os.PathLike:
+    """Write clusters.csv into ``out_dir`` (a directory or a ``gs://`` URL): one row per checkpoint ×
+    group × layer, plus pooled and shuffled rows; counts and shares under the strict naming, and
+    counts under the paper's (``n_paper_*``)."""
+    path = run_path(out_dir) / "clusters.csv"
     header = ["checkpoint", "kind", "kernel_size", "layer", "n_kernels"]
     header += [f"n_{lab}" for lab in CLUSTER_LABELS] + [f"p_{lab}" for lab in CLUSTER_LABELS]
     header += [f"n_paper_{lab}" for lab in PAPER_LABELS]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        for ca in analyses:
-            for g in ca.groups:
-                if g.clusters is None:
-                    continue
-                rows = [(ALL_LAYERS, g.clusters.counts(), g.clusters.counts("paper"))]
-                if g.null_clusters is not None:
-                    rows.append((ALL_SHUFFLED, g.null_clusters.counts(), g.null_clusters.counts("paper")))
-                rows += [(ca.layers[li].name, _layer_counts(g, li), _layer_counts(g, li, "paper"))
-                         for li in np.unique(g.owner)]
-                for layer, counts, paper_counts in rows:
-                    props = _proportions(counts)
-                    w.writerow([ca.name, g.kind, g.size_name, layer, sum(counts.values())]
-                               + [counts[lab] for lab in CLUSTER_LABELS]
-                               + [f"{props[lab]:.4f}" for lab in CLUSTER_LABELS]
-                               + [paper_counts[lab] for lab in PAPER_LABELS])
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(header)
+    for ca in analyses:
+        for g in ca.groups:
+            if g.clusters is None:
+                continue
+            rows = [(ALL_LAYERS, g.clusters.counts(), g.clusters.counts("paper"))]
+            if g.null_clusters is not None:
+                rows.append((ALL_SHUFFLED, g.null_clusters.counts(), g.null_clusters.counts("paper")))
+            rows += [(ca.layers[li].name, _layer_counts(g, li), _layer_counts(g, li, "paper"))
+                     for li in np.unique(g.owner)]
+            for layer, counts, paper_counts in rows:
+                props = _proportions(counts)
+                w.writerow([ca.name, g.kind, g.size_name, layer, sum(counts.values())]
+                           + [counts[lab] for lab in CLUSTER_LABELS]
+                           + [f"{props[lab]:.4f}" for lab in CLUSTER_LABELS]
+                           + [paper_counts[lab] for lab in PAPER_LABELS])
+    write_text(path, text.getvalue())
     return path
 
 
-def unique_names(paths: list[str | Path]) -> list[str]:
+def unique_names(paths: list[str | os.PathLike]) -> list[str]:
     """Short display names for checkpoints: the file stem (directory name), prefixed with parent
-    directories until the names differ; a path given twice gets a "#2", "#3", ... suffix."""
-    parts = [Path(p).resolve().parts for p in paths]
+    directories until the names differ; a path given twice gets a "#2", "#3", ... suffix. Local paths
+    are resolved first (symbolic links followed); ``gs://bucket/...`` URLs are named from their
+    components the same way."""
+    parts = [_parts(resolved(p)) for p in paths]
 
     def name(p: tuple[str, ...], depth: int) -> str:
-        return "/".join(p[-depth:-1] + (Path(p[-1]).stem,)) if p else "checkpoint"
+        return "/".join(p[-depth:-1] + (_stem(p[-1]),)) if p else "checkpoint"
 
     depth = 1
     distinct = set(parts)
@@ -305,3 +312,17 @@ def unique_names(paths: list[str | Path]) -> list[str]:
         seen[n] = seen.get(n, 0) + 1
         out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
     return out
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    """The components of an absolute path, as a POSIX path's ``parts`` (``/`` first), or of a
+    URL (``gs://b/x`` -> ``("gs:", "b", "x")``)."""
+    components = tuple(part for part in path.split("/") if part)
+    return components if is_url(path) else ("/", *components)
+
+
+def _stem(name: str) -> str:
+    """A file name without its last suffix, as a path's ``stem`` (``x.pth`` -> ``x``, ``.npz``
+    and ``ckpt`` unchanged)."""
+    dot = name.rfind(".")
+    return name[:dot] if 0 < dot < len(name) - 1 else name

@@ -1,23 +1,24 @@
 """One analysis run as a library call: checkpoints in, summary.json / clusters.csv / figures out.
 
 ``python -m dog_jax.analysis`` is this function behind argparse; the sweep's kernel report calls it
-directly.
+directly. Checkpoints and the output directory may be local or ``gs://`` URLs (:mod:`dog_jax.storage`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Sequence
 
 from dog_jax.analysis.readers import Progress
 from dog_jax.analysis.report import (AnalysisOptions, CheckpointAnalysis, analyse_checkpoint, unique_names,
                                      write_clusters_csv, write_summary)
+from dog_jax.storage import run_path
 
 
-def analyse_to_dir(checkpoints: Sequence[str | Path], out_dir: str | Path,
+def analyse_to_dir(checkpoints: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                    options: AnalysisOptions | None = None, *, figures: bool = True,
                    progress: Progress | None = None,
-                   paths_relative_to: str | Path = ".") -> list[CheckpointAnalysis]:
+                   paths_relative_to: str | os.PathLike = ".") -> list[CheckpointAnalysis]:
     """Analyses each checkpoint (in order) and writes the outputs into ``out_dir`` (created if missing).
 
     Args:
@@ -38,14 +39,14 @@ def analyse_to_dir(checkpoints: Sequence[str | Path], out_dir: str | Path,
     """
     options = options or AnalysisOptions()
     say = progress or (lambda _: None)
-    missing = [str(p) for p in checkpoints if not Path(p).exists()]
+    missing = [os.fspath(p) for p in checkpoints if not run_path(p).exists()]
     if missing:  # fail before minutes of work on the checkpoints before it
         from dog_jax.checkpoints import CheckpointError
 
         raise CheckpointError(f"{missing[0]}: no such file or directory.")
-    names = unique_names([str(p) for p in checkpoints])
+    names = unique_names([os.fspath(p) for p in checkpoints])
     analyses = [analyse_checkpoint(path, name, options, say) for path, name in zip(checkpoints, names)]
-    out_dir = Path(out_dir)
+    out_dir = run_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_summary(analyses, options, out_dir, paths_relative_to)
     write_clusters_csv(analyses, out_dir)

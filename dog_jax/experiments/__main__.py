@@ -11,7 +11,7 @@ Rerunning the same command skips finished runs and resumes interrupted ones. Out
 ``--workdir-root`` (default ``workdirs/sweeps/<sweep name>``): one workdir per run
 (``<label>/seed_<seed>``), ``results.csv``, ``results.md``, ``curves/*.png`` and, with
 ``--analysis``, ``analysis.md`` and ``analysis/``; ``--publish DIR`` copies them (no checkpoints)
-with a ``commands.md`` into DIR. See docs/experiments.md.
+with a ``commands.md`` into DIR. The workdir root may be a ``gs://`` URL. See docs/experiments.md.
 Wrong arguments or sweep files are reported in one line on stderr (exit code 2); failed runs
 make the exit code 1 after the sweep has finished the others.
 """
@@ -20,9 +20,10 @@ import argparse
 import importlib.util
 import shlex
 import sys
-from pathlib import Path
+from pathlib import Path  # local: sweep and config files
 
 from dog_jax import console
+from dog_jax._paths import resolved
 from dog_jax.experiments.sweep import Run, SweepError, load_sweep, parse_shard, plan_runs, run_status, select_runs
 
 
@@ -32,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a sweep (configs x seeds, one train.py process per run, resumable) and collect "
                     "results.csv / results.md / learning curves.")
     p.add_argument("sweep", help="sweep file defining SWEEP, e.g. configs/sweeps/demo_repro.py")
-    p.add_argument("--workdir-root", type=Path, default=None, metavar="DIR",
-                   help="where run directories and results go (default workdirs/sweeps/<sweep name>)")
+    p.add_argument("--workdir-root", default=None, metavar="DIR",
+                   help="where run directories and results go, a directory or a gs:// URL (default "
+                        "workdirs/sweeps/<sweep name>)")
     p.add_argument("--dry-run", action="store_true", help="print each run's status and command; train nothing")
     p.add_argument("--only", metavar="REGEX", help="only runs whose '<label>/seed_<seed>' matches (re.search)")
     p.add_argument("--shard", metavar="i/n", help="run only shard i of n (round-robin), e.g. 0/4 on machine 1 of 4")
@@ -42,13 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kernel analysis of the finished checkpoints after collecting (default: the sweep's "
                         "'analysis' setting)")
     p.add_argument("--no-curves", action="store_true", help="skip the learning-curve PNGs")
-    p.add_argument("--publish", type=Path, default=None, metavar="DIR",
+    p.add_argument("--publish", default=None, metavar="DIR",
                    help="after collecting, copy the results (tables, curves, analysis; no checkpoints) and a "
                         "commands.md into DIR, e.g. docs/results/demo_repro")
     p.add_argument("--allow-dirty", action="store_true",
                    help="publish even from a working tree with uncommitted changes, or runs made by one "
                         "(the results then cannot name the code that made them)")
-    p.add_argument("--train-script", type=Path, default=None, metavar="PATH",
+    p.add_argument("--train-script", default=None, metavar="PATH",
                    help="train.py to run (default: the repository's)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="do not echo the trainer's output (it is always in each run's train.log)")
@@ -72,7 +74,8 @@ def check_configs(runs: list[Run]) -> None:
         if key in seen:
             continue
         seen.add(key)
-        spec = importlib.util.spec_from_file_location(f"dog_jax_config_{Path(run.config_path).stem}", run.config_path)
+        spec = importlib.util.spec_from_file_location(f"dog_jax_config_{Path(run.config_path).stem}",  # local: config
+                                                      run.config_path)
         module = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(module)
@@ -99,14 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweep = load_sweep(args.sweep)
         shard = parse_shard(args.shard) if args.shard else None
-        root = args.workdir_root or Path("workdirs") / "sweeps" / Path(args.sweep).stem
+        root = args.workdir_root or f"workdirs/sweeps/{Path(args.sweep).stem}"  # local: the sweep file's name
         all_runs = plan_runs(sweep, args.sweep, root)
         runs = select_runs(all_runs, only=args.only, shard=shard)
     except SweepError as error:
         return _fail(str(error))
     if not runs:
         return _fail(f"no runs selected (of {len(all_runs)}); check --only / --shard.")
-    print(f"Sweep {args.sweep}: {len(runs)} of {len(all_runs)} runs selected, root {Path(root).resolve()}", flush=True)
+    print(f"Sweep {args.sweep}: {len(runs)} of {len(all_runs)} runs selected, root {resolved(root)}", flush=True)
     if args.publish is not None and not args.allow_dirty:
         from dog_jax.experiments.publish import unpublishable
 
@@ -143,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     from dog_jax.experiments.collect import collect
 
     # Collect over the whole sweep (not just this shard): the table shows every run's status.
-    collected = collect(all_runs, sweep, root, title=f"Results of {Path(args.sweep).name}", curves=not args.no_curves)
+    collected = collect(all_runs, sweep, root, title=f"Results of {Path(args.sweep).name}",  # local: sweep file
+                        curves=not args.no_curves)
     if args.publish is not None and not args.allow_dirty:
         from dog_jax.experiments.publish import unpublishable
 

@@ -15,15 +15,17 @@ one-line warning under its table: the difference may then be the code's.
 
 import csv
 import importlib.util
+import io
 import json
 import math
 import os
-from pathlib import Path
+from pathlib import Path  # local: config files and the repository checkout
 from typing import Any, Callable, Sequence
 
 from dog_jax import provenance
 from dog_jax._paths import relative_to
 from dog_jax.experiments.sweep import Run, Sweep, find_repo_root, read_summary, run_status
+from dog_jax.storage import run_path, write_text
 
 CSV_FIELDS = ("label", "seed", "status", "config", "overrides", "experiment", "group", "dw_init", "scale",
               "final_top1", "final_top5", "final_loss", "best_top1", "best_step", "final_step", "total_steps",
@@ -32,7 +34,8 @@ CSV_FIELDS = ("label", "seed", "status", "config", "overrides", "experiment", "g
 
 def config_info(config_path: str, config_arg: str) -> dict[str, Any]:
     """``experiment_info(arg)`` of the config file if it defines one (``configs/paper.py`` does), else {}."""
-    spec = importlib.util.spec_from_file_location(f"dog_jax_config_{Path(config_path).stem}", config_path)
+    spec = importlib.util.spec_from_file_location(f"dog_jax_config_{Path(config_path).stem}",  # local: config
+                                                  config_path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
@@ -51,7 +54,7 @@ def _run_provenance(workdir: str, summary: dict[str, Any]) -> tuple[str, str]:
     record = summary if "provenance" in summary else {}
     if not record:
         try:
-            record = json.loads((Path(workdir) / "config.json").read_text())
+            record = json.loads((run_path(workdir) / "config.json").read_text())
         except (OSError, ValueError):
             record = {}
     starts = [record.get("provenance"), *record.get("provenance_earlier", [])]
@@ -85,7 +88,7 @@ def run_row(run: Run, info: dict[str, Any], out_dir: str | os.PathLike = ".") ->
 
 
 def _config_relative(run: Run) -> str:
-    root = find_repo_root(Path(run.config_path).resolve().parent)
+    root = find_repo_root(Path(run.config_path).resolve().parent)  # local: config file in the checkout
     path = relative_to(run.config_path, root) if root is not None else run.config_path
     return f"{path}:{run.config_arg}" if run.config_arg else path
 
@@ -102,12 +105,19 @@ def _pct(mean: float, std: float) -> str:
     return f"{100 * mean:.2f}" if math.isnan(std) else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
-def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS})
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    """results.csv's content: a header of :data:`CSV_FIELDS`, a line per row (None as empty)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS})
+    return text.getvalue()
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
+    """Writes :func:`csv_text` to ``path`` (a local file or a ``gs://`` URL)."""
+    write_text(path, csv_text(rows))
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -250,8 +260,9 @@ def _mean_pm(values: Sequence[float]) -> str:
 
 def collect(runs: Sequence[Run], sweep: Sweep, out_dir: str | os.PathLike, *, title: str,
             curves: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Writes results.csv, results.md and (if ``curves``) learning-curve PNGs into ``out_dir``."""
-    out_dir = Path(out_dir)
+    """Writes results.csv, results.md and (if ``curves``) learning-curve PNGs into ``out_dir`` (a
+    directory or a ``gs://`` URL)."""
+    out_dir = run_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     infos: dict[str, dict[str, Any]] = {}
     rows = []

@@ -3,16 +3,20 @@
 The event files (``<workdir>/tensorboard``) hold the whole history of a run, also across
 resumes; ``summary.json``'s ``train_history`` / ``eval_history`` only cover the last start, so
 they are the fallback when no event file is readable. When a resumed run logs a step again,
-the later value wins.
+the later value wins. Workdirs and the figures' directory may be ``gs://`` URLs
+(:mod:`dog_jax.storage`).
 """
 
+import io
+import os
 from collections import defaultdict
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from etils import epath
 
 from dog_jax.experiments.sweep import Run, read_summary, run_status
+from dog_jax.storage import run_path
 
 #: (tag in the event files, key in summary.json's history, axis label)
 TRAIN_LOSS = ("train/loss", "loss", "train loss")
@@ -21,15 +25,23 @@ EVAL_TOP1 = ("eval/top1", "eval_top1", "eval top-1")
 Curve = tuple[np.ndarray, np.ndarray]  # steps, values
 
 
-def read_event_scalars(tensorboard_dir: str | Path) -> dict[str, Curve]:
+def event_files(tensorboard_dir: str | os.PathLike) -> list[epath.Path]:
+    """The event files at any depth under ``tensorboard_dir`` in the order they were begun: by file
+    name (``events.out.tfevents.<unix time>.<host>...``; a resumed run's files come later), then path."""
+    files = [directory / name for directory, _, names in run_path(tensorboard_dir).walk()
+             for name in names if name.startswith("events.out.tfevents.")]
+    return sorted(files, key=lambda path: (path.name, os.fspath(path)))
+
+
+def read_event_scalars(tensorboard_dir: str | os.PathLike) -> dict[str, Curve]:
     """{tag: (steps, values)} of every scalar in the event files under ``tensorboard_dir``."""
     import tensorflow as tf  # the trainer writes with TF; reading needs only its record reader.
 
-    files = sorted(Path(tensorboard_dir).rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
     values: dict[str, dict[int, float]] = defaultdict(dict)
-    for path in files:
+    for path in event_files(tensorboard_dir):
         try:
-            for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+            # TF's record reader opens the file itself (a gs:// URL through TF's own GCS client).
+            for record in tf.data.TFRecordDataset(os.fspath(path)).as_numpy_iterator():
                 event = tf.compat.v1.Event.FromString(record)
                 for value in event.summary.value:
                     if value.HasField("tensor"):
@@ -44,8 +56,8 @@ def read_event_scalars(tensorboard_dir: str | Path) -> dict[str, Curve]:
 
 def run_curves(run: Run) -> dict[str, Curve]:
     """Train-loss and eval-top-1 curves of one run (event files, else summary.json)."""
-    scalars = read_event_scalars(Path(run.workdir) / "tensorboard") if (Path(run.workdir) / "tensorboard").is_dir() \
-        else {}
+    tensorboard = run_path(run.workdir) / "tensorboard"
+    scalars = read_event_scalars(tensorboard) if tensorboard.is_dir() else {}
     curves = {}
     summary = read_summary(run.workdir) or {}
     for tag, key, _ in (TRAIN_LOSS, EVAL_TOP1):
@@ -72,7 +84,7 @@ def _mean_curve(curves: Sequence[Curve]) -> Curve | None:
     return steps, np.mean([vals[np.searchsorted(s, steps)] for s, vals in curves], axis=0)
 
 
-def write_curve_figures(runs: Sequence[Run], out_dir: str | Path) -> list[Path]:
+def write_curve_figures(runs: Sequence[Run], out_dir: str | os.PathLike) -> list[epath.Path]:
     """One PNG per config (train loss and eval top-1, a line per seed) and ``all_configs.png``
     (the seed-mean curves of every config together). Returns the paths written."""
     import matplotlib
@@ -80,7 +92,7 @@ def write_curve_figures(runs: Sequence[Run], out_dir: str | Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir = Path(out_dir)
+    out_dir = run_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     by_label: dict[str, list[tuple[int, dict[str, Curve]]]] = defaultdict(list)
     for run in runs:
@@ -107,7 +119,7 @@ def write_curve_figures(runs: Sequence[Run], out_dir: str | Path) -> list[Path]:
         fig.suptitle(label, fontsize=10)
         fig.tight_layout()
         path = out_dir / f"{label}.png"
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         plt.close(fig)
         written.append(path)
     if len(means) > 1:
@@ -122,7 +134,14 @@ def write_curve_figures(runs: Sequence[Run], out_dir: str | Path) -> list[Path]:
         axes[1].legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / "all_configs.png"
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         plt.close(fig)
         written.append(path)
     return written
+
+
+def save_figure(fig, path: str | os.PathLike, **options) -> None:
+    """``fig.savefig`` as a PNG to ``path``, a local file or a ``gs://`` URL (rendered in memory)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **options)
+    run_path(path).write_bytes(buffer.getvalue())

@@ -16,22 +16,26 @@ without spatial structure).
 With ``during=True`` every kept checkpoint between init and the end is analysed too (into
 ``analysis/<label>/during/``, summary only) and the table gets a row per step, with
 ``analysis/trajectory.png`` plotting the centre–surround shares over training against the null.
+Workdirs and the output directory may be ``gs://`` URLs (:mod:`dog_jax.storage`).
 """
 
+import io
 import json
 import math
-from pathlib import Path
+import os
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from etils import epath
 
 from dog_jax.experiments.collect import mean_std
 from dog_jax.experiments.sweep import Run, read_summary, run_status
+from dog_jax.storage import join, run_path
 
 INIT_FILE = "init_kernels.npz"
 
 
-def export_init_kernels(run: Run) -> Path:
+def export_init_kernels(run: Run) -> epath.Path:
     """Writes the run's step-0 depthwise kernels (HWIO, keys ``<module path>/kernel``) to its workdir."""
     import jax
     import ml_collections
@@ -40,10 +44,10 @@ def export_init_kernels(run: Run) -> Path:
     from dog_jax.train.loop import create_model_from_config
     from dog_jax.train.run_provenance import split_config_json
 
-    path = Path(run.workdir) / INIT_FILE
+    path = run_path(run.workdir) / INIT_FILE
     if path.is_file():
         return path
-    fields, _ = split_config_json(json.loads((Path(run.workdir) / "config.json").read_text()))
+    fields, _ = split_config_json(json.loads((run_path(run.workdir) / "config.json").read_text()))
     config = ml_collections.ConfigDict(fields)
     num_classes = (read_summary(run.workdir) or {}).get("num_classes", 1000)
     # The trainer's own model constructor, built eagerly on the CPU (the trainer runs it under jit).
@@ -51,13 +55,15 @@ def export_init_kernels(run: Run) -> Path:
         model = create_model_from_config(config, num_classes)
         arrays = {"/".join(str(p) for p in module_path) + "/kernel": np.asarray(layer.kernel[...])
                   for module_path, layer in models.iter_depthwise_convs(model)}
-    np.savez(path, **arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
     return path
 
 
-def kept_steps(workdir: str | Path) -> list[int]:
+def kept_steps(workdir: str | os.PathLike) -> list[int]:
     """The steps of the checkpoints kept in a trainer workdir (``checkpoints/<step>``), ascending."""
-    directory = Path(workdir) / "checkpoints"
+    directory = run_path(workdir) / "checkpoints"
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
 
 
@@ -123,22 +129,22 @@ def _cell(values: Sequence[float], percent: bool) -> str:
     return text if math.isnan(std) else f"{text} ± {fmt.format(scale * std)}"
 
 
-def _analyse_label(done: Sequence[Run], target: Path, options: Any, during: bool, say: Callable[[str], None],
-                   root: Path) -> list[tuple[str, int | None, list[dict[str, Any]]]]:
+def _analyse_label(done: Sequence[Run], target: epath.Path, options: Any, during: bool,
+                   say: Callable[[str], None], root: epath.Path) -> list[tuple[str, int | None, list[dict[str, Any]]]]:
     """The analysed depthwise groups of one config's finished runs, as ``(stage, step, groups)``:
     init (step 0), each kept checkpoint before the last (with ``during``), trained (the last).
     The summary.json files name the checkpoints relative to ``root``, the sweep's workdir root."""
     from dog_jax.analysis.report import summary
     from dog_jax.analysis.run import analyse_to_dir
 
-    init_paths = [str(export_init_kernels(run)) for run in done]
+    init_paths = [os.fspath(export_init_kernels(run)) for run in done]
     analyses = analyse_to_dir([*(run.workdir for run in done), *init_paths], target, options,
                               paths_relative_to=root)
     groups = list(_group(summary(analyses, options)).values())
     # The analysis keeps its argument order: trained checkpoints first, then the init files.
     stages = [("init", 0, groups[len(done):])]
     if during:
-        middle = [(step, Path(run.workdir) / "checkpoints" / str(step))
+        middle = [(step, join(run.workdir, "checkpoints", str(step)))
                   for run in done for step in kept_steps(run.workdir)[:-1]]
         if middle:
             say(f"  and {len(middle)} checkpoints during training -> {target / 'during'}")
@@ -159,14 +165,14 @@ def _table_row(label: str, when: str, shares: Sequence[dict[str, float]], kernel
     return f"| `{label}` | {when} | {len(shares)} × {kernels} | " + " | ".join(cells) + " |"
 
 
-def analyse_sweep(runs: Sequence[Run], out_dir: str | Path, *, during: bool = False,
-                  say: Callable[[str], None] = print) -> Path | None:
+def analyse_sweep(runs: Sequence[Run], out_dir: str | os.PathLike, *, during: bool = False,
+                  say: Callable[[str], None] = print) -> epath.Path | None:
     """Runs the kernel analysis per config (finished runs only) and writes ``<out_dir>/analysis.md``;
     with ``during``, also of every kept checkpoint and ``<out_dir>/analysis/trajectory.png``."""
     from dog_jax.analysis import CheckpointError
     from dog_jax.analysis.report import AnalysisOptions
 
-    out_dir = Path(out_dir)
+    out_dir = run_path(out_dir)
     options = AnalysisOptions()  # the paper's settings, as `python -m dog_jax.analysis` without flags
     labels = list(dict.fromkeys(run.label for run in runs))
     rows, trajectories = [], {}

@@ -5,10 +5,14 @@ per config, the share rows (one dict per seed) at each analysed step (0 = initia
 share rows of the trained kernels' pixel-shuffled null.
 """
 
-from pathlib import Path
+import os
 from typing import Mapping, Sequence
 
 import numpy as np
+from etils import epath
+
+from dog_jax.experiments.curves import save_figure
+from dog_jax.storage import run_path
 
 Shares = Mapping[str, float]
 #: (panel title, function of one share row): the two views of "centre–surround" the analysis has.
@@ -21,7 +25,7 @@ _PANELS = (
 
 def write_trajectory_figure(trajectories: Mapping[str, tuple[Sequence[tuple[int, Sequence[Shares]]],
                                                               Sequence[Shares]]],
-                            path: str | Path) -> Path:
+                            path: str | os.PathLike) -> epath.Path:
     """Two panels (cluster view, template view), a line per config: the mean over seeds per step with
     a ±1 std band, and the config's null (trained kernels, pixels shuffled) as a dashed line."""
     import matplotlib
@@ -29,7 +33,7 @@ def write_trajectory_figure(trajectories: Mapping[str, tuple[Sequence[tuple[int,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
+    path = run_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for index, (label, (points, null)) in enumerate(trajectories.items()):
@@ -49,6 +53,6 @@ def write_trajectory_figure(trajectories: Mapping[str, tuple[Sequence[tuple[int,
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, title="dashed: pixel-shuffled null", title_fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

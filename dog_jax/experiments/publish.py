@@ -8,6 +8,8 @@ when the sweep analyses kernels during training). The target's previous ``curves
 are replaced, not merged. It writes ``commands.md``: the code that made the runs and published them,
 the sweep command, every run's exact ``train.py`` command, the machine, and the runs' summed wall time.
 
+The workdir root may be a ``gs://`` URL (read through :mod:`dog_jax.storage`, as is the target).
+
 Published results must name the code that made them, so :func:`unpublishable` refuses a working tree
 with uncommitted changes and runs made by uncommitted code (``--allow-dirty`` overrides).
 """
@@ -15,13 +17,16 @@ with uncommitted changes and runs made by uncommitted code (``--allow-dirty`` ov
 import os
 import platform
 import shlex
-import shutil
 import sys
 import time
-from pathlib import Path
+from pathlib import Path  # local: the repository checkout (train.py)
 from typing import Any, Sequence
 
+from etils import epath
+
 from dog_jax import provenance
+from dog_jax._paths import relative_to, resolved
+from dog_jax.storage import run_path
 from dog_jax.experiments.runner import train_command
 from dog_jax.train.reporting import format_duration
 from dog_jax.experiments.sweep import Run, read_summary
@@ -79,35 +84,46 @@ def _machine() -> str:
 def _relative(command: str, train_script: str | os.PathLike, root: str | os.PathLike) -> str:
     """No machine paths: paths inside the repository relative to it (the commands are run from its
     root), and a workdir root outside it written ``$ROOT``."""
-    repo, root = Path(train_script).resolve().parent, Path(root).resolve()
-    if not root.is_relative_to(repo):
-        command = command.replace(str(root), "$ROOT")
-    return command.replace(str(repo) + "/", "")
+    repo, root = _repository(train_script), resolved(root)
+    if not _inside(root, repo):
+        command = command.replace(root, "$ROOT")
+    return command.replace(repo + "/", "")
 
 
-def _copy(source: Path, destination: Path) -> Path:
+def _repository(train_script: str | os.PathLike) -> str:
+    return str(Path(train_script).resolve().parent)  # local: the repository checkout
+
+
+def _inside(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or lies below it (a URL never lies in a local directory)."""
+    return relative_to(path, directory) != path or path == directory
+
+
+def _copy(source: epath.Path, destination: epath.Path) -> epath.Path:
+    """Copies a file's bytes (either side local or a ``gs://`` URL)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    return Path(shutil.copy2(source, destination))
+    destination.write_bytes(source.read_bytes())
+    return destination
 
 
 def publish(runs: Sequence[Run], root: str | os.PathLike, target: str | os.PathLike, *, sweep_command: str,
             published_with: str, train_script: str | os.PathLike = "train.py", during: bool = False,
-            rows: Sequence[dict[str, Any]] = ()) -> list[Path]:
+            rows: Sequence[dict[str, Any]] = ()) -> list[epath.Path]:
     """Copies the collected results of ``root`` into ``target``; returns the files written.
 
     ``during``: the sweep analysed kernels during training (copy those outputs too); ``rows``: the
     collected results.csv rows, whose code commands.md names.
     """
-    root, target = Path(root), Path(target)
+    root, target = run_path(root), run_path(target)
     published_by = provenance.code_label({"code": provenance.code_version()})  # before the copies dirty the tree
     target.mkdir(parents=True, exist_ok=True)
     labels = list(dict.fromkeys(run.label for run in runs))
     for generated in ("curves", "analysis"):  # a previous publication's files would outlive their sweep
-        shutil.rmtree(target / generated, ignore_errors=True)
+        (target / generated).rmtree(missing_ok=True)
     written = []
     for name in ("results.md", "results.csv", "analysis.md"):
         if (root / name).is_file():
-            written.append(Path(shutil.copy2(root / name, target / name)))
+            written.append(_copy(root / name, target / name))
     for name in [*labels, "all_configs"]:
         if (root / "curves" / f"{name}.png").is_file():
             written.append(_copy(root / "curves" / f"{name}.png", target / "curves" / f"{name}.png"))
@@ -122,7 +138,7 @@ def publish(runs: Sequence[Run], root: str | os.PathLike, target: str | os.PathL
     summaries = [read_summary(run.workdir) or {} for run in runs]
     total = sum(s.get("wall_time_s") or 0.0 for s in summaries)
     finished = sum(1 for s in summaries if s)
-    outside = not Path(root).resolve().is_relative_to(Path(train_script).resolve().parent)
+    outside = not _inside(resolved(root), _repository(train_script))
     lines = [
         "# How these results were made", "",
         f"Published {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on: {_machine()}.", "",

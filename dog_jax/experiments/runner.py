@@ -4,29 +4,35 @@ Why a subprocess per run: a crash (or an out-of-memory kill) of one run does not
 every run starts with fresh memory and a fresh XLA cache, and each run is exactly the command a
 user would type (printed by ``--dry-run``). Each run's full output is appended to
 ``<workdir>/train.log`` (and echoed unless quiet); the console gets one line per run. What a run
-achieved is read from its ``summary.json`` only, never from its log lines.
+achieved is read from its ``summary.json`` only, never from its log lines. Workdirs may be
+``gs://`` URLs (:mod:`dog_jax.storage`): a bucket's objects cannot be appended to, so there the log
+is kept in memory after its earlier content and uploaded whole, every half minute and at the end.
 """
 
+import io
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
+from pathlib import Path  # local: the repository checkout (train.py)
 from typing import Callable, Sequence, TextIO
 
 from dog_jax.experiments.sweep import Run, find_repo_root, read_summary, run_status
+from dog_jax.storage import is_url, run_path, write_text
 
 #: ``train_fn(run, log) -> exit code``: trains one run, writing its output to ``log``.
 TrainFn = Callable[[Run, TextIO], int]
+#: How often (at most) a run's output lines make the runner look for its summary.json in a bucket.
+BUCKET_POLL_S = 5.0
 
 def train_command(run: Run, train_script: str | os.PathLike) -> list[str]:
     """The ``python train.py ...`` command of a run."""
     return [sys.executable, str(train_script), *run.flags()]
 
 
-def locate_train_script(sweep_path: str | os.PathLike) -> Path:
+def locate_train_script(sweep_path: str | os.PathLike) -> Path:  # local: the checkout
     """``train.py`` of the repository holding the sweep file, else of the current directory."""
-    for start in (Path(sweep_path).resolve().parent, Path.cwd()):
+    for start in (Path(sweep_path).resolve().parent, Path.cwd()):  # local: the repository checkout
         root = find_repo_root(start)
         if root is not None:
             return root / "train.py"
@@ -41,19 +47,21 @@ def subprocess_train(train_script: str | os.PathLike, echo: Callable[[str], None
     ``echo``: called with every output line (without its newline), e.g. to show progress.
     ``verbose``: pass ``--verbose`` to train.py (other libraries' INFO logs too; see dog_jax.console).
     ``exit_grace_s``: once the run's ``summary.json`` says it finished (the trainer writes it after
-    its checkpoints are committed), the process gets this long to exit before it is terminated.
+    its checkpoints are committed), the process gets this long to exit before it is terminated. (In a
+    bucket, summary.json is looked for at most every :data:`BUCKET_POLL_S` seconds, not per line.)
     A safety net: train.py used to take up to ~1 min to exit after finishing (tf.data's
     autotuning thread held up the iterator's destruction; autotuning is off since), a minute
     lost per run of a sweep.
     """
 
     def train(run: Run, log: TextIO) -> int:
-        summary_path = os.path.join(run.workdir, "summary.json")
+        summary_path = run_path(run.workdir) / "summary.json"
+        poll_s, polled = (BUCKET_POLL_S if is_url(run.workdir) else 0.0), float("-inf")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         command = train_command(run, train_script) + (["--verbose"] if verbose else [])
         process = subprocess.Popen(command, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, env=env,
-                                   cwd=str(Path(train_script).resolve().parent))
+                                   cwd=str(Path(train_script).resolve().parent))  # local: the checkout
         try:
             finished = False
             for line in process.stdout:
@@ -61,7 +69,10 @@ def subprocess_train(train_script: str | os.PathLike, echo: Callable[[str], None
                 log.flush()
                 if echo is not None:
                     echo(line.rstrip("\n"))
-                if os.path.exists(summary_path) and run_status(run.workdir) == "done":
+                if time.monotonic() - polled < poll_s:
+                    continue
+                polled = time.monotonic()
+                if summary_path.exists() and run_status(run.workdir) == "done":
                     finished = True
                     break
             if not finished:
@@ -107,9 +118,9 @@ def run_sweep(runs: Sequence[Run], train_fn: TrainFn, *, out: TextIO | None = No
             continue
         print(f"{tag}: {'resuming' if status == 'partial' else 'starting'} (log: {run.workdir}/train.log)",
               file=out, flush=True)
-        os.makedirs(run.workdir, exist_ok=True)
+        run_path(run.workdir).mkdir(parents=True, exist_ok=True)
         run_start = time.monotonic()
-        with open(os.path.join(run.workdir, "train.log"), "a") as log:
+        with _open_log(run_path(run.workdir) / "train.log") as log:
             log.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {run.config_string} seed {run.seed}\n")
             log.flush()
             code = train_fn(run, log)
@@ -124,7 +135,7 @@ def run_sweep(runs: Sequence[Run], train_fn: TrainFn, *, out: TextIO | None = No
             reason = f"exit code {code}" if code != 0 else "no finished summary.json"
             print(f"{tag}: FAILED after {elapsed} ({reason}); last lines of {run.workdir}/train.log:",
                   file=out, flush=True)
-            for line in _tail(os.path.join(run.workdir, "train.log"), 6):
+            for line in _tail(run_path(run.workdir) / "train.log", 6):
                 print(f"    {line}", file=out)
             result["failed"].append(run)
     print(f"Sweep: {len(result['done'])} trained, {len(result['skipped'])} already finished, "
@@ -132,9 +143,44 @@ def run_sweep(runs: Sequence[Run], train_fn: TrainFn, *, out: TextIO | None = No
     return result
 
 
-def _tail(path: str, count: int) -> list[str]:
+def _tail(path: str | os.PathLike, count: int) -> list[str]:
     try:
-        with open(path, errors="replace") as f:
-            return [line.rstrip() for line in f.readlines()[-count:]]
+        data = run_path(path).read_bytes()
     except OSError:
         return []
+    return [line.rstrip() for line in io.TextIOWrapper(io.BytesIO(data), errors="replace").readlines()[-count:]]
+
+
+def _open_log(path: os.PathLike) -> TextIO:
+    """``path`` (a run's train.log) opened for appending: the file itself when local, else a
+    :class:`_UploadedLog`."""
+    return _UploadedLog(path) if is_url(path) else run_path(path).open("a")
+
+
+class _UploadedLog(io.StringIO):
+    """A log in a bucket, whose objects cannot be appended to: the earlier content and what is
+    written are kept in memory and uploaded whole on the first flush, then on a flush at least
+    ``every_s`` seconds after the last upload, and on close."""
+
+    def __init__(self, path: os.PathLike, every_s: float = 30.0):
+        try:
+            earlier = run_path(path).read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            earlier = ""
+        super().__init__(earlier)
+        self.seek(0, io.SEEK_END)
+        self.path, self.every_s, self._uploaded = path, every_s, float("-inf")
+
+    def upload(self) -> None:
+        write_text(self.path, self.getvalue())
+        self._uploaded = time.monotonic()
+
+    def flush(self) -> None:
+        super().flush()
+        if time.monotonic() - self._uploaded >= self.every_s:
+            self.upload()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.upload()
+        super().close()

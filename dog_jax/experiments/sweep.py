@@ -12,7 +12,8 @@ A sweep is a small Python file that defines ``SWEEP``, a :class:`Sweep`::
     )
 
 Each (entry, seed) is one :class:`Run` in ``<root>/<label>/seed_<seed>``, where the label is
-the entry's ``name`` or is derived from its config string. Relative config paths are resolved
+the entry's ``name`` or is derived from its config string; the root (and so every workdir) may be a
+``gs://`` URL, read and written through :mod:`dog_jax.storage`. Relative config paths are resolved
 against the current directory first, then against the repository that holds the sweep file.
 
 Hydra / Ray Tune were weighed and not taken: a list of configs × seeds needs no launcher framework.
@@ -23,8 +24,11 @@ import importlib.util
 import json
 import os
 import re
-from pathlib import Path
+from pathlib import Path  # local: sweep and config files, the repository checkout
 from typing import Any, Mapping, Sequence
+
+from dog_jax._paths import resolved
+from dog_jax.storage import join, run_path
 
 
 class SweepError(ValueError):
@@ -51,7 +55,7 @@ class Entry:
         if self.name:
             return self.name
         path, _, arg = self.config.partition(":")
-        stem = Path(path).stem
+        stem = Path(path).stem  # local: a config file's name
         return _safe(f"{stem}.{arg}" if arg else stem)
 
 
@@ -122,7 +126,7 @@ def format_flag_value(value: Any) -> str:
     return str(value)
 
 
-def find_repo_root(start: Path) -> Path | None:
+def find_repo_root(start: Path) -> Path | None:  # local: the repository checkout
     """The nearest directory at or above ``start`` that holds ``train.py``."""
     for directory in [start, *start.parents]:
         if (directory / "train.py").is_file():
@@ -132,7 +136,7 @@ def find_repo_root(start: Path) -> Path | None:
 
 def load_sweep(path: str | os.PathLike) -> Sweep:
     """Imports a sweep file and returns its ``SWEEP``; :class:`SweepError` if it is missing or wrong."""
-    path = Path(path)
+    path = Path(path)  # local: a sweep file of the checkout
     if not path.is_file():
         raise SweepError(f"Sweep file {str(path)!r} does not exist; sweeps live in configs/sweeps/*.py.")
     spec = importlib.util.spec_from_file_location(f"dog_jax_sweep_{path.stem}", path)
@@ -158,11 +162,11 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     return sweep
 
 
-def _resolve_config(config: str, sweep_path: Path) -> tuple[str, str]:
+def _resolve_config(config: str, sweep_path: Path) -> tuple[str, str]:  # local: config files
     path, _, arg = config.partition(":")
-    candidates = [Path(path)] if Path(path).is_absolute() else [Path.cwd() / path]
+    candidates = [Path(path)] if Path(path).is_absolute() else [Path.cwd() / path]  # local: a config file
     root = find_repo_root(sweep_path.resolve().parent)
-    if root is not None and not Path(path).is_absolute():
+    if root is not None and not Path(path).is_absolute():  # local: a config file
         candidates.append(root / path)
     for candidate in candidates:
         if candidate.is_file():
@@ -173,14 +177,14 @@ def _resolve_config(config: str, sweep_path: Path) -> tuple[str, str]:
 
 def plan_runs(sweep: Sweep, sweep_path: str | os.PathLike, root: str | os.PathLike) -> list[Run]:
     """All runs of ``sweep`` in order: entries in file order, seeds within each entry."""
-    sweep_path, root = Path(sweep_path), Path(root).resolve()
+    sweep_path, root = Path(sweep_path), resolved(root)  # local: the sweep file (root may be a URL)
     runs = []
     for entry in sweep.entries:
         config_path, config_arg = _resolve_config(entry.config, sweep_path)
         for seed in sweep.seeds:
             overrides = {**sweep.overrides, **entry.overrides, "seed": int(seed)}
-            workdir = root / entry.label / f"seed_{seed}"
-            runs.append(Run(len(runs), entry, int(seed), config_path, config_arg, overrides, str(workdir)))
+            workdir = join(root, entry.label, f"seed_{seed}")
+            runs.append(Run(len(runs), entry, int(seed), config_path, config_arg, overrides, workdir))
     return runs
 
 
@@ -213,7 +217,7 @@ def select_runs(runs: Sequence[Run], *, only: str | None = None, shard: tuple[in
 
 def read_summary(workdir: str | os.PathLike) -> dict[str, Any] | None:
     """The run's ``summary.json``, or None if it has none (or an unreadable one)."""
-    path = Path(workdir) / "summary.json"
+    path = run_path(workdir) / "summary.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -226,7 +230,7 @@ def run_status(workdir: str | os.PathLike) -> str:
     if summary is not None and not summary.get("interrupted") and \
             summary.get("final_step", 0) >= summary.get("total_steps", float("inf")):
         return "done"
-    checkpoints = Path(workdir) / "checkpoints"
+    checkpoints = run_path(workdir) / "checkpoints"
     if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
         return "partial"
     return "pending"

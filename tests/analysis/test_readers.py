@@ -191,3 +191,13 @@ def test_display_names_are_short_and_unique():
     assert unique_names(["a/x.pth", "b/x.pth"]) == ["a/x", "b/x"]
     assert unique_names(["a/x.pth", "a/x.pth", "a/y.npz"]) == ["x", "x#2", "y"]
     assert unique_names(["/runs/r1/checkpoints", "/runs/r2/checkpoints"]) == ["r1/checkpoints", "r2/checkpoints"]
+
+
+def test_display_names_of_bucket_checkpoints_keep_their_url_components():
+    """gs:// checkpoints are named from their components (no local resolving of ``gs:/...``)."""
+    from dog_jax.analysis.report import unique_names
+
+    assert unique_names(["gs://bucket/run_a/checkpoints/100", "gs://bucket/run_b/checkpoints/100"]) == \
+        ["run_a/checkpoints/100", "run_b/checkpoints/100"]
+    assert unique_names(["gs://bucket/sweep/init_kernels.npz", "/local/init_kernels.npz"]) == \
+        ["sweep/init_kernels", "local/init_kernels"]

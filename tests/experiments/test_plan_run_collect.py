@@ -322,3 +322,47 @@ def test_results_paths_are_relative_inside_the_base_and_as_given_outside(tmp_pat
     assert relative_to(tmp_path / "root" / "a" / "seed_0", tmp_path / "root") == os.path.join("a", "seed_0")
     assert relative_to(tmp_path / "elsewhere", tmp_path / "root") == str(tmp_path / "elsewhere")
     assert relative_to("relative/ckpt", ".") == os.path.join("relative", "ckpt")
+
+
+def test_bucket_workdirs_keep_their_url(tmp_path):
+    """A gs:// workdir root: workdirs, train.py flags, results.csv paths and commands.md keep ``gs://``
+    (pure string logic; reading and writing a real bucket is tests/storage's)."""
+    from dog_jax._paths import relative_to, resolved
+    from dog_jax.experiments.collect import csv_text
+    from dog_jax.experiments.publish import _relative
+
+    root = "gs://bucket/sweeps/demo"
+    sweep = load_sweep(write_sweep(tmp_path, SIMPLE))
+    runs = plan_runs(sweep, tmp_path / "my_sweep.py", root)
+    assert runs[0].workdir == "gs://bucket/sweeps/demo/kaiming/seed_0"
+    assert f"--workdir={root}/kaiming/seed_0" in runs[0].flags()
+    assert resolved(root) == root
+    assert relative_to(runs[0].workdir, root) == "kaiming/seed_0"
+    assert relative_to(root, root + "/") == "."
+    assert relative_to("gs://bucket/elsewhere/seed_0", root) == "gs://bucket/elsewhere/seed_0"
+    assert relative_to(str(tmp_path / "x"), root) == str(tmp_path / "x")
+    assert relative_to(root, tmp_path) == root
+    text = csv_text([{"label": "kaiming", "seed": 0, "workdir": runs[0].workdir}])
+    assert next(csv.DictReader(text.splitlines()))["workdir"] == "gs://bucket/sweeps/demo/kaiming/seed_0"
+    command = f"python train.py --workdir={runs[0].workdir}"
+    assert _relative(command, ROOT / "train.py", root) == "python train.py --workdir=$ROOT/kaiming/seed_0"
+
+
+def test_bucket_log_keeps_earlier_content_and_uploads_whole(tmp_path):
+    """The train.log of a bucket workdir (objects cannot be appended to), here on a local file: the
+    earlier starts' lines stay, the first flush uploads at once, later ones at most every_s apart."""
+    from dog_jax.experiments.runner import _tail, _UploadedLog
+
+    path = tmp_path / "train.log"
+    path.write_text("first start\n")
+    log = _UploadedLog(path, every_s=3600.0)
+    log.write("==== second start\n")
+    log.flush()
+    assert path.read_text() == "first start\n==== second start\n"
+    log.write("step 1\n")
+    log.flush()  # within every_s of the last upload: kept in memory
+    assert path.read_text() == "first start\n==== second start\n"
+    log.close()
+    assert path.read_text() == "first start\n==== second start\nstep 1\n"
+    assert _tail(path, 2) == ["==== second start", "step 1"]
+    assert _tail(tmp_path / "missing.log", 2) == []
