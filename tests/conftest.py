@@ -35,7 +35,7 @@ for _name, _sub in (("TFDS_DATA_DIR", "tensorflow_datasets"), ("MPLCONFIGDIR", "
 
 try:
     import torchvision  # noqa: F401
-except ImportError:  # torch is a test-only dependency; tests that need it skip or import it themselves
+except ImportError:  # torch is a test-only dependency; tests that need it say so (tests/support/requires.py)
     pass
 
 # libtpu (installed for the TPU compile tests) makes every JAX start probe for TPU chips and take a
@@ -44,6 +44,14 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import hypothesis  # noqa: E402
 import pytest  # noqa: E402
+
+# The optional-dependency rule: the `requires` marker, and under CI=true a skipped test fails the run.
+from tests.support.requires import (  # noqa: E402, F401
+    pytest_configure,
+    pytest_runtest_setup,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)
 
 hypothesis.settings.register_profile("dog_jax", database=None)
 hypothesis.settings.load_profile("dog_jax")
