@@ -179,3 +179,23 @@ def _private_reaches() -> list[str]:
 def test_no_module_uses_another_modules_private_names():
     # dog_jax._extras and dog_jax._paths are private to the package, not to a module: importing them is fine.
     assert _private_reaches() == []
+
+
+def _documented_floors() -> dict[str, int]:
+    """docs/architecture.md's floor table: every dog_jax module or folder it names, and its floor."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    table = text[text.index("```\nfloor 4"):]
+    table = table[:table.index("\n```", 4)]
+    floors, floor = {}, None
+    for line in table.splitlines():
+        if match := re.match(r"floor (\d)", line):
+            floor = int(match[1])
+        for name in re.findall(r"\bdog_jax[./](\w+)", line):
+            floors.setdefault("dog_jax" if name == "__init__" else f"dog_jax.{name}", floor)
+    return floors
+
+
+def test_the_documented_floors_are_the_tested_ones():
+    # Every module and folder of the package is on the doc's table, on the floor this test enforces.
+    assert _documented_floors() == FLOORS
+    assert {name for name in _modules() if name.count(".") == 1} <= set(FLOORS)
