@@ -99,6 +99,7 @@ def main(argv):
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required (the run directory), except with --aot_topology")
     # Import after flag parsing so that --help is fast and distributed init comes first.
+    from dog_jax import storage
     from dog_jax.data import DatasetError
     from dog_jax.train import ConfigError, sharding, train_and_evaluate
     from dog_jax.train.checkpoint import CheckpointError
@@ -107,6 +108,10 @@ def main(argv):
 
     sharding.maybe_initialize_distributed(_MULTIPROCESS.value)
     console.setup(_VERBOSE.value)
+    try:
+        storage.configure()  # gs:// run paths; STORAGE_EMULATOR_HOST points every client at an emulator
+    except storage.StorageConfigError as error:
+        raise SystemExit(f"error: {error}") from None
     try:
         with StopOnSignal() as stop:
             summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value, stop_requested=stop)

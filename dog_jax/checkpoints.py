@@ -20,12 +20,17 @@ import json
 import logging
 import re
 import struct
+import tempfile
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
+from etils import epath
+
+from dog_jax.storage import is_url, run_path
+
+Path = epath.Path  # every path here may be local or gs:// (dog_jax.storage)
 
 # ".tar": timm and torchvision training scripts name torch.save files "model_best.pth.tar".
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
@@ -80,12 +85,12 @@ def read_checkpoint(path: str | Path, *, progress: Progress | None = None) -> Ch
       CheckpointError: missing path, unknown or corrupt format, pickled code, missing torch.
     """
     progress = progress or _noop
-    path = Path(path)
+    path = run_path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory.")
     if path.is_dir():
         return _read_orbax(path, progress)
-    kind, tree = _read_file(path, progress)
+    kind, tree = _read_any_file(path, progress)
     arrays = {name: value for name, value in flatten_names(tree) if _is_float_array(value)}
     return Checkpoint(path=path, format=kind, layout="OIHW" if kind == "torch" else "auto", arrays=arrays)
 
@@ -105,12 +110,27 @@ def read_state_dict(path: str | Path, *, progress: Progress | None = None) -> di
     Raises:
       CheckpointError: missing file, a directory, unknown or corrupt format, pickled code, missing torch.
     """
-    path = Path(path)
+    path = run_path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory.")
     if path.is_dir():
         raise CheckpointError(f"{path}: a directory; a state dict is read from a file ({FILE_FORMATS}).")
-    return _read_file(path, progress or _noop)[1]
+    return _read_any_file(path, progress or _noop)[1]
+
+
+def _read_any_file(path: Path, progress: Progress) -> tuple[str, Any]:
+    """:func:`_read_file` for a local file or, through a local copy, a file in a bucket (the readers
+    memory-map safetensors and hand torch a file name); errors name the file as given."""
+    if not is_url(path):
+        return _read_file(path, progress)
+    with tempfile.TemporaryDirectory(prefix="dog_jax_checkpoint_") as directory:
+        local = run_path(directory) / path.name
+        progress(f"copying {path} to a local temporary file")
+        path.copy(local)
+        try:
+            return _read_file(local, progress)
+        except CheckpointError as error:
+            raise CheckpointError(str(error).replace(str(local), str(path))) from None
 
 
 def _read_file(path: Path, progress: Progress) -> tuple[str, Any]:
@@ -132,7 +152,7 @@ def _is_float_array(value: Any) -> bool:
 
 
 def _sniff(path: Path) -> str | None:
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         head = f.read(16)
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
@@ -229,8 +249,8 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """
     import ml_dtypes
 
-    size = path.stat().st_size
-    with open(path, "rb") as f:
+    size = path.stat().length
+    with path.open("rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
             raise CheckpointError(f"{path}: not a safetensors file (too short).")
@@ -382,7 +402,7 @@ def restore_pytree(item_dir: Path, keys: tuple[str, ...] | None = None) -> Any:
     from orbax.checkpoint import metadata as ocp_metadata
 
     # orbax reads a relative directory's metadata as empty (no error), so hand it an absolute one.
-    item_dir = Path(item_dir).absolute()
+    item_dir = run_path(item_dir)
     checkpointer = ocp.PyTreeCheckpointer()
     try:
         with _quiet_absl():  # orbax warns that an item directory has no step metadata: expected here.

@@ -395,7 +395,10 @@ def load_torch_checkpoint(model: nnx.Module, path: str | os.PathLike, **kwargs: 
 
 
 def save_safetensors(model: nnx.Module, path: str | os.PathLike, naming: str = "timm") -> None:
-    """Writes :func:`to_torch_state_dict` to a ``.safetensors`` file that timm can load."""
-    from safetensors.numpy import save_file
+    """Writes :func:`to_torch_state_dict` to a ``.safetensors`` file that timm can load (``path``
+    local or ``gs://``)."""
+    from safetensors.numpy import save
 
-    save_file(to_torch_state_dict(model, naming), os.fspath(path))
+    from dog_jax.storage import run_path
+
+    run_path(path).write_bytes(save(to_torch_state_dict(model, naming)))

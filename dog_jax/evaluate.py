@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dog_jax._extras import require
 from dog_jax.checkpoints import CheckpointError
+from dog_jax.storage import join, make_dirs, run_path, write_text
 
 if TYPE_CHECKING:
     import ml_collections
@@ -46,7 +46,7 @@ def _load_weights(checkpoint: str, config: ml_collections.ConfigDict | None, *, 
     from dog_jax import convert
     from dog_jax.train import restore
 
-    if Path(checkpoint).is_dir():
+    if run_path(checkpoint).is_dir():
         run = restore.find_checkpoint(checkpoint, step)
         model = restore.inference_model(run.config, run.num_classes)
         restore.fill_model(model, restore.read_weights(run, ema=ema), str(run.step_dir))
@@ -57,7 +57,7 @@ def _load_weights(checkpoint: str, config: ml_collections.ConfigDict | None, *, 
         return model, ema_model, run.config, {"checkpoint": str(run.workdir), "step": run.step,
                                               "weights": "ema" if ema else "trained",
                                               "training_provenance": run.provenance or None}
-    if not Path(checkpoint).exists():
+    if not run_path(checkpoint).exists():
         raise CheckpointError(f"{checkpoint}: no such file or directory.")
     if config is None:
         raise CheckpointError(f"{checkpoint}: a checkpoint file holds no model or data settings; pass "
@@ -108,7 +108,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: ml_collections
     from dog_jax.train import config as config_lib
     from dog_jax.train import loop, sharding, steps
 
-    if config is not None and Path(checkpoint).is_dir():
+    if config is not None and run_path(checkpoint).is_dir():
         raise config_lib.ConfigError(f"{checkpoint} is a workdir, which evaluates with its own config; drop "
                                      "--config (choose the data with --split / --batch_size).")
     builders = {}
@@ -165,14 +165,13 @@ def default_output(result: dict[str, Any]) -> str:
     """``<workdir>/eval/<split>_step<N>[_ema].json`` for a workdir's result."""
     split = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in result["split"])
     suffix = "_ema" if result["weights"] == "ema" else ""
-    return os.path.join(result["checkpoint"], "eval", f"{split}_step{result['step']}{suffix}.json")
+    return join(result["checkpoint"], "eval", f"{split}_step{result['step']}{suffix}.json")
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
+    """Writes ``payload`` as indented JSON to ``path`` (local or ``gs://``), creating its folder."""
+    make_dirs(run_path(path).parent)
+    write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _main(argv: list[str]) -> None:
@@ -180,7 +179,7 @@ def _main(argv: list[str]) -> None:
 
     from absl import flags
 
-    from dog_jax import console, data
+    from dog_jax import console, data, storage
     from dog_jax.checkpoints import TORCH_SUFFIXES
     from dog_jax.train.config import ConfigError
 
@@ -188,8 +187,12 @@ def _main(argv: list[str]) -> None:
         raise SystemExit(f"error: unexpected arguments {' '.join(argv[1:])}; see --helpshort.")
     values = flags.FLAGS
     console.setup(values.verbose)
+    try:
+        storage.configure()  # before any storage client: gs:// workdirs, emulator
+    except storage.StorageConfigError as error:
+        raise SystemExit(f"error: {error}") from None
     checkpoint = values.checkpoint
-    if Path(checkpoint).suffix.lower() in TORCH_SUFFIXES:
+    if run_path(checkpoint).suffix.lower() in TORCH_SUFFIXES:
         try:
             import torch  # noqa: F401  -- before TensorFlow: the pinned versions crash the other way round
         except ImportError:

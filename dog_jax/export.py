@@ -27,14 +27,17 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import shlex
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dog_jax import __version__, console, models, provenance
+from etils import epath
+
+from dog_jax import __version__, console, models, provenance, storage
 from dog_jax._extras import require
 from dog_jax.checkpoints import CheckpointError
+from dog_jax.storage import run_path
 
 if TYPE_CHECKING:
     import ml_collections
@@ -236,19 +239,19 @@ def model_card(config: ml_collections.ConfigDict, hub: dict[str, Any], *, step: 
     return "\n".join(lines)
 
 
-def export_model(workdir: str | Path, out: str | Path, *, step: int | None = None, ema: bool = False,
-                 command: str | None = None) -> Path:
+def export_model(workdir: str | os.PathLike, out: str | os.PathLike, *, step: int | None = None, ema: bool = False,
+                 command: str | None = None) -> epath.Path:
     """Writes ``model.safetensors``, ``config.json``, ``README.md``, ``training_config.json`` into ``out``.
 
     Args:
-      workdir: a ``train.py`` workdir.
-      out: the export directory (created; existing files of these names are replaced).
+      workdir: a ``train.py`` workdir (local or ``gs://``).
+      out: the export directory, local or ``gs://`` (created; existing files of these names are replaced).
       step: checkpoint step (default: the latest).
       ema: export the model EMA's weights.
       command: the command line recorded in the model card (default: this process's).
 
     Returns:
-      ``out`` as a Path.
+      ``out`` as an ``epath.Path``.
 
     Raises:
       CheckpointError: no such workdir / step / EMA, unreadable checkpoint.
@@ -263,12 +266,12 @@ def export_model(workdir: str | Path, out: str | Path, *, step: int | None = Non
                                     "training_earlier": checkpoint.provenance.get("provenance_earlier", []),
                                     "export": provenance.record()}
     model, config = restore_model(workdir, step=checkpoint.step, ema=ema)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = run_path(out)
+    storage.make_dirs(out)
     save_safetensors(model, out / "model.safetensors", naming=hub["dog_jax"]["naming"])
     (out / "config.json").write_text(json.dumps(hub, indent=2) + "\n")
     (out / "training_config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str) + "\n")
-    summary_file = Path(workdir) / "summary.json"
+    summary_file = run_path(workdir) / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
     command = command or shlex.join(["python", "-m", "dog_jax.export", *sys.argv[1:]])
     (out / "README.md").write_text(model_card(config, hub, step=checkpoint.step, ema=ema, summary=summary,
@@ -286,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console.setup(args.verbose)
     try:
+        storage.configure()  # before any storage client: gs:// workdirs, emulator
         out = export_model(args.workdir, args.out, step=args.step, ema=args.ema)
-    except (CheckpointError, ValueError) as error:
+    except (CheckpointError, ValueError, storage.StorageConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {out}/model.safetensors, config.json, README.md, training_config.json")

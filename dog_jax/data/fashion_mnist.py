@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
 
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist
 
 from dog_jax.data.errors import DatasetError
+from dog_jax.storage import make_dirs, run_path, write_bytes
 
 NAME = "fashion_mnist"
 PACKAGED_DIR = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts them
@@ -38,7 +38,7 @@ INSTALL_HINT = ("apt-get install dataset-fashion-mnist (Debian/Ubuntu; used offl
 
 
 def packaged_files_present(directory: str = PACKAGED_DIR) -> bool:
-    return all(os.path.exists(os.path.join(directory, name)) for name in _FILES.values())
+    return all(os.path.exists(os.path.join(directory, name)) for name in _FILES.values())  # local: Debian's files
 
 
 class _PackagedFashionMNIST(mnist.FashionMNIST, skip_registration=True):
@@ -49,16 +49,17 @@ class _PackagedFashionMNIST(mnist.FashionMNIST, skip_registration=True):
 
     def _split_generators(self, dl_manager):
         # The idx files decompressed next to tfds's own downloads (the originals' content).
-        target = os.path.join(dl_manager.download_dir, "extracted", "fashion_mnist_packaged")
-        os.makedirs(target, exist_ok=True)
+        # The download dir lies under the data dir, which may be a bucket (dog_jax.storage).
+        target = run_path(dl_manager.download_dir) / "extracted" / "fashion_mnist_packaged"
+        make_dirs(target)
         paths = {}
         for key, name in _FILES.items():
-            path = os.path.join(target, name[:-len(".gz")])
-            if not os.path.exists(path):
-                with gzip.open(os.path.join(self.files_dir, name), "rb") as source, open(path + ".tmp", "wb") as out:
-                    shutil.copyfileobj(source, out)
-                os.replace(path + ".tmp", path)
-            paths[key] = path
+            path = target / name[:-len(".gz")]
+            if not path.exists():
+                source = os.path.join(self.files_dir, name)  # local: Debian's files
+                with gzip.open(source, "rb") as packed:  # local: Debian's files
+                    write_bytes(path, packed.read())
+            paths[key] = str(path)
         return [
             tfds.core.SplitGenerator(name=tfds.Split.TRAIN, gen_kwargs=dict(
                 num_examples=60_000, data_path=paths["train_data"], label_path=paths["train_labels"])),

@@ -30,6 +30,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from dog_jax.data.errors import DatasetError
+from dog_jax.storage import join, run_path
 
 IMAGENET_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 FOLDER_PREFIX = "folder:"
@@ -41,13 +42,13 @@ def imagenet_manual_dir(data_dir: str | None, manual_dir: str | None = None) -> 
     """The directory in which tfds expects the ImageNet tar files."""
     if manual_dir:
         return manual_dir
-    root = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
-    return os.path.join(root, "downloads", "manual")
+    root = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+    return join(root, "downloads", "manual")
 
 
 def _prepare_imagenet(builder: tfds.core.DatasetBuilder, data_dir: str | None, manual_dir: str | None) -> None:
     manual = imagenet_manual_dir(data_dir, manual_dir)
-    missing = [name for name in IMAGENET_FILES if not tf.io.gfile.exists(os.path.join(manual, name))]
+    missing = [name for name in IMAGENET_FILES if not (run_path(manual) / name).exists()]
     if missing:
         data_flag = f" --data_dir={data_dir}" if data_dir else ""
         raise DatasetError(
@@ -74,8 +75,8 @@ def get_builder(name: str, data_dir: str | None = None, *, manual_dir: str | Non
       DatasetError: unknown name, missing ImageNet files, missing or empty image folder.
     """
     if name.startswith(FOLDER_PREFIX):
-        root = os.path.expanduser(name[len(FOLDER_PREFIX):])
-        if not tf.io.gfile.isdir(root):
+        root = str(run_path(name[len(FOLDER_PREFIX):]))  # local or gs://
+        if not run_path(root).is_dir():
             raise DatasetError(f"Image folder {root!r} does not exist; expected {root}/<split>/<class>/<image>.")
         builder = tfds.folder_dataset.ImageFolder(root)
         if not builder.info.splits:
@@ -103,9 +104,10 @@ def get_builder(name: str, data_dir: str | None = None, *, manual_dir: str | Non
 
 def _image_problem(path: str) -> str | None:
     """Why ``path`` is not a complete JPEG/PNG file, or None if it looks complete."""
-    with tf.io.gfile.GFile(path, "rb") as f:
+    with run_path(path).open("rb") as f:
         head = f.read(8)
-        size = f.size()
+        size = f.seek(0, 2)
+        f.seek(8)
         if path.lower().endswith(_JPEG_EXTENSIONS):
             if not head.startswith(b"\xff\xd8\xff"):
                 return "not a JPEG (no start-of-image marker)"
@@ -121,13 +123,11 @@ def _image_problem(path: str) -> str | None:
 def check_image_folder(root: str) -> None:
     """Raises :class:`DatasetError` naming the first damaged image (and how many there are)."""
     bad = []
-    for directory, _, names in tf.io.gfile.walk(root):
-        for name in sorted(names):
-            if name.lower().endswith(_JPEG_EXTENSIONS + (".png",)):
-                path = os.path.join(directory, name)
-                problem = _image_problem(path)
-                if problem:
-                    bad.append((path, problem))
+    for file in run_path(root).rglob("*"):
+        if file.name.lower().endswith(_JPEG_EXTENSIONS + (".png",)):
+            problem = _image_problem(str(file))
+            if problem:
+                bad.append((str(file), problem))
     if bad:
         path, problem = sorted(bad)[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""

@@ -31,7 +31,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from dog_jax import data, provenance
+from dog_jax import data, provenance, storage
 from dog_jax.ops.auto import record_choices
 from dog_jax.train import config as config_lib
 from dog_jax.train import run_setup, sharding, steps, tpu_topology
@@ -309,8 +309,7 @@ def run(config: ml_collections.ConfigDict, topology: str, report_path: str | Non
     for line in format_report(report):
         logging.info(line)
     if report_path:
-        with open(report_path, "w") as f:
-            json.dump(report, f, indent=2)
+        storage.write_text(report_path, json.dumps(report, indent=2))  # local or gs://
         logging.info("AOT report written to %s", report_path)
     if report["fits"]:
         return None

@@ -30,20 +30,19 @@ used; if checkpoints exist but none is readable the run stops instead of startin
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
-from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 from dog_jax.checkpoints import CheckpointError  # the package's one checkpoint error (re-exported)
+from dog_jax.storage import absolute, join, make_dirs, run_path
 from dog_jax.train.config import comparable
 
-__all__ = ["BEST_METRIC", "CheckpointError", "Checkpointer", "absolute_dir", "array_shapes", "check_writable",
+__all__ = ["BEST_METRIC", "CheckpointError", "Checkpointer", "array_shapes", "check_writable",
            "remove_unfinished_checkpoints"]
 
 BEST_METRIC = "eval_top1"
@@ -54,21 +53,16 @@ _ARCHITECTURE_KEYS = ("model", "model_overrides", "num_classes")
 def check_writable(workdir: str) -> None:
     """Creates ``workdir`` and writes + deletes a probe file, so a read-only or full disk (or a
     bucket without write permission) fails at start-up instead of at the first checkpoint."""
-    path = epath.Path(workdir)
+    path = run_path(workdir)
     probe = path / f".write_probe_{uuid.uuid4().hex}"
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        make_dirs(path)
         probe.write_text("ok")
         probe.unlink()
     except Exception as error:  # OSError locally; gcsfs / tf.io errors for buckets.
         reason = " ".join(str(error).split()) or type(error).__name__
         raise CheckpointError(f"workdir {workdir!r} is not writable ({reason}); pass a --workdir you can "
                               "write to, or fix its permissions / free disk space.") from None
-
-
-def absolute_dir(path: str) -> str:
-    """Absolute form of a local path; URLs such as ``gs://bucket/run`` are returned unchanged."""
-    return path if "://" in path else os.path.abspath(path)
 
 
 def remove_unfinished_checkpoints(directory: str) -> None:
@@ -80,7 +74,7 @@ def remove_unfinished_checkpoints(directory: str) -> None:
     background thread, whose listing raced with directory creation in tests run under
     ``tfds.testing.mock_data`` (tested in tests/train/test_checkpoint.py).
     """
-    root = epath.Path(directory)
+    root = run_path(directory)
     if jax.process_index() != 0 or not root.exists():
         return
     for name in ocp.step.tmp_checkpoints(root):
@@ -99,7 +93,7 @@ class Checkpointer:
         ])
         self._options = ocp.CheckpointManagerOptions(
             preservation_policy=policy, enable_async_checkpointing=asynchronous, create=True)
-        self.directory = absolute_dir(directory)
+        self.directory = absolute(directory)
         remove_unfinished_checkpoints(self.directory)
         self._manager = self._open()
 
@@ -141,8 +135,8 @@ class Checkpointer:
         """
         self.wait()
         if jax.process_index() == 0:
-            item = epath.Path(self.directory) / str(step) / "metrics"
-            item.mkdir(parents=True, exist_ok=True)
+            item = run_path(self.directory) / str(step) / "metrics"
+            make_dirs(item)
             temporary = item / f".metrics-{uuid.uuid4().hex}"
             temporary.write_text(json.dumps({key: float(value) for key, value in metrics.items()}))
             temporary.rename(item / "metrics")
@@ -153,7 +147,7 @@ class Checkpointer:
 
     def restore_history(self, step: int) -> dict[str, Any] | None:
         """The history saved with checkpoint ``step``; None if it has none (older checkpoints)."""
-        if not (epath.Path(self.directory) / str(step) / "history").exists():
+        if not (run_path(self.directory) / str(step) / "history").exists():
             return None
         return self._manager.restore(step, args=ocp.args.Composite(history=ocp.args.JsonRestore()))["history"]
 
@@ -198,18 +192,18 @@ class Checkpointer:
         return None
 
     def _damaged_dir(self) -> str:
-        return os.path.join(os.path.dirname(self.directory.rstrip("/")), "damaged_checkpoints")
+        return join(str(run_path(self.directory).parent), "damaged_checkpoints")
 
     def _set_aside(self, step: int, error: BaseException) -> None:
         """Moves the damaged ``<step>/`` out of the checkpoint directory (kept for inspection;
         left in place, its step would be skipped by later saves) and reopens the manager."""
         reason = " ".join(str(error).split())[:200] or type(error).__name__
-        target = os.path.join(self._damaged_dir(), f"{step}-{uuid.uuid4().hex[:8]}")
+        target = join(self._damaged_dir(), f"{step}-{uuid.uuid4().hex[:8]}")
         logging.warning("Checkpoint at step %d in %s is damaged (%s: %s); moved it to %s and trying the "
                         "previous one.", step, self.directory, type(error).__name__, reason, target)
         if jax.process_index() == 0:
-            source = epath.Path(self.directory) / str(step)
-            epath.Path(self._damaged_dir()).mkdir(parents=True, exist_ok=True)
+            source = run_path(self.directory) / str(step)
+            make_dirs(self._damaged_dir())
             source.rename(target)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import time
 from typing import Any, Callable
 
@@ -36,6 +35,7 @@ import ml_collections
 from absl import logging
 
 from dog_jax import provenance as dog_provenance
+from dog_jax import storage
 from dog_jax.train import checkpoint as checkpoint_lib
 from dog_jax.train import config as config_lib
 from dog_jax.train import reporting, run_provenance, run_setup, sharding, steps
@@ -144,13 +144,13 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: StopPolicy) -
                  config.dw_init, config.precision)
 
     shard_count = config.data_shards or mesh.size  # default: one data shard per device
-    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+    ckpt = checkpoint_lib.Checkpointer(storage.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
     with contextlib.ExitStack() as on_error:  # a stop or an error in here closes what was opened
         on_error.callback(ckpt.close)
         start_step, state, resumed = run_setup.restore(ckpt, state, model_info(config, plan.num_classes, 0),
                                                    shard_count, fixed_shards=bool(config.data_shards))
         stop.check_local(start_step)
-        config_file = os.path.join(workdir, "config.json")
+        config_file = storage.join(workdir, "config.json")
         record = run_provenance.run_record(config, plan.num_classes, mesh)
         # A resume keeps the records of earlier starts made by other code (config.json is rewritten).
         earlier = run_provenance.earlier_starts(config_file, record) if resumed else []
@@ -256,7 +256,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     stop = StopPolicy(stop_requested, config.log_every_steps)
     with stop.before_first_step(0):
         config_lib.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
-        workdir = checkpoint_lib.absolute_dir(workdir)
+        workdir = storage.absolute(workdir)
         checkpoint_lib.check_writable(workdir)  # local or gs://; fails now, not at the first checkpoint.
         logging.info("Run %s: config.json, checkpoints/, tensorboard/ and summary.json go there", workdir)
         run = _set_up(config, workdir, stop)
@@ -264,7 +264,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         step, interrupted, compile_time = _train(run, stop, run_start)
         run.ckpt.wait()  # an asynchronous write in flight is completed before returning (and exiting)
         summary = _summary(run, step, interrupted, compile_time, time.perf_counter() - run_start)
-        reporting.write_json(os.path.join(workdir, "summary.json"), summary)
+        reporting.write_json(storage.join(workdir, "summary.json"), summary)
     finally:
         run.reporter.close()
         run.ckpt.close()

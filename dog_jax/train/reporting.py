@@ -8,7 +8,6 @@ Only process 0 writes files; every process keeps the same timers. A console line
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any
 
@@ -17,6 +16,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 from tensorflow.core.framework import summary_pb2
+
+from dog_jax.storage import join, write_text
 
 # clu's metric writers were weighed and not taken: clu is unmaintained; tf.summary's event files suffice.
 # Tags the raw summaries as TensorBoard scalars (what tf.summary.scalar would add).
@@ -69,7 +70,7 @@ class Reporter:
         self.nonfinite_policy = nonfinite_policy
         self.skipped_steps = 0
         self.is_writer = jax.process_index() == 0
-        self._writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if self.is_writer else None
+        self._writer = tf.summary.create_file_writer(join(workdir, "tensorboard")) if self.is_writer else None
         self._pending: list[tuple[int, dict[str, jax.Array]]] = []
         self._mark_time: float | None = None
         self._mark_step: int | None = None
@@ -189,10 +190,6 @@ class Reporter:
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:
-    """Writes ``payload`` as indented JSON atomically (process 0 only)."""
-    if jax.process_index() != 0:
-        return
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    """Writes ``payload`` as indented JSON atomically, locally or on a bucket (process 0 only)."""
+    if jax.process_index() == 0:
+        write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 from flax import nnx
 
 from dog_jax.checkpoints import CheckpointError, flatten_names, latest_step_dir, restore_pytree
+from dog_jax.storage import run_path
 from dog_jax.train.loop import create_model_from_config
 from dog_jax.train.run_provenance import split_config_json
 
@@ -45,9 +46,9 @@ class RunCheckpoint:
         workdirs written before runs recorded it.
     """
 
-    workdir: Path
+    workdir: epath.Path
     step: int
-    step_dir: Path
+    step_dir: epath.Path
     config: ml_collections.ConfigDict
     info: dict[str, Any]
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -61,13 +62,13 @@ class RunCheckpoint:
         return "ema_params_key" in self.info
 
 
-def find_checkpoint(workdir: str | Path, step: int | None = None) -> RunCheckpoint:
+def find_checkpoint(workdir: str | epath.Path, step: int | None = None) -> RunCheckpoint:
     """The checkpoint ``step`` (default: the latest finished one) of a ``train.py`` workdir.
 
     Raises:
       CheckpointError: not a workdir, no checkpoints, no such step, or no config.json.
     """
-    workdir = Path(workdir)
+    workdir = run_path(workdir)  # local or gs://
     root = workdir / "checkpoints"
     if not workdir.is_dir():
         raise CheckpointError(f"{workdir}: no such directory; pass a train.py --workdir.")
@@ -151,7 +152,7 @@ def fill_model(model: nnx.Module, weights: dict[str, Any], source: str) -> None:
     nnx.update(model, state)
 
 
-def restore_model(workdir: str | Path, *, step: int | None = None,
+def restore_model(workdir: str | epath.Path, *, step: int | None = None,
                   ema: bool = False) -> tuple[nnx.Module, ml_collections.ConfigDict]:
     """Rebuilds a ``train.py`` run's model with its trained (or EMA) weights.
 
@@ -159,7 +160,7 @@ def restore_model(workdir: str | Path, *, step: int | None = None,
     parameters; its ``layer.kernel`` is the materialised kernel).
 
     Args:
-      workdir: the run's ``--workdir`` (a local directory).
+      workdir: the run's ``--workdir`` (a local directory or a ``gs://`` URL).
       step: checkpoint step; default the latest finished one.
       ema: load the model EMA's weights (runs with ``config.ema_decay > 0``).
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import jax.numpy as jnp
 import ml_collections
-import tensorflow as tf
 from flax import nnx
 
 from dog_jax import provenance
+from dog_jax.storage import run_path
 from dog_jax.train import config as config_lib
 
 KEYS = ("provenance", "provenance_earlier")
@@ -45,12 +45,12 @@ def same_code(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
 def earlier_starts(config_file: str, current: dict[str, Any]) -> list[dict[str, Any]]:
     """Records of the earlier starts of a resumed run (from its previous ``config.json``) that were
     made by other code than ``current``; [] when there are none or the file has no record."""
-    try:  # tf.io.gfile: the trainer's workdirs may be gs:// paths
-        if not tf.io.gfile.exists(config_file):
+    try:  # dog_jax.storage: the trainer's workdirs may be gs:// paths
+        path = run_path(config_file)
+        if not path.exists():
             return []
-        with tf.io.gfile.GFile(config_file) as f:
-            previous = json.load(f)
-    except (OSError, ValueError, tf.errors.OpError):
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
         return []
     starts = [*previous.get("provenance_earlier", []), previous.get("provenance")]
     kept: list[dict[str, Any]] = []

@@ -13,7 +13,8 @@ PACKAGE = ROOT / "dog_jax"
 
 # docs/architecture.md: a module may import from its own floor or below, never from above.
 FLOORS = {
-    "dog_jax.initializers": 0, "dog_jax.ops": 0, "dog_jax._extras": 0, "dog_jax._paths": 0, "dog_jax.console": 0,
+    "dog_jax.initializers": 0, "dog_jax.ops": 0, "dog_jax.storage": 0, "dog_jax._extras": 0, "dog_jax._paths": 0,
+    "dog_jax.console": 0,
     "dog_jax.provenance": 1,
     "dog_jax.models": 1, "dog_jax.data": 1,
     "dog_jax.checkpoints": 2, "dog_jax.convert": 2,

@@ -1,17 +1,18 @@
 """Saved train states read back raw, and compared bit for bit."""
 
-import os
 
 import chex
 import numpy as np
 import orbax.checkpoint as ocp
+
+from dog_jax import storage
 
 
 def load_state(workdir, step):
     """The raw saved train state (numpy leaves, no target) of ``workdir``'s checkpoint ``step``;
     read as host arrays, so it works whatever device count wrote it or reads it."""
     import jax
-    path = os.path.join(workdir, "checkpoints", str(step), "state")
+    path = storage.run_path(storage.join(workdir, "checkpoints", str(step), "state"))  # local or gs://
     with ocp.PyTreeCheckpointer() as checkpointer:
         tree = checkpointer.metadata(path).item_metadata.tree
         as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)

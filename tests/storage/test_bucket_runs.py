@@ -1,0 +1,144 @@
+"""Runs whose data and workdir live in a Cloud Storage bucket -- a real storage server on 127.0.0.1
+(fake-gcs-server, ``tests/support/gcs_server.py``), reached the way a user reaches one:
+``STORAGE_EMULATOR_HOST`` and ``gs://`` paths, nothing else.
+
+A ``train.py`` run builds its dataset into the bucket and trains there; ``dog_jax.evaluate``,
+``dog_jax.export`` and the kernel analysis then read that workdir from the bucket; a missing or
+forbidden bucket ends in one line. Under ``.ci/run`` the whole suite runs in a network namespace
+that has nothing but loopback, so these runs also show that no client reaches for the Internet
+(Google's endpoints, the GCE metadata server).
+"""
+
+import os
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from dog_jax import storage
+from tests.support import subprocesses
+from tests.support.configs import ROOT
+
+_CONFIG_FILE = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r})
+    from tests.support.configs import tiny_config
+
+    def get_config():
+        return tiny_config({data_dir!r}, num_train_steps=4, eval_every_steps=4, checkpoint_every_steps=2)
+""")
+
+
+def _train(tmp_path, data_dir, workdir):
+    """``train.py`` in a subprocess, run from an empty directory (so a gs:// path mangled into a local
+    one would show up there); returns the completed process."""
+    config = tmp_path / "bucket_config.py"
+    config.write_text(_CONFIG_FILE.format(root=ROOT, data_dir=data_dir))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir(exist_ok=True)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("XLA_FLAGS", None)
+    result = subprocesses.run([sys.executable, os.path.join(ROOT, "train.py"), f"--config={config}",
+                               f"--workdir={workdir}"], env=env, cwd=cwd, timeout=subprocesses.TIMEOUT_S)
+    assert os.listdir(cwd) == [], os.listdir(cwd)  # nothing written locally (e.g. a "gs:" folder)
+    return result
+
+
+def _objects(gcs_server, url):
+    bucket, _, prefix = url.removeprefix("gs://").partition("/")
+    return {name.removeprefix(prefix + "/") for name in gcs_server.objects(bucket, prefix + "/")}
+
+
+@pytest.mark.slow
+def test_a_run_in_a_bucket_then_evaluate_export_and_analyse_it(bucket, gcs_server, tmp_path):
+    from dog_jax.checkpoints import read_state_dict
+    from dog_jax.convert import to_torch_state_dict
+    from dog_jax.evaluate import default_output, evaluate_checkpoint, write_json
+    from dog_jax.export import export_model
+    from dog_jax.train.restore import restore_model
+
+    data_dir, workdir = f"{bucket}/tensorflow_datasets", f"{bucket}/runs/tiny"
+    result = _train(tmp_path, data_dir, workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = _objects(gcs_server, workdir)
+    assert {"config.json", "summary.json", "checkpoints/4/state/_METADATA", "checkpoints/2/model/metadata"} <= written
+    assert any(name.startswith("tensorboard/events.out.tfevents.") for name in written), sorted(written)
+    assert any(name.startswith("dog_jax_demo/tiny/") for name in _objects(gcs_server, data_dir))
+    summary = storage.read_text(f"{workdir}/summary.json")
+    assert '"final_step": 4' in summary
+
+    # Evaluation reads the checkpoint and the dataset from the bucket, and writes its result there.
+    metrics = evaluate_checkpoint(workdir)
+    assert metrics["step"] == 4 and metrics["eval_examples"] == 300 and metrics["checkpoint"] == workdir
+    write_json(default_output(metrics), metrics)
+    assert "eval/test_step4.json" in _objects(gcs_server, workdir)
+
+    # Export into the bucket: the weights are the checkpoint's.
+    out = export_model(workdir, f"{bucket}/exports/tiny")
+    assert {"model.safetensors", "config.json", "README.md", "training_config.json"} == \
+        _objects(gcs_server, str(out))
+    model, _ = restore_model(workdir)
+    exported = read_state_dict(f"{bucket}/exports/tiny/model.safetensors")
+    expected = to_torch_state_dict(model)
+    assert sorted(exported) == sorted(expected)
+    for name in expected:
+        np.testing.assert_array_equal(exported[name], expected[name])
+
+
+def test_a_missing_bucket_is_one_line_and_no_bucket_is_created(gcs_server, bucket, tmp_path):
+    missing = "gs://dog-jax-no-such-bucket"
+    result = _train(tmp_path, f"{bucket}/tensorflow_datasets", f"{missing}/run")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: workdir 'gs://dog-jax-no-such-bucket/run' is not writable"), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    buckets = {item["name"] for item in gcs_server.request("GET", "/storage/v1/b").get("items", [])}
+    assert "dog-jax-no-such-bucket" not in buckets  # gcsfs' mkdir would have created it
+
+
+@pytest.fixture
+def forbidding_server():
+    """An HTTP server on 127.0.0.1 that answers every request with Cloud Storage's 403 JSON error,
+    set as ``STORAGE_EMULATOR_HOST`` for this test."""
+    import http.server
+    import json
+    import threading
+
+    class Forbid(http.server.BaseHTTPRequestHandler):
+        def _refuse(self):
+            body = json.dumps({"error": {"code": 403, "message": "dog-jax-test@example.iam.gserviceaccount.com does "
+                                         "not have storage.objects.create access to the Google Cloud Storage object."}})
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forbid)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    saved = dict(os.environ)
+    os.environ[storage.EMULATOR_VARIABLE] = f"http://127.0.0.1:{server.server_address[1]}"
+    storage.configure()
+    try:
+        yield server
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        server.shutdown()
+
+
+def test_a_bucket_that_refuses_writes_is_one_line(forbidding_server):
+    """A server that answers 403 to everything, as Cloud Storage does for a service account without
+    write permission on the bucket."""
+    from dog_jax.train.checkpoint import CheckpointError, check_writable
+
+    with pytest.raises(CheckpointError) as error:
+        check_writable("gs://a-bucket-of-someone-else/run")
+    message = str(error.value)
+    assert "\n" not in message and "is not writable" in message and "Forbidden" in message, message
