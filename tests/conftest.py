@@ -130,7 +130,7 @@ def gcs_server(tmp_path_factory):
     """A real Cloud Storage server (fake-gcs-server) on 127.0.0.1, one per pytest process."""
     from tests.support import gcs_server as server_lib
 
-    require(server_lib.server_binary(), "the Cloud Storage tests need fake-gcs-server", FAKE_GCS)
+    require(server_lib.server_binary() is not None, "the Cloud Storage tests need fake-gcs-server", FAKE_GCS)
     server = server_lib.GcsServer(str(tmp_path_factory.mktemp("gcs_server")))
     yield server
     server.stop()

