@@ -41,7 +41,7 @@ GAMMA_MAX = 1.0 - 1e-3
 NORMS = ("paper", "he")
 
 
-def _kernel_hw(kernel_size: int | Sequence[int]) -> tuple[int, int]:
+def kernel_hw(kernel_size: int | Sequence[int]) -> tuple[int, int]:
     """Returns (kh, kw) from an int or a pair, with a clear error for anything else."""
     if isinstance(kernel_size, int) and not isinstance(kernel_size, bool):
         kh = kw = kernel_size
@@ -59,7 +59,7 @@ def _kernel_hw(kernel_size: int | Sequence[int]) -> tuple[int, int]:
     return kh, kw
 
 
-def _on_center_kernels(gammas: jax.Array, kh: int, kw: int) -> jax.Array:
+def on_center_kernels(gammas: jax.Array, kh: int, kw: int) -> jax.Array:
     """On-centre DoG kernels for a batch of centre-surround ratios.
 
     Args:
@@ -69,7 +69,7 @@ def _on_center_kernels(gammas: jax.Array, kh: int, kw: int) -> jax.Array:
     Returns:
       (n, kh, kw) kernels in the dtype of ``gammas``, each summing to 0 with positive region summing to +0.5.
     """
-    # The dtype follows gammas (float32 from _signed_kernels; float64 in gradient checks).
+    # The dtype follows gammas (float32 from signed_kernels; float64 in gradient checks).
     gammas = gammas[:, None, None]
     y = jnp.arange(kh, dtype=gammas.dtype) - (kh - 1) / 2
     x = jnp.arange(kw, dtype=gammas.dtype) - (kw - 1) / 2
@@ -104,10 +104,10 @@ def _on_center_kernels(gammas: jax.Array, kh: int, kw: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("kh", "kw"))
-def _signed_kernels(gammas: jax.Array, signs: jax.Array, kh: int, kw: int) -> jax.Array:
+def signed_kernels(gammas: jax.Array, signs: jax.Array, kh: int, kw: int) -> jax.Array:
     """(n, kh, kw) kernels: on-centre where ``signs`` is +1, off-centre (negated) where −1."""
     gammas = jnp.clip(gammas.astype(jnp.float32), GAMMA_MIN, GAMMA_MAX)
-    return _on_center_kernels(gammas, kh, kw) * signs.astype(jnp.float32)[:, None, None]
+    return on_center_kernels(gammas, kh, kw) * signs.astype(jnp.float32)[:, None, None]
 
 
 def dog_kernel(kernel_size: int | Sequence[int], gamma: float | jax.Array, *, on_center: bool = True) -> jax.Array:
@@ -122,12 +122,12 @@ def dog_kernel(kernel_size: int | Sequence[int], gamma: float | jax.Array, *, on
     Returns:
       (kh, kw) float32 kernel that sums to 0, with centre radius ≈ γ·k/2 (in pixels).
     """
-    kh, kw = _kernel_hw(kernel_size)
+    kh, kw = kernel_hw(kernel_size)
     if isinstance(gamma, (int, float)) and not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must lie in [0, 1] (it is clamped into [{GAMMA_MIN}, {GAMMA_MAX}]), got {gamma}.")
     gammas = jnp.reshape(jnp.asarray(gamma, jnp.float32), (1,))
     signs = jnp.ones((1,), jnp.float32) if on_center else -jnp.ones((1,), jnp.float32)
-    return _signed_kernels(gammas, signs, kh, kw)[0]
+    return signed_kernels(gammas, signs, kh, kw)[0]
 
 
 def _check_range(gamma_range: Sequence[float]) -> tuple[float, float]:
@@ -197,14 +197,14 @@ def dog(
             raise ValueError(
                 f"DoG initialization expects a 4-D HWIO kernel shape (kh, kw, in_per_group, out), got {shape}.")
         kh, kw, in_per_group, out = shape
-        _kernel_hw((kh, kw))
+        kernel_hw((kh, kw))
         if in_per_group > 1 and depthwise_only:
             raise ValueError(
                 "DoG initialization is defined for depthwise convolutions: use feature_group_count=in_features, "
                 f"or pass depthwise_only=False (got kernel shape {shape}).")
         n = in_per_group * out
         gammas, signs = draw(key, n)
-        kernels = _signed_kernels(gammas, signs, kh, kw)
+        kernels = signed_kernels(gammas, signs, kh, kw)
         if norm == "he":
             target = math.sqrt(2.0 / in_per_group)
             kernels = kernels * (target / jnp.sqrt(jnp.sum(kernels**2, axis=(1, 2), keepdims=True)))

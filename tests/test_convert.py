@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-torch = pytest.importorskip("torch")
-timm = pytest.importorskip("timm")
+from tests.support.requires import TORCH, require
+
+torch = require("torch", "torch is not installed", TORCH)
+timm = require("timm", "timm is not installed", TORCH)
 from torch import nn  # noqa: E402
 
 from dog_jax.convert import (  # noqa: E402

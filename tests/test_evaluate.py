@@ -7,9 +7,6 @@ import sys
 
 import pytest
 
-torch = pytest.importorskip("torch")
-timm = pytest.importorskip("timm")
-
 import numpy as np  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
@@ -21,6 +18,7 @@ from dog_jax.train.restore import find_checkpoint  # noqa: E402
 from tests.support import subprocesses  # noqa: E402
 from tests.support.console import third_party_info_lines  # noqa: E402
 from tests.support.configs import ROOT, load, tiny_config, write_imagenet_metadata  # noqa: E402
+from tests.support.requires import TORCH, require  # noqa: E402
 
 _METRICS = ("eval_top1", "eval_top5", "eval_loss", "eval_examples")
 
@@ -81,6 +79,8 @@ def test_evaluate_workdir_equals_the_trainers_eval_and_its_export(tiny_data_dir,
 
 def _timm_oracle(model, eval_ds):
     """top-1 / top-5 / mean loss of a timm model on the same eval batches (PyTorch, NCHW)."""
+    import torch
+
     correct1 = correct5 = loss = count = 0.0
     for batch in eval_ds.as_numpy_iterator():
         with torch.no_grad():
@@ -97,6 +97,7 @@ def _timm_oracle(model, eval_ds):
 
 
 def test_evaluate_a_timm_pytorch_checkpoint_on_mock_imagenet(tmp_path):
+    torch, timm = require("torch", "torch is not installed", TORCH), require("timm", "timm is not installed", TORCH)
     data_dir = str(tmp_path / "tfds")
     write_imagenet_metadata(data_dir, validation=20)
     config = load("convnext", "model=convnext_atto")  # the ImageNet config: imagenet2012, 1000 classes

@@ -6,8 +6,10 @@ import sys
 
 import pytest
 
-torch = pytest.importorskip("torch")
-timm = pytest.importorskip("timm")
+from tests.support.requires import TORCH, require
+
+torch = require("torch", "torch is not installed", TORCH)
+timm = require("timm", "timm is not installed", TORCH)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

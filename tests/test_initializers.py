@@ -101,7 +101,7 @@ def half_mass_table(n: int = 20_000) -> list[tuple[tuple[float, float], int, flo
     for lo, hi in ((0.0, 0.5), (0.0, 1.0), (0.5, 1.0)):
         gammas = jax.random.uniform(jax.random.key(0), (n,), jnp.float32, lo, hi)
         for k in (3, 5, 7, 9):
-            w = np.asarray(dog_init._signed_kernels(gammas, jnp.ones(n), k, k), np.float64).reshape(n, -1)
+            w = np.asarray(dog_init.signed_kernels(gammas, jnp.ones(n), k, k), np.float64).reshape(n, -1)
             deviation = np.abs(np.where(w > 0, w, 0.0).sum(axis=1) - 0.5)
             rows.append(((lo, hi), k, float(np.mean(deviation <= 1e-3)), float(deviation.max()),
                          float(np.abs(w.sum(axis=1)).max())))
@@ -184,7 +184,7 @@ def test_degenerate_cases_are_finite_and_normalised():
 def recover_gammas(kernels: np.ndarray, k: int) -> np.ndarray:
     """Recovers each (k, k, 1, n) kernel's gamma by nearest match in a bank of dog_kernel(k, gamma)."""
     grid = np.linspace(0.0, 1.0, 2001)
-    bank = np.asarray(dog_init._signed_kernels(jnp.asarray(grid), jnp.ones(len(grid)), k, k)).reshape(len(grid), -1)
+    bank = np.asarray(dog_init.signed_kernels(jnp.asarray(grid), jnp.ones(len(grid)), k, k)).reshape(len(grid), -1)
     flat = kernels.reshape(k * k, -1).T
     flat = flat * np.sign(flat[:, (k * k) // 2])[:, None]  # off-centre kernels are negated on-centre ones
     errors = np.abs(flat[:, None, :] - bank[None]).max(axis=2)
@@ -352,12 +352,12 @@ def test_generation_is_vectorised():
     (no loop over kernels; the speed check itself is in benchmarks)."""
 
     def program(n):
-        return jax.make_jaxpr(lambda g, s: dog_init._signed_kernels(g, s, 9, 9))(jnp.full((n,), 0.3), jnp.ones((n,)))
+        return jax.make_jaxpr(lambda g, s: dog_init.signed_kernels(g, s, 9, 9))(jnp.full((n,), 0.3), jnp.ones((n,)))
 
     small, large = program(10), program(10000)
     assert [eqn.primitive.name for eqn in large.eqns] == ["jit"]  # one jitted call
     inner = [[eqn.primitive.name for eqn in jaxpr.eqns[0].params["jaxpr"].jaxpr.eqns] for jaxpr in (small, large)]
     assert inner[0] == inner[1] and not {"while", "scan"} & set(inner[1])
-    kernels = dog_init._signed_kernels(jnp.full((10000,), 0.3), jnp.ones((10000,)), 9, 9)
+    kernels = dog_init.signed_kernels(jnp.full((10000,), 0.3), jnp.ones((10000,)), 9, 9)
     assert kernels.shape == (10000, 9, 9)
     np.testing.assert_allclose(kernels[123], dog_kernel(9, 0.3), atol=1e-7)

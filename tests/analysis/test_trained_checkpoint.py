@@ -15,8 +15,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_train_py_checkpoint_is_read(tmp_path):
-    if not (REPO / "train.py").exists():
-        pytest.skip("train.py is not in this checkout")
     workdir = tmp_path / "run"
     # One step of a 1-block, 8-channel ConvMixer with the DoG init on the built-in demo dataset (its
     # small variant, generated into this test's directory). The one-cycle schedule starts at learning

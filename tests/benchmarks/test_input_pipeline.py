@@ -15,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks import input_pipeline  # noqa: E402
 from benchmarks.input_pipeline import ThreadRun  # noqa: E402
+from tests.support.requires import requires  # noqa: E402
 
 
 def test_schedstat_is_parsed_in_seconds():
@@ -59,8 +60,8 @@ def test_scaling_rows_are_medians_relative_to_the_smallest_thread_count():
     ]
 
 
-@pytest.mark.skipif(not os.path.exists(f"/proc/self/task/{threading.get_native_id()}/schedstat"),
-                    reason="needs Linux's per-thread schedstat")
+@requires(os.path.exists(f"/proc/self/task/{threading.get_native_id()}/schedstat"),
+          "no per-thread schedstat in /proc", "run on Linux (a kernel built with CONFIG_SCHEDSTATS)")
 def test_thread_clock_reads_this_processes_threads():
     clock = input_pipeline._thread_clock()
     assert threading.get_native_id() in clock

@@ -11,17 +11,14 @@ from dog_jax import data
 from dog_jax.data import fashion_mnist
 from dog_jax.train import train_and_evaluate
 from tests.support.configs import load
+from tests.support.requires import require
 
 
 def require_packaged_files(files_dir=fashion_mnist.PACKAGED_DIR):
     """Debian's files where present. Elsewhere a skip saying how to get them -- except under CI
     (CI=true, which .ci/run sets and where it installs the package): there their absence fails."""
-    if fashion_mnist.packaged_files_present(files_dir):
-        return
-    message = f"Fashion-MNIST files absent from {files_dir}: {fashion_mnist.INSTALL_HINT}"
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(f"{message} (CI=true: .ci/run installs them)", pytrace=False)
-    pytest.skip(message)
+    require(fashion_mnist.packaged_files_present(files_dir), f"Fashion-MNIST files absent from {files_dir}",
+            fashion_mnist.INSTALL_HINT)
 
 
 @pytest.fixture(scope="module")

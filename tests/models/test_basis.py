@@ -21,6 +21,7 @@ from dog_jax.models.basis import (
     materialize,
 )
 from dog_jax.models.layers import iter_depthwise_convs
+from tests.support.requires import TORCH, require
 
 _TINY = {"dims": (8, 16, 32, 64), "depths": (1, 1, 1, 1)}
 SMALL = {
@@ -172,8 +173,8 @@ def test_materialize_turns_basis_parameters_into_kernels():
 
 
 def test_export_loads_into_timm_strict_with_equal_outputs():
-    torch = pytest.importorskip("torch")
-    timm = pytest.importorskip("timm")
+    torch = require("torch", "torch is not installed", TORCH)
+    timm = require("timm", "timm is not installed", TORCH)
     from dog_jax.convert import to_torch_state_dict
 
     torch.set_num_threads(1)

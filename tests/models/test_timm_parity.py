@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-torch = pytest.importorskip("torch")
-timm = pytest.importorskip("timm")
+from tests.support.requires import TORCH, require
+
+torch = require("torch", "torch is not installed", TORCH)
+timm = require("timm", "timm is not installed", TORCH)
 
 from dog_jax.convert import load_torch_state_dict, to_torch_state_dict  # noqa: E402
 from dog_jax.models import create_model  # noqa: E402

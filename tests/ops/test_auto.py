@@ -17,6 +17,7 @@ from dog_jax.ops.auto import Target, select_depthwise_impl
 from dog_jax.ops.depthwise.geometry import make_geometry
 from dog_jax.ops.native.library import NATIVE_AVAILABLE, native_status
 from tests.support import subprocesses
+from tests.support.requires import NATIVE, requires
 
 _SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
@@ -45,7 +46,7 @@ def _native_calls(devices: int) -> list[str]:
     return [line for line in out.stdout.splitlines() if line.split()[0] in ("depthwise", "layernorm", "batchnorm")]
 
 
-@pytest.mark.skipif(not NATIVE_AVAILABLE, reason=native_status())
+@requires(NATIVE_AVAILABLE, native_status(), NATIVE)
 def test_auto_uses_the_kernels_on_one_device_and_pure_jax_on_several():
     assert _native_calls(1) == ["depthwise 1 True", "layernorm 1 True", "batchnorm 1 True"]
     assert _native_calls(2) == ["depthwise 2 False", "layernorm 2 False", "batchnorm 2 False"]

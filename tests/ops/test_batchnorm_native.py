@@ -19,8 +19,9 @@ from dog_jax.ops.native.library import NATIVE_AVAILABLE, native_status
 from tests.support.batch_norm_reference import EPS, numpy_reference
 from tests.support.depthwise_reference import rel_err
 from tests.support.layer_norm_reference import inputs
+from tests.support.requires import NATIVE, requires
 
-needs_native = pytest.mark.skipif(not NATIVE_AVAILABLE, reason=native_status())
+needs_native = requires(NATIVE_AVAILABLE, native_status(), NATIVE)
 
 
 def outputs_and_grads(impl, x, scale, bias, dy):

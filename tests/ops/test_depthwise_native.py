@@ -5,7 +5,7 @@ against impl="xla" (normwise relative error <= 1e-5 in float32), on odd sizes, s
 the models use), "VALID" and explicit padding, kernels 3, 5, 7, 9 and a non-square one, channel
 counts that exercise every vector width of the kernel (16-, 8- and 1-channel blocks) and map widths
 that exercise its register tiles and edge columns. The kernel is built by ``pip install`` wherever a
-C++ compiler exists; these tests skip, saying why, where it was not built.
+C++ compiler exists; these tests skip, saying why, where it was not built (fail under CI: tests/support/requires.py).
 """
 
 import shutil
@@ -21,8 +21,9 @@ from dog_jax.ops.depthwise.geometry import make_geometry
 from dog_jax.ops.depthwise.native import NATIVE_AVAILABLE, native_status
 from dog_jax.ops.auto import Target, select_depthwise_impl
 from tests.support.depthwise_reference import assert_matches_reference, rel_err
+from tests.support.requires import NATIVE, require, requires
 
-needs_native = pytest.mark.skipif(not NATIVE_AVAILABLE, reason=native_status())
+needs_native = requires(NATIVE_AVAILABLE, native_status(), NATIVE)
 
 
 def inputs(shape, kernel, seed=0):
@@ -33,8 +34,8 @@ def inputs(shape, kernel, seed=0):
 
 def test_kernel_is_built_where_a_compiler_exists():
     # CI installs with `pip install --no-deps -e .` on a machine with g++: the kernel must be there.
-    if shutil.which("c++") is None and shutil.which("g++") is None:
-        pytest.skip("no C++ compiler on this machine")
+    compiler = shutil.which("c++") or shutil.which("g++")
+    require(compiler is not None, "no C++ compiler on this machine", NATIVE)
     assert NATIVE_AVAILABLE, f"{native_status()} -- rebuild: pip install --no-deps -e ."
     assert native_status().startswith("dog_jax native CPU kernels (depthwise conv, LayerNorm, BatchNorm): ")
     assert ": loaded from " in native_status()

@@ -18,8 +18,9 @@ from dog_jax.ops.norms.layernorm import layer_norm
 from dog_jax.ops.native.library import NATIVE_AVAILABLE, native_status
 from tests.support.depthwise_reference import rel_err
 from tests.support.layer_norm_reference import EPS, inputs, numpy_reference
+from tests.support.requires import NATIVE, requires
 
-needs_native = pytest.mark.skipif(not NATIVE_AVAILABLE, reason=native_status())
+needs_native = requires(NATIVE_AVAILABLE, native_status(), NATIVE)
 
 
 def value_and_grads(impl, x, scale, bias, dy):

@@ -136,3 +136,67 @@ def test_every_public_name_in_the_readme_imports(dotted):
             target = getattr(target, attribute)
         return
     pytest.fail(f"{dotted} is not importable")
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _private_reaches() -> list[str]:
+    """Every place a module of the package uses another module's private name (``from dog_jax.x import
+    _y``, or ``x._y`` on an imported dog_jax module), or imports a private module of another library
+    (``timm.models._builder``: it can change in any release)."""
+    found = []
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        modules = set()  # local names bound to dog_jax modules (or names) by an import
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("dog_jax"):
+                        modules.add(alias.asname or alias.name.split(".")[0])
+                    elif any(map(_is_private, alias.name.split("."))):
+                        found.append(f"{name}:{node.lineno}: import {alias.name}")
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                ours = node.level > 0 or module.startswith("dog_jax")
+                if not ours and any(map(_is_private, module.split("."))):
+                    found.append(f"{name}:{node.lineno}: from {module} import ...")
+                for alias in node.names:
+                    if ours and _is_private(alias.name) and f"{module}.{alias.name}" not in _modules():
+                        found.append(f"{name}:{node.lineno}: from {'.' * node.level}{module} import {alias.name}")
+                    if ours:
+                        modules.add(alias.asname or alias.name)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and _is_private(node.attr):
+                base = node.value
+                while isinstance(base, ast.Attribute):
+                    base = base.value
+                if isinstance(base, ast.Name) and base.id in modules:
+                    found.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_module_uses_another_modules_private_names():
+    # dog_jax._extras and dog_jax._paths are private to the package, not to a module: importing them is fine.
+    assert _private_reaches() == []
+
+
+def _documented_floors() -> dict[str, int]:
+    """docs/architecture.md's floor table: every dog_jax module or folder it names, and its floor."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    table = text[text.index("```\nfloor 4"):]
+    table = table[:table.index("\n```", 4)]
+    floors, floor = {}, None
+    for line in table.splitlines():
+        if match := re.match(r"floor (\d)", line):
+            floor = int(match[1])
+        for name in re.findall(r"\bdog_jax[./](\w+)", line):
+            floors.setdefault("dog_jax" if name == "__init__" else f"dog_jax.{name}", floor)
+    return floors
+
+
+def test_the_documented_floors_are_the_tested_ones():
+    # Every module and folder of the package is on the doc's table, on the floor this test enforces.
+    assert _documented_floors() == FLOORS
+    assert {name for name in _modules() if name.count(".") == 1} <= set(FLOORS)

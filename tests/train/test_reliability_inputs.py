@@ -18,13 +18,6 @@ from tests.support.checkpoints import load_state
 from tests.support.configs import tiny_config
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("tfds"))
-    data.get_builder("dog_jax_demo/tiny", directory)
-    return directory
-
-
 def small(data_dir, steps, **changes):
     c = tiny_config(data_dir, num_train_steps=steps, eval_every_steps=steps, checkpoint_every_steps=2, **changes)
     c.augment.mixup_alpha = c.augment.cutmix_alpha = 0.0
@@ -47,17 +40,17 @@ def _one_line(error):
 
 
 @pytest.mark.parametrize("where", ["local", "bucket"])
-def test_damaged_checkpoints_fall_back_then_stop_never_restart(data_dir, tmp_path, caplog, where, request):
+def test_damaged_checkpoints_fall_back_then_stop_never_restart(tiny_data_dir, tmp_path, caplog, where, request):
     """The same in a local workdir and in a Cloud Storage bucket (a local server: tests/support/gcs_server)."""
     workdir = str(tmp_path / "run") if where == "local" else f"{request.getfixturevalue('bucket')}/run"
-    train_and_evaluate(small(data_dir, 4), workdir)
+    train_and_evaluate(small(tiny_data_dir, 4), workdir)
     assert _steps(workdir) == [2, 4]
     # Truncate the largest array file of the latest checkpoint (a disk filled up / a copy cut short).
     largest = max(_files(f"{workdir}/checkpoints/4/state"), key=lambda p: p.stat().length)
     largest.write_bytes(largest.read_bytes()[:largest.stat().length // 2])
 
     caplog.set_level(logging.WARNING)
-    resumed = train_and_evaluate(small(data_dir, 6), workdir)
+    resumed = train_and_evaluate(small(tiny_data_dir, 6), workdir)
     assert resumed["start_step"] == 2 and resumed["final_step"] == 6  # the previous good one, not 0
     warnings = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
     assert len(warnings) == 1 and "step 4" in warnings[0] and "\n" not in warnings[0], warnings
@@ -66,7 +59,7 @@ def test_damaged_checkpoints_fall_back_then_stop_never_restart(data_dir, tmp_pat
 
     # The same workdir with another architecture: refused, naming what differs.
     with pytest.raises(CheckpointError) as error:
-        train_and_evaluate(small(data_dir, 8, model_overrides={"width": 8, "depth": 2, "kernel_size": 5}), workdir)
+        train_and_evaluate(small(tiny_data_dir, 8, model_overrides={"width": 8, "depth": 2, "kernel_size": 5}), workdir)
     assert "another model" in _one_line(error) and "width" in str(error.value) and "--workdir" in str(error.value)
 
     # Every checkpoint partly deleted: an error, never a silent restart from step 0.
@@ -74,23 +67,23 @@ def test_damaged_checkpoints_fall_back_then_stop_never_restart(data_dir, tmp_pat
         for file in _files(f"{workdir}/checkpoints/{step}/state"):
             file.unlink()
     with pytest.raises(CheckpointError) as error:
-        train_and_evaluate(small(data_dir, 8), workdir)
+        train_and_evaluate(small(tiny_data_dir, 8), workdir)
     assert "none of the checkpoints" in _one_line(error) and "step 0" in str(error.value)
 
 
-def test_unwritable_workdir_fails_at_start_up(data_dir, tmp_path):
+def test_unwritable_workdir_fails_at_start_up(tiny_data_dir, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     with pytest.raises(CheckpointError) as error:
-        train_and_evaluate(small(data_dir, 2), str(blocker / "run"))
+        train_and_evaluate(small(tiny_data_dir, 2), str(blocker / "run"))
     assert "is not writable" in _one_line(error) and "--workdir" in str(error.value)
     assert not (tmp_path / "tfds").exists()
 
 
 @pytest.mark.parametrize("policy", ["stop", "skip"])
-def test_nonfinite_policy(data_dir, tmp_path, policy):
+def test_nonfinite_policy(tiny_data_dir, tmp_path, policy):
     # Adam's first update moves every weight by ~lr: the head's logits overflow from step 2 on.
-    c = small(data_dir, 4, nonfinite_policy=policy)
+    c = small(tiny_data_dir, 4, nonfinite_policy=policy)
     c.optimizer.learning_rate = 1e38
     c.optimizer.warmup_epochs = 0.0
     c.log_every_steps = 4

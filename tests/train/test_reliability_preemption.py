@@ -40,17 +40,10 @@ def _checkpoint_steps(workdir):
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    data.get_builder("dog_jax_demo/tiny", data_dir)
-    return data_dir
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_data, tmp_path_factory):
+def reference(tiny_data_dir, tmp_path_factory):
     """An uninterrupted run: (workdir, summary)."""
     workdir = str(tmp_path_factory.mktemp("reference"))
-    return workdir, train_and_evaluate(_config(tiny_data), workdir)
+    return workdir, train_and_evaluate(_config(tiny_data_dir), workdir)
 
 
 def _interrupted_then_resumed(config, workdir, reference, stopped_at, after_stop=None):
@@ -74,7 +67,7 @@ def _interrupted_then_resumed(config, workdir, reference, stopped_at, after_stop
     return stopped, resumed
 
 
-def test_sigterm_during_the_first_compile_checkpoints_the_first_step(tiny_data, reference, tmp_path, monkeypatch):
+def test_sigterm_during_the_first_compile_checkpoints_the_first_step(tiny_data_dir, reference, tmp_path, monkeypatch):
     """The signal arrives while the train step is traced (part of the first compile): the compile
     cannot be interrupted, so the run stops right after the first step, with its checkpoint."""
     traced = []
@@ -87,11 +80,11 @@ def test_sigterm_during_the_first_compile_checkpoints_the_first_step(tiny_data, 
         return original(*args)
 
     monkeypatch.setattr(steps, "_rng_for_step", rng_for_step)
-    stopped, _ = _interrupted_then_resumed(_config(tiny_data), str(tmp_path / "run"), reference, stopped_at=1)
+    stopped, _ = _interrupted_then_resumed(_config(tiny_data_dir), str(tmp_path / "run"), reference, stopped_at=1)
     assert traced and stopped["eval_history"] == []
 
 
-def test_sigterm_during_an_evaluation_is_redone_on_resume(tiny_data, reference, tmp_path, monkeypatch):
+def test_sigterm_during_an_evaluation_is_redone_on_resume(tiny_data_dir, reference, tmp_path, monkeypatch):
     """The signal arrives at the second batch of step 2's evaluation: the evaluation is abandoned,
     step 2 checkpointed; the rerun evaluates step 2 first and keeps the best checkpoint as an
     uninterrupted run does (metrics attached to the checkpoint written by the stop)."""
@@ -101,7 +94,7 @@ def test_sigterm_during_an_evaluation_is_redone_on_resume(tiny_data, reference, 
     def after_stop():  # polled between batches: the evaluation was abandoned at the next batch
         assert len(calls) == 2
 
-    stopped, resumed = _interrupted_then_resumed(_config(tiny_data), workdir, reference, stopped_at=2,
+    stopped, resumed = _interrupted_then_resumed(_config(tiny_data_dir), workdir, reference, stopped_at=2,
                                                  after_stop=after_stop)
     assert stopped["eval_history"] == []
     assert [entry["step"] for entry in resumed["eval_history"]] == [2, 4]
@@ -110,7 +103,7 @@ def test_sigterm_during_an_evaluation_is_redone_on_resume(tiny_data, reference, 
 
 
 @pytest.mark.slow
-def test_sigterm_during_a_checkpoint_write_waits_for_it(tiny_data, reference, tmp_path, monkeypatch):
+def test_sigterm_during_a_checkpoint_write_waits_for_it(tiny_data_dir, reference, tmp_path, monkeypatch):
     """The signal arrives while the asynchronous write of step 2 is in flight: the run stops after
     that step, the write completes (readable, no temporary directory), exit state consistent."""
     original = checkpoint_lib.Checkpointer.save
@@ -125,11 +118,11 @@ def test_sigterm_during_a_checkpoint_write_waits_for_it(tiny_data, reference, tm
 
     monkeypatch.setattr(checkpoint_lib.Checkpointer, "save", save)
     workdir = str(tmp_path / "run")
-    stopped, _ = _interrupted_then_resumed(_config(tiny_data), workdir, reference, stopped_at=2)
+    stopped, _ = _interrupted_then_resumed(_config(tiny_data_dir), workdir, reference, stopped_at=2)
     assert [entry["step"] for entry in stopped["eval_history"]] == [2]
 
 
-def test_sigterm_before_the_first_step_raises_preempted_with_no_checkpoint(tiny_data, tmp_path, monkeypatch):
+def test_sigterm_before_the_first_step_raises_preempted_with_no_checkpoint(tiny_data_dir, tmp_path, monkeypatch):
     """In-process API: a stop during set-up (here: while the model is built) raises Preempted and
     leaves no checkpoint; the same workdir then trains normally."""
     original = steps.init_train_state
@@ -141,10 +134,10 @@ def test_sigterm_before_the_first_step_raises_preempted_with_no_checkpoint(tiny_
     monkeypatch.setattr(steps, "init_train_state", init_train_state)
     workdir = str(tmp_path / "run")
     with StopOnSignal() as stop, pytest.raises(Preempted):
-        train_and_evaluate(_config(tiny_data), workdir, stop_requested=stop)
+        train_and_evaluate(_config(tiny_data_dir), workdir, stop_requested=stop)
     assert _checkpoint_steps(workdir) == [] and not os.path.exists(os.path.join(workdir, "summary.json"))
     monkeypatch.setattr(steps, "init_train_state", original)
-    assert train_and_evaluate(_config(tiny_data), workdir)["final_step"] == TOTAL_STEPS
+    assert train_and_evaluate(_config(tiny_data_dir), workdir)["final_step"] == TOTAL_STEPS
 
 
 # train.py end to end, the demo dataset generated by the run itself: the signal comes from inside

@@ -75,13 +75,6 @@ def test_another_model_is_still_refused_in_one_line():
     assert "[32, 64, 128, 512]" in message and "use a new --workdir" in message
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    data.get_builder("dog_jax_demo/tiny", data_dir)
-    return data_dir
-
-
 def _family_config(family, data_dir):
     """A tiny demo run of ``family``: 8 steps, evals at 2/4/6/8, checkpoints every 2 steps, a log
     line every 3 (so a stop at step 5 falls inside a logging window)."""
@@ -114,12 +107,12 @@ def _comparable_summary(summary):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["convnext", "hornet", "convmixer"])
-def test_interrupted_run_ends_like_an_uninterrupted_one(family, tiny_data, tmp_path, one_trace_per_run):
+def test_interrupted_run_ends_like_an_uninterrupted_one(family, tiny_data_dir, tmp_path, one_trace_per_run):
     """Stopped at step 5 (between checkpoints and log lines) and resumed: the final train state is
     bitwise that of an uninterrupted run, and so are best eval, eval and train histories; rerunning
     the finished run changes none of them. Every run (evaluations every 2 steps, checkpoints,
     a stop, a resume) traces its train and eval steps once (``one_trace_per_run``)."""
-    config = _family_config(family, tiny_data)
+    config = _family_config(family, tiny_data_dir)
     reference = train_and_evaluate(config, str(tmp_path / "reference"))
     workdir = str(tmp_path / "resumed")
     stopped = train_and_evaluate(config, workdir, stop_requested=lambda step: step == 5)

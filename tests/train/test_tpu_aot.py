@@ -22,13 +22,11 @@ from dog_jax.ops.native.library import NATIVE_AVAILABLE
 from dog_jax.train import aot, run_setup, tpu_topology
 from tests.support import train_cli
 from tests.support.configs import ROOT
+from tests.support.requires import LIBTPU, requires
 from tests.support.workdirs import tiny_family_config
 
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
-_NO_LIBTPU = "libtpu not installed: pip install -e .[tpu] (or -r requirements-tpu.txt) to run the TPU compile tests"
-if not HAS_LIBTPU and os.environ.get("CI") == "true":
-    raise RuntimeError(f"{_NO_LIBTPU}; .ci/run installs it, so under CI its absence is a failure")
-needs_libtpu = pytest.mark.skipif(not HAS_LIBTPU, reason=_NO_LIBTPU)
+needs_libtpu = requires(HAS_LIBTPU, "libtpu is not installed (the TPU compile tests need it)", LIBTPU)
 
 
 @pytest.fixture(autouse=True)
