@@ -15,7 +15,7 @@ Subcommands (docs/tpu.md walks through them):
 
 ``--dry-run`` prints the commands, one per line, shell-quoted, and runs nothing (``--zone`` /
 ``--project`` may then be left out: they print as ZONE / PROJECT). A wrong input is one ``error:``
-line on stderr saying what to pass, exit code 2.
+line on stderr saying what to pass, exit code 2 (also when a command it runs fails: one line naming it).
 """
 
 from __future__ import annotations
