@@ -30,17 +30,29 @@ class ChipSpec:
     hbm_bytes_per_second: float
     chips_per_host: int
     source: str
+    chips_per_vm: int = 4
 
     def hosts(self, chips: int) -> int:
-        """TPU VM hosts of a slice of ``chips`` chips (libtpu's topology groups devices 4 to a
-        process whatever the generation, so its process count is not used)."""
+        """Physical hosts of a slice of ``chips`` chips, as Google's slice tables count them (a v5e
+        4x4 is 2 hosts). libtpu's topology groups devices 4 to a process whatever the generation, so
+        its process count is not used."""
         return -(-chips // self.chips_per_host)
+
+    def vms(self, chips: int) -> int:
+        """TPU VMs (= ``--worker`` indices = JAX processes) of a slice of ``chips`` chips: one VM up
+        to a host's chips, else one per ``chips_per_vm`` chips (multi-host v5e/v6e slices are built
+        from 4-chip VMs: a v5e/v6e 4x4 is 2 hosts but 4 VMs)."""
+        return 1 if chips <= self.chips_per_host else -(-chips // self.chips_per_vm)
 
 
 # Google Cloud's TPU documentation (tpu/docs/v4, v5e, v5p, v6e; read 2026-12): "Peak compute per
 # chip (bf16)", "HBM capacity and bandwidth", and the slice tables' chips and hosts (v5e 4x4: 16
 # chips on 2 hosts; v6e: 8 chips per host; v4/v5p 2x2x1: 4 chips on 1 host). Capacities are taken
 # in GiB (the docs write "GB" for v5e/v5p/v6e and "GiB" for v4; HBM stacks come in binary sizes).
+# TPU VMs per slice (read 2026-12-06): cloud.google.com/tpu/docs/v6e, "Supported configurations": 4x4 =
+# 16 chips, 2 hosts, 4 VMs (ct6e-standard-4t); 2x4 = 1 VM of 8 chips. tpu/docs/v5e, "VM types": a v5e
+# VM holds 1, 4 or 8 chips, multi-host slices use the 4-chip VM (ct5lp-hightpu-4t). v4/v5p: 4 chips
+# per VM (a v4-16 is 2 VMs).
 CHIPS = {
     "TPU v4": ChipSpec("v4", 32 * GiB, 275e12, 1200e9, 4, "cloud.google.com/tpu/docs/v4"),
     "TPU v5 lite": ChipSpec("v5e", 16 * GiB, 197e12, 819e9, 8, "cloud.google.com/tpu/docs/v5e"),

@@ -20,6 +20,7 @@ FLOORS = {
     "dog_jax.checkpoints": 2, "dog_jax.convert": 2,
     "dog_jax.train": 3, "dog_jax.analysis": 3,
     "dog_jax.evaluate": 4, "dog_jax.export": 4, "dog_jax.experiments": 4, "dog_jax.timm_models": 4,
+    "dog_jax.tpu_vm": 4,
     "dog_jax": 4,  # the package's own __init__ re-exports the initializers
 }
 

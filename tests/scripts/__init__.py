@@ -1,0 +1,1 @@
+"""Tests of scripts/: the TPU VM setup script, run against stub commands."""
