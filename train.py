@@ -58,7 +58,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     for arg in argv[1:]:
         if arg.startswith("--config="):
             path = arg.split("=", 1)[1].split(":", 1)[0]
-            if not os.path.isfile(path):
+            if not os.path.isfile(path):  # local: a config file (Python source)
                 sys.exit(f"error: config file {path!r} not found; pass e.g. --config=configs/convmixer.py:demo")
     try:
         return flags.FLAGS(argv)

@@ -35,7 +35,7 @@ from typing import Iterator, Sequence
 
 VERBOSE_HELP = "also show other libraries' INFO logs (orbax, tfds, absl, TensorFlow's C++ notices)"
 
-_PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
+_PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep  # local: the package's source folder
 # glog-style INFO lines of native code ("I0000 00:00:1712345678.123456  4242 port.cc:153] ..."), and absl's
 # note that such lines went to stderr because its C++ logging was not initialised.
 _NATIVE_INFO = re.compile(r"^I\d{4} [\d:.]+\s+\d+ [\w./-]+:\d+\] "
@@ -88,7 +88,7 @@ class ProjectOrWarning(logging.Filter):
 
 @functools.lru_cache(maxsize=4096)
 def _in_package(pathname: str) -> bool:
-    return os.path.realpath(pathname).startswith(_PACKAGE_DIR)
+    return os.path.realpath(pathname).startswith(_PACKAGE_DIR)  # local: a source file of a log record
 
 
 def _setup_python_logging(verbose: bool) -> None:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import subprocess
-from pathlib import Path
+from pathlib import Path  # local: the package's checkout
 from typing import Any
 
 import jax
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets")
-_PACKAGE_ROOT = Path(__file__).resolve().parent
+_PACKAGE_ROOT = Path(__file__).resolve().parent  # local: the package's checkout
 _SHORT = 10  # commit digits in labels
 
 
@@ -41,7 +41,7 @@ def git_checkout(package_root: Path = _PACKAGE_ROOT) -> Path | None:
     """The root of the git checkout whose tracked ``dog_jax/`` is this package, else None (a wheel, or a
     site-packages that merely lies inside some other repository)."""
     top = _git(package_root, "rev-parse", "--show-toplevel")
-    if top is None or Path(top).resolve() != package_root.parent:
+    if top is None or Path(top).resolve() != package_root.parent:  # local: the package's checkout
         return None
     tracked = _git(package_root.parent, "ls-files", "--error-unmatch", f"{package_root.name}/__init__.py")
     return package_root.parent if tracked is not None else None

@@ -127,7 +127,7 @@ def plan(args: argparse.Namespace, train_args: list[str]) -> tuple[list[list[str
 
 
 def _execute(lines: list[list[str]], parallel: bool) -> int:
-    if shutil.which("gcloud") is None:
+    if shutil.which("gcloud") is None:  # local: a program on PATH
         raise CliError("gcloud not found on PATH: install the Google Cloud CLI "
                        "(https://cloud.google.com/sdk/docs/install) and run `gcloud auth login`")
     if parallel:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
-import pathlib
+import pathlib  # local: this package's own source file
 import sys
 
 # "TPU software versions" (https://cloud.google.com/tpu/docs/runtimes, read 2026-12-06): the image to
@@ -50,7 +50,7 @@ def topology_module():
         return sys.modules[name]
     alias = "dog_jax.tpu_vm._tpu_topology_file"
     if alias not in sys.modules:
-        path = pathlib.Path(__file__).resolve().parents[1] / "train" / "tpu_topology.py"
+        path = pathlib.Path(__file__).resolve().parents[1] / "train" / "tpu_topology.py"  # local: own source
         spec = importlib.util.spec_from_file_location(alias, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[alias] = module  # dataclasses look their module up while the file executes

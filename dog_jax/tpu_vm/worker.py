@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+# "worker-side file" (the # local: marks): the worker's own run folder, or a workdir on its disk;
+# gs:// destinations go through `gcloud storage`.
 RUN_DIR = "~/dog_jax_run"
 LOG_NAME, PID_NAME, SUPERVISOR_LOG = "train.log", "trainer.pid", "supervisor.log"
 
@@ -48,8 +50,8 @@ def _copy(source: str, destination: str) -> bool:
             print(f"copy {source} -> {destination} failed: {result.stderr.strip()[-300:]}", file=sys.stderr)
         return result.returncode == 0
     try:
-        Path(destination).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, destination)
+        Path(destination).parent.mkdir(parents=True, exist_ok=True)  # local: worker-side file
+        shutil.copyfile(source, destination)  # local: worker-side file
         return True
     except OSError as error:
         print(f"copy {source} -> {destination} failed: {error}", file=sys.stderr)
@@ -59,7 +61,7 @@ def _copy(source: str, destination: str) -> bool:
 def _exists(path: str) -> bool:
     if path.startswith("gs://"):
         return subprocess.run(["gcloud", "storage", "ls", path], capture_output=True).returncode == 0
-    return os.path.exists(path)
+    return os.path.exists(path)  # local: worker-side file
 
 
 def _alive(pid_file: Path) -> int | None:
@@ -78,7 +80,7 @@ def _stamp() -> str:
 
 def start(args) -> int:
     """Check, then start the supervisor detached; returns at once."""
-    run_dir = Path(os.path.expanduser(args.run_dir))
+    run_dir = Path(os.path.expanduser(args.run_dir))  # local: worker-side file
     if args.commit:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
         if head != args.commit:
@@ -96,7 +98,7 @@ def start(args) -> int:
     supervise = [sys.executable, "-m", "dog_jax.tpu_vm.worker", "supervise", f"--worker_id={args.worker_id}",
                  f"--workdir={args.workdir}", f"--run_dir={run_dir}", f"--sync_seconds={args.sync_seconds}",
                  "--", *args.command]
-    with open(run_dir / SUPERVISOR_LOG, "ab") as out:
+    with open(run_dir / SUPERVISOR_LOG, "ab") as out:  # local: worker-side file
         process = subprocess.Popen(supervise, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     print(f"worker {args.worker_id}: started (supervisor pid {process.pid}); log {run_dir / LOG_NAME} -> "
@@ -106,19 +108,19 @@ def start(args) -> int:
 
 def supervise(args) -> int:
     """Run the trainer, copy its log now and then and at its exit; returns the trainer's exit code."""
-    run_dir = Path(args.run_dir)
+    run_dir = Path(args.run_dir)  # local: worker-side file
     log, remote = run_dir / LOG_NAME, remote_log(args.workdir, args.worker_id)
     if _exists(remote):  # a rerun (after a preemption, a stop) continues the earlier log
         _copy(remote, str(log))
 
     def note(signum, _frame):
-        with open(log, "a") as f:
+        with open(log, "a") as f:  # local: worker-side file
             f.write(f"== dog_jax.tpu_vm: supervisor got {signal.Signals(signum).name} at {_stamp()}; "
                     "waiting for the trainer ==\n")
 
     signal.signal(signal.SIGTERM, note)  # handlers (unlike SIG_IGN) do not pass on to the child
     signal.signal(signal.SIGHUP, note)
-    with open(log, "a") as out:
+    with open(log, "a") as out:  # local: worker-side file
         out.write(f"== dog_jax.tpu_vm: worker {args.worker_id} start {_stamp()}: {' '.join(args.command)} ==\n")
         out.flush()
         trainer = subprocess.Popen(args.command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
@@ -130,7 +132,7 @@ def supervise(args) -> int:
             _copy(str(log), remote)
             last_copy = time.monotonic()
     code = trainer.returncode
-    with open(log, "a") as out:
+    with open(log, "a") as out:  # local: worker-side file
         out.write(f"== dog_jax.tpu_vm: worker {args.worker_id} trainer exited with code {code} at {_stamp()} ==\n")
     (run_dir / PID_NAME).unlink(missing_ok=True)
     _copy(str(log), remote)
@@ -139,7 +141,7 @@ def supervise(args) -> int:
 
 def stop(args) -> int:
     """SIGTERM to this worker's trainer."""
-    pid = _alive(Path(os.path.expanduser(args.run_dir)) / PID_NAME)
+    pid = _alive(Path(os.path.expanduser(args.run_dir)) / PID_NAME)  # local: worker-side file
     host = os.uname().nodename
     if pid is None:
         print(f"{host}: no trainer running")
