@@ -89,6 +89,7 @@ def configure(environ: MutableMapping[str, str] | None = None) -> str | None:
     if address is not None:
         _point_at_emulator(env, *address)
         gcs_defaults["token"] = "anon"
+        _use_plain_gcsfs()
     _forget_cached_clients()
     env[_CONFIGURED] = done
     return address[2] if address else None
@@ -108,6 +109,18 @@ def _point_at_emulator(env: MutableMapping[str, str], host: str, port: int, url:
     # Emulators lack gcsfs' first choice for renames (the moveTo API: 400); gcsfs then copies and
     # deletes, which works, but logs a traceback at ERROR each time. Only that logger is hushed.
     logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
+
+
+def _use_plain_gcsfs() -> None:
+    """gcsfs picks, when first imported, a client that asks Google's storage-control gRPC service
+    for each bucket's type (unless ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`` was set before that
+    import); an emulator cannot answer it, and the calls retry for minutes. With an emulator the
+    plain JSON-API client is registered for gs://, whenever gcsfs was imported."""
+    import fsspec
+    from gcsfs.core import GCSFileSystem
+
+    for protocol in ("gs", "gcs"):
+        fsspec.register_implementation(protocol, GCSFileSystem, clobber=True)
 
 
 def _fsspec_gcs_defaults() -> dict:

@@ -256,6 +256,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     stop = StopPolicy(stop_requested, config.log_every_steps)
     with stop.before_first_step(0):
         config_lib.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
+        storage.configure()  # before any client touches a gs:// workdir or data dir (idempotent)
         workdir = storage.absolute(workdir)
         checkpoint_lib.check_writable(workdir)  # local or gs://; fails now, not at the first checkpoint.
         logging.info("Run %s: config.json, checkpoints/, tensorboard/ and summary.json go there", workdir)
