@@ -1,8 +1,10 @@
 """Two processes x two simulated CPU devices, coordinated by ``jax.distributed.initialize`` on
-localhost (gloo CPU collectives): disjoint data shards, identical metrics on both processes, a
-SIGTERM received by one process only (in the middle of an evaluation) stops both at the same step
-with exit code 75, the checkpoint is written once and both processes restore it (redoing the
-evaluation), and the losses equal those of one process with four devices.
+localhost (gloo CPU collectives), with data and workdir in a Cloud Storage bucket (a local server),
+as on a pod slice: disjoint data shards, identical metrics on both processes, a SIGTERM received by
+one process only (in the middle of an evaluation) stops both at the same step with exit code 75, the
+checkpoint is written once and both processes restore it (redoing the evaluation); the resumed run
+ends bit for bit where an uninterrupted one does, and its losses equal those of one process with
+four devices.
 """
 
 import json
@@ -17,10 +19,11 @@ import types
 import numpy as np
 import pytest
 
-from dog_jax import data
+from dog_jax import data, storage
 from dog_jax.train import ConfigError, sharding, validate
 from dog_jax.train.preemption import EXIT_PREEMPTED
 from tests.support import subprocesses
+from tests.support.checkpoints import assert_bitwise_equal, load_state
 from tests.support.configs import ROOT, tiny_config
 
 # As train.py does: a StopOnSignal handler and exit code 75 after a stop. With signal=True the
@@ -60,13 +63,13 @@ _BIND_FAILED = "Failed to start RPC server"  # jax.distributed.initialize's erro
 _TIMEOUT_S = subprocesses.TIMEOUT_S
 
 
-def _run_processes(data_dir, workdir, signalled_process=None, processes=2, attempts=3):
+def _run_processes(data_dir, workdir, logs, signalled_process=None, processes=2, attempts=3):
     """Trains with ``processes`` processes sharing 4 CPU devices; returns each one's (exit code, summary).
 
     Retries (on a new port) when the coordinator could not bind its port; a process still running
     after the timeout fails the test as a hang."""
     for attempt in range(attempts):
-        outputs = _start_and_wait(data_dir, workdir, signalled_process, processes, _free_port(), attempt)
+        outputs = _start_and_wait(data_dir, workdir, logs, signalled_process, processes, _free_port(), attempt)
         if not any(_BIND_FAILED in output for _, output in outputs) or attempt == attempts - 1:
             break
     summaries = []
@@ -76,11 +79,11 @@ def _run_processes(data_dir, workdir, signalled_process=None, processes=2, attem
     return summaries
 
 
-def _start_and_wait(data_dir, workdir, signalled_process, processes, port, attempt):
+def _start_and_wait(data_dir, workdir, log_base, signalled_process, processes, port, attempt):
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // processes}")
     # Output to files, not pipes: a process blocked on a full pipe would hang the other in a collective.
-    logs = [open(f"{workdir}.process{process}.attempt{attempt}.log", "w+") for process in range(processes)]
+    logs = [open(f"{log_base}.process{process}.attempt{attempt}.log", "w+") for process in range(processes)]
     procs = [subprocess.Popen(
         [sys.executable, "-c", _WORKER.format(root=ROOT, port=port, process=process, processes=processes,
                                               data_dir=data_dir, workdir=workdir,
@@ -133,9 +136,14 @@ def test_process_reads_the_data_shards_of_its_own_devices(tmp_path):
         validate(tiny_config(str(tmp_path), data_shards=3, batch_size=12), device_count=4, process_count=2)
 
 
+def _checkpoint_names(workdir):
+    return [p.name for p in storage.run_path(f"{workdir}/checkpoints").iterdir()]
+
+
 @pytest.mark.slow
-def test_two_processes_train_stop_together_and_share_one_checkpoint(tmp_path):
-    data_dir = str(tmp_path / "tfds")
+def test_two_processes_train_stop_together_and_share_one_checkpoint(tmp_path, bucket):
+    """Data and workdir in a Cloud Storage bucket (a local server), as on a pod slice."""
+    data_dir = f"{bucket}/tensorflow_datasets"
     builder = data.get_builder("dog_jax_demo/tiny", data_dir)
     # Each process reads a disjoint shard of the training split, together all of it.
     shards = [data.local_source(builder, "train", shard_index=p, shard_count=2, drop_remainder=True)
@@ -144,18 +152,18 @@ def test_two_processes_train_stop_together_and_share_one_checkpoint(tmp_path):
     assert shards[0].num_examples == shards[1].num_examples == len(images[0]) == len(images[1])
     assert not images[0] & images[1] and len(images[0] | images[1]) == data.split_size(builder, "train")
 
-    workdir = str(tmp_path / "run")
+    workdir = f"{bucket}/run"
     # Only process 1 receives SIGTERM, in the middle of the evaluation of step 2: the processes agree
     # between evaluation batches, so both abandon it, checkpoint step 2 and exit with 75.
-    codes, first = zip(*_run_processes(data_dir, workdir, signalled_process=1))
+    codes, first = zip(*_run_processes(data_dir, workdir, str(tmp_path / "run"), signalled_process=1))
     assert codes == (EXIT_PREEMPTED, EXIT_PREEMPTED), codes
     assert [s["final_step"] for s in first] == [2, 2] and all(s["interrupted"] for s in first)
     assert [s["eval_history"] for s in first] == [[], []]
     assert _metrics(first[0]) == _metrics(first[1])
-    assert sorted(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit()) == [2]
-    assert not [n for n in os.listdir(os.path.join(workdir, "checkpoints")) if "tmp" in n]
+    assert sorted(int(n) for n in _checkpoint_names(workdir) if n.isdigit()) == [2]
+    assert not [n for n in _checkpoint_names(workdir) if "tmp" in n]
 
-    codes, second = zip(*_run_processes(data_dir, workdir))
+    codes, second = zip(*_run_processes(data_dir, workdir, str(tmp_path / "resumed")))
     assert codes == (0, 0), codes
     assert [(s["start_step"], s["final_step"]) for s in second] == [(2, 4), (2, 4)]
     assert [[e["step"] for e in s["eval_history"]] for s in second] == [[2, 4], [2, 4]]  # step 2's redone
@@ -171,7 +179,14 @@ def test_two_processes_train_stop_together_and_share_one_checkpoint(tmp_path):
     # (bitwise: tests/data/test_pipeline.py). Only the order in which the gradient all-reduce
     # adds the devices' parts differs (in-process vs gloo across processes), which moves
     # float32 results by an ulp or so.
-    ((code, single),) = _run_processes(data_dir, str(tmp_path / "single"), processes=1)
+    # The same two processes uninterrupted: the interrupted and resumed run ends bit for bit where it does.
+    reference = f"{bucket}/reference"
+    codes, uninterrupted = zip(*_run_processes(data_dir, reference, str(tmp_path / "reference")))
+    assert codes == (0, 0), codes
+    assert _metrics(uninterrupted[0]) == _metrics(second[0])
+    assert_bitwise_equal(load_state(workdir, 4), load_state(reference, 4))
+
+    ((code, single),) = _run_processes(data_dir, str(tmp_path / "single"), str(tmp_path / "single"), processes=1)
     assert code == 0
     two = _metrics(second[0])
     for key in ("step", "accuracy", "learning_rate", "skipped"):
