@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 
-from dog_jax import console
+from dog_jax import console, storage
 from dog_jax.analysis.readers import CheckpointError
 from dog_jax.analysis.report import AnalysisOptions
 from dog_jax.analysis.run import analyse_to_dir
@@ -55,6 +55,10 @@ def _fail(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console.setup(args.verbose)
+    try:
+        storage.configure()  # before any storage client: gs:// checkpoints and --out, emulator
+    except storage.StorageConfigError as error:
+        return _fail(str(error))
     if args.k < 1 or args.n_init < 1 or args.max_fit < 1:
         return _fail("--k, --n-init and --max-fit must be positive integers.")
     if not 0 < args.min_correlation <= 1:

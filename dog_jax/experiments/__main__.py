@@ -22,7 +22,7 @@ import shlex
 import sys
 from pathlib import Path  # local: sweep and config files
 
-from dog_jax import console
+from dog_jax import console, storage
 from dog_jax._paths import resolved
 from dog_jax.experiments.sweep import Run, SweepError, load_sweep, parse_shard, plan_runs, run_status, select_runs
 
@@ -100,12 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console.setup(args.verbose)
     try:
+        storage.configure()  # before any storage client: a gs:// --workdir-root, emulator
         sweep = load_sweep(args.sweep)
         shard = parse_shard(args.shard) if args.shard else None
         root = args.workdir_root or f"workdirs/sweeps/{Path(args.sweep).stem}"  # local: the sweep file's name
         all_runs = plan_runs(sweep, args.sweep, root)
         runs = select_runs(all_runs, only=args.only, shard=shard)
-    except SweepError as error:
+    except (SweepError, storage.StorageConfigError) as error:
         return _fail(str(error))
     if not runs:
         return _fail(f"no runs selected (of {len(all_runs)}); check --only / --shard.")

@@ -52,6 +52,7 @@ def _objects(gcs_server, url):
 
 @pytest.mark.slow
 def test_a_run_in_a_bucket_then_evaluate_export_and_analyse_it(bucket, gcs_server, tmp_path):
+    from dog_jax.analysis.__main__ import main as analysis_main
     from dog_jax.checkpoints import read_state_dict
     from dog_jax.convert import to_torch_state_dict
     from dog_jax.evaluate import default_output, evaluate_checkpoint, write_json
@@ -84,6 +85,11 @@ def test_a_run_in_a_bucket_then_evaluate_export_and_analyse_it(bucket, gcs_serve
     assert sorted(exported) == sorted(expected)
     for name in expected:
         np.testing.assert_array_equal(exported[name], expected[name])
+
+    # The kernel analysis of the bucket's checkpoint, with its results written into the bucket.
+    assert analysis_main([workdir, "--out", f"{bucket}/analysis", "--no-null", "-q"]) == 0
+    results = _objects(gcs_server, f"{bucket}/analysis")
+    assert {"summary.json", "clusters.csv"} <= results and any(name.endswith(".png") for name in results), results
 
 
 def test_a_missing_bucket_is_one_line_and_no_bucket_is_created(gcs_server, bucket, tmp_path):
