@@ -102,7 +102,7 @@ def main(argv):
     from dog_jax import storage
     from dog_jax.data import DatasetError
     from dog_jax.train import ConfigError, sharding, train_and_evaluate
-    from dog_jax.train.checkpoint import CheckpointError
+    from dog_jax.train.checkpoint import EXIT_STORAGE_FAILURE, CheckpointError, StorageFailure
     from dog_jax.train.preemption import EXIT_PREEMPTED, Preempted, StopOnSignal
     from dog_jax.train.reporting import NonFiniteError
 
@@ -115,6 +115,12 @@ def main(argv):
     try:
         with StopOnSignal() as stop:
             summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value, stop_requested=stop)
+    except StorageFailure as error:
+        # Background writes may still be retrying (for minutes) and would print their tracebacks:
+        # one line, then end the process without waiting for them (docs/reliability.md).
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(EXIT_STORAGE_FAILURE)
     except (ConfigError, DatasetError, CheckpointError, NonFiniteError) as error:
         raise SystemExit(f"error: {error}") from None
     except Preempted:  # before the first training step: nothing new to checkpoint

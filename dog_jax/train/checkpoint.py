@@ -29,8 +29,12 @@ used; if checkpoints exist but none is readable the run stops instead of startin
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging as python_logging
+import time
 import uuid
+from typing import Iterator
 from typing import Any
 
 import jax
@@ -42,12 +46,35 @@ from dog_jax.checkpoints import CheckpointError  # the package's one checkpoint 
 from dog_jax.storage import absolute, join, make_dirs, move, run_path
 from dog_jax.train.config import comparable
 
-__all__ = ["BEST_METRIC", "CheckpointError", "Checkpointer", "array_shapes", "check_writable",
-           "remove_unfinished_checkpoints"]
+__all__ = ["BEST_METRIC", "EXIT_STORAGE_FAILURE", "CheckpointError", "Checkpointer", "StorageFailure", "array_shapes",
+           "check_writable", "remove_unfinished_checkpoints"]
 
 BEST_METRIC = "eval_top1"
+# EX_IOERR from sysexits.h: a write to the run's storage failed or never finished; the last complete
+# checkpoint is kept, and the same command resumes from it once the storage works.
+EXIT_STORAGE_FAILURE = 74
+
+
+class StorageFailure(CheckpointError):
+    """A write to the run's storage (a checkpoint, summary.json, ...) failed or never finished.
+
+    Background writes may still be retrying: ``train.py`` prints the one line and ends the process
+    at once (``EXIT_STORAGE_FAILURE``) instead of waiting for them."""
 # model_info keys that decide parameter shapes; a checkpoint that differs cannot be resumed.
 _ARCHITECTURE_KEYS = ("model", "model_overrides", "num_classes")
+
+
+@contextlib.contextmanager
+def _quiet_absl() -> Iterator[None]:
+    """absl's Python logger at ERROR+1 for the duration: orbax's own report of a failed write (a
+    traceback) stays off the console; the failure reaches the user as one CheckpointError line."""
+    logger = python_logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(python_logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def check_writable(workdir: str) -> None:
@@ -85,7 +112,7 @@ def remove_unfinished_checkpoints(directory: str) -> None:
 class Checkpointer:
     """Thin wrapper around ``ocp.CheckpointManager`` with the trainer's policy."""
 
-    def __init__(self, directory: str, *, keep: int, asynchronous: bool = True):
+    def __init__(self, directory: str, *, keep: int, asynchronous: bool = True, timeout_s: float = 900.0):
         policy = checkpoint_managers.AnyPreservationPolicy([
             checkpoint_managers.LatestN(n=keep),
             checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC], reverse=False, n=1,
@@ -94,6 +121,9 @@ class Checkpointer:
         self._options = ocp.CheckpointManagerOptions(
             preservation_policy=policy, enable_async_checkpointing=asynchronous, create=True)
         self.directory = absolute(directory)
+        self.timeout_s = timeout_s
+        self._writing: int | None = None  # the step of the asynchronous write in flight
+        self.stalled = False  # a write that never finished: close() must not wait for it
         remove_unfinished_checkpoints(self.directory)
         self._manager = self._open()
 
@@ -119,11 +149,13 @@ class Checkpointer:
         ``history``: the run's eval/train histories (``Reporter.history_snapshot``), committed
         together with the state so that a resume continues them from exactly this step.
         """
+        self.wait()  # the previous write, within the time limit (orbax would wait for it without one)
         if step in self._manager.all_steps():
             return False
         items = {"state": ocp.args.StandardSave(state), "model": ocp.args.JsonSave(model_info)}
         if history is not None:
             items["history"] = ocp.args.JsonSave(history)
+        self._writing = step
         return self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
     def add_metrics(self, step: int, metrics: dict[str, float]) -> None:
@@ -219,11 +251,43 @@ class Checkpointer:
         return {leaf.name: tuple(leaf.shape) for leaf in jax.tree.leaves(metadata.tree)}
 
     def wait(self) -> None:
-        """Blocks until pending asynchronous saves are on disk."""
-        self._manager.wait_until_finished()
+        """Blocks until the asynchronous save in flight is written, at most ``timeout_s``.
+
+        Raises:
+          CheckpointError: the write failed, or is still unfinished after ``timeout_s`` (storage
+            unreachable: tensorstore, gcsfs and TensorFlow retry for minutes) -- one line naming the
+            last complete checkpoint.
+        """
+        start = time.monotonic()
+        while self._manager.is_saving_in_progress():
+            if time.monotonic() - start > self.timeout_s:
+                self.stalled = True
+                raise StorageFailure(
+                    f"a checkpoint write to {self.directory} has not finished after {self.timeout_s:.0f} s (is the "
+                    f"storage reachable?); {self.last_complete()}. Rerun the same command once the storage "
+                    "works (config.checkpoint_timeout_s sets this limit).")
+            time.sleep(0.2)
+        try:
+            with _quiet_absl():  # orbax logs the failure with its whole traceback before re-raising it
+                self._manager.wait_until_finished()
+        except Exception as error:  # noqa: BLE001 -- tensorstore, gcsfs and OS errors alike
+            self.stalled = True
+            reason = " ".join(str(error).split())[:300] or type(error).__name__
+            raise StorageFailure(f"writing a checkpoint to {self.directory} failed ({type(error).__name__}: "
+                                  f"{reason}); {self.last_complete()}. Rerun the same command once the storage "
+                                  "works.") from None
+        self._writing = None
+
+    def last_complete(self) -> str:
+        """'the last complete checkpoint is step N' (from the manager's memory: no storage access)."""
+        steps = [step for step in self._manager.all_steps() if step != self._writing]
+        return f"the last complete checkpoint is step {max(steps)}" if steps else "no checkpoint is complete yet"
 
     def close(self) -> None:
-        self._manager.close()
+        """Closes the manager; after a write that failed or never finished, leaves it (and its
+        threads) alone: closing would wait for that write."""
+        if not self.stalled:
+            self._manager.close()
 
 
 def array_shapes(tree: Any) -> dict[str, tuple[int, ...]]:

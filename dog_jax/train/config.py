@@ -33,6 +33,9 @@ is locked by ``ml_collections``):
 ``eval_every_steps``              0 = once per epoch
 ``checkpoint_every_steps``        0 = once per epoch; always at the end
 ``keep_checkpoints``              last K kept (plus the best by eval top-1)
+``checkpoint_timeout_s``          a checkpoint write still unfinished after this many seconds
+                                  (storage unreachable: its clients retry for minutes) ends the
+                                  run with one line; the last complete checkpoint stays
 ``data_shards``                   training split cut into this many shards, each feeding its
                                   own block of every global batch; 0 = one per device. Fix it
                                   (e.g. 8) to keep the data order when the device count changes;
@@ -104,6 +107,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every_steps = 0
     c.checkpoint_every_steps = 0
     c.keep_checkpoints = 3
+    c.checkpoint_timeout_s = 900
     c.nonfinite_policy = "stop"
     c.seed = 0
     return c
@@ -274,6 +278,7 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     for name in ("eval_every_steps", "checkpoint_every_steps"):
         _require(config[name] >= 0, f"config.{name} must be >= 0 (0 = once per epoch).")
     _require(config.keep_checkpoints >= 1, "config.keep_checkpoints must be >= 1.")
+    _require(config.get("checkpoint_timeout_s", 900) > 0, "config.checkpoint_timeout_s must be > 0 (seconds).")
     _require(config.nonfinite_policy in NONFINITE_POLICIES,
              f"config.nonfinite_policy={config.nonfinite_policy!r}; use one of {', '.join(NONFINITE_POLICIES)}.")
 

@@ -144,7 +144,8 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: StopPolicy) -
                  config.dw_init, config.precision)
 
     shard_count = config.data_shards or mesh.size  # default: one data shard per device
-    ckpt = checkpoint_lib.Checkpointer(storage.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+    ckpt = checkpoint_lib.Checkpointer(storage.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
+                                       timeout_s=config.get("checkpoint_timeout_s", 900))
     with contextlib.ExitStack() as on_error:  # a stop or an error in here closes what was opened
         on_error.callback(ckpt.close)
         start_step, state, resumed = run_setup.restore(ckpt, state, model_info(config, plan.num_classes, 0),
@@ -261,13 +262,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         checkpoint_lib.check_writable(workdir)  # local or gs://; fails now, not at the first checkpoint.
         logging.info("Run %s: config.json, checkpoints/, tensorboard/ and summary.json go there", workdir)
         run = _set_up(config, workdir, stop)
+    storage_failed = False
     try:
         step, interrupted, compile_time = _train(run, stop, run_start)
         run.ckpt.wait()  # an asynchronous write in flight is completed before returning (and exiting)
         summary = _summary(run, step, interrupted, compile_time, time.perf_counter() - run_start)
         reporting.write_json(storage.join(workdir, "summary.json"), summary)
+    except checkpoint_lib.StorageFailure:
+        storage_failed = True
+        raise
+    except OSError as error:  # a full disk, a vanished workdir, a dead storage server, ...
+        storage_failed = True
+        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        raise checkpoint_lib.StorageFailure(
+            f"writing to {workdir} failed ({type(error).__name__}: {reason}); {run.ckpt.last_complete()}. Rerun "
+            "the same command once the storage works.") from None
     finally:
-        run.reporter.close()
+        if not storage_failed:  # else closing would wait for writes that cannot finish
+            run.reporter.close()
         run.ckpt.close()
     logging.info("Done: step %d, eval top1 %.4f (best %.4f at step %s), wall %s", step,
                  summary["final_eval"].get("eval_top1", float("nan")),

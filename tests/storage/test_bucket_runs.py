@@ -10,8 +10,10 @@ that has nothing but loopback, so these runs also show that no client reaches fo
 """
 
 import os
+import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -26,21 +28,28 @@ _CONFIG_FILE = textwrap.dedent("""
     from tests.support.configs import tiny_config
 
     def get_config():
-        return tiny_config({data_dir!r}, num_train_steps=4, eval_every_steps=4, checkpoint_every_steps=2)
+        return tiny_config({data_dir!r}, **{{**dict(num_train_steps=4, eval_every_steps=4, checkpoint_every_steps=2),
+                                            **{changes!r}}})
 """)
 
 
-def _train(tmp_path, data_dir, workdir):
-    """``train.py`` in a subprocess, run from an empty directory (so a gs:// path mangled into a local
-    one would show up there); returns the completed process."""
+def _command(tmp_path, data_dir, workdir, **changes):
+    """(``train.py`` command, environment, working directory): the tiny config with ``changes``, run
+    from an empty directory (so a gs:// path mangled into a local one would show up there)."""
     config = tmp_path / "bucket_config.py"
-    config.write_text(_CONFIG_FILE.format(root=ROOT, data_dir=data_dir))
+    config.write_text(_CONFIG_FILE.format(root=ROOT, data_dir=data_dir, changes=changes))
     cwd = tmp_path / "cwd"
     cwd.mkdir(exist_ok=True)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+    # TensorFlow's GCS client retries 10 times, up to 32 s apart, by default: once is enough here.
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", GCS_RETRY_CONFIG_MAX_RETRIES="1")
     env.pop("XLA_FLAGS", None)
-    result = subprocesses.run([sys.executable, os.path.join(ROOT, "train.py"), f"--config={config}",
-                               f"--workdir={workdir}"], env=env, cwd=cwd, timeout=subprocesses.TIMEOUT_S)
+    return [sys.executable, os.path.join(ROOT, "train.py"), f"--config={config}", f"--workdir={workdir}"], env, cwd
+
+
+def _train(tmp_path, data_dir, workdir, **changes):
+    """Runs ``train.py`` (see :func:`_command`) to its end; returns the completed process."""
+    command, env, cwd = _command(tmp_path, data_dir, workdir, **changes)
+    result = subprocesses.run(command, env=env, cwd=cwd, timeout=subprocesses.TIMEOUT_S)
     assert os.listdir(cwd) == [], os.listdir(cwd)  # nothing written locally (e.g. a "gs:" folder)
     return result
 
@@ -148,3 +157,51 @@ def test_a_bucket_that_refuses_writes_is_one_line(forbidding_server):
         check_writable("gs://a-bucket-of-someone-else/run")
     message = str(error.value)
     assert "\n" not in message and "is not writable" in message and "Forbidden" in message, message
+
+
+@pytest.mark.slow
+def test_storage_that_dies_mid_run_is_one_line_and_the_same_command_resumes(tmp_path, tiny_data_dir):
+    """The storage server stops while the run writes checkpoints: the run ends within its
+    checkpoint time limit with one line (exit 74, no traceback), the last complete checkpoint is
+    intact, and the same command resumes from it once the server is back."""
+    from dog_jax.train.checkpoint import EXIT_STORAGE_FAILURE
+    from tests.support.gcs_server import GcsServer
+
+    server = GcsServer(str(tmp_path / "server"))  # this test's own: it is stopped and restarted
+    saved = dict(os.environ)
+    os.environ[storage.EMULATOR_VARIABLE] = server.url
+    try:
+        name = server.new_bucket()
+        command, env, cwd = _command(tmp_path, tiny_data_dir, f"gs://{name}/run", num_train_steps=80,
+                                     eval_every_steps=80, log_every_steps=20, checkpoint_timeout_s=10)
+        with open(tmp_path / "stderr", "w+") as stderr:
+            process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+            try:
+                deadline = time.monotonic() + subprocesses.TIMEOUT_S
+                while "run/checkpoints/2/commit_success.txt" not in server.objects(name, "run/checkpoints/2/"):
+                    assert process.poll() is None and time.monotonic() < deadline, "no checkpoint of step 2"
+                    time.sleep(0.2)
+                server.stop()
+                code, _, _ = subprocesses.finish(process, timeout=300)
+            finally:
+                subprocesses.kill_all([process])
+            stderr.seek(0)
+            output = stderr.read()
+        lines = output.strip().splitlines()
+        assert code == EXIT_STORAGE_FAILURE, output[-3000:]
+        assert "Traceback" not in output and len(lines) <= 12, output[-3000:]
+        # Which write meets the dead server first varies: a checkpoint's (its time limit) or another.
+        assert lines[-1].startswith(("error: a checkpoint write to gs://", "error: writing to gs://")) and \
+            "last complete checkpoint is step" in lines[-1], lines[-1]
+        last_complete = int(lines[-1].split("last complete checkpoint is step ")[1].split(".")[0])
+
+        server.start()
+        result = subprocesses.run(command, env=env, cwd=cwd, timeout=subprocesses.TIMEOUT_S)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"Resumed from gs://{name}/run/checkpoints at step {last_complete}" in result.stderr, \
+            result.stderr[-3000:]
+        assert '"final_step": 80' in storage.read_text(f"gs://{name}/run/summary.json")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        server.stop()
