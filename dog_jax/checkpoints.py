@@ -379,15 +379,16 @@ def _materialize_basis(arrays: dict[str, np.ndarray], step_dir: Path) -> dict[st
 
 
 @contextlib.contextmanager
-def _quiet_absl() -> Iterator[None]:
-    """Raise the absl logger's level to ERROR for the duration (restored afterwards)."""
+def quiet_absl(level: int = logging.ERROR) -> Iterator[None]:
+    """Raise the absl logger's level to ``level`` for the duration (restored afterwards): orbax's
+    expected warnings, or its traceback of a failure that reaches the user as one line."""
     logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    previous = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(previous)
 
 
 def restore_pytree(item_dir: Path, keys: tuple[str, ...] | None = None) -> Any:
@@ -405,7 +406,7 @@ def restore_pytree(item_dir: Path, keys: tuple[str, ...] | None = None) -> Any:
     item_dir = run_path(item_dir)
     checkpointer = ocp.PyTreeCheckpointer()
     try:
-        with _quiet_absl():  # orbax warns that an item directory has no step metadata: expected here.
+        with quiet_absl():  # orbax warns that an item directory has no step metadata: expected here.
             meta = checkpointer.metadata(item_dir)
             tree = getattr(getattr(meta, "item_metadata", None), "tree", None) or getattr(meta, "tree", None)
             if not tree:

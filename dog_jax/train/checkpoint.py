@@ -29,12 +29,10 @@ used; if checkpoints exist but none is readable the run stops instead of startin
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging as python_logging
 import time
 import uuid
-from typing import Iterator
 from typing import Any
 
 import jax
@@ -43,6 +41,7 @@ from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
 from dog_jax.checkpoints import CheckpointError  # the package's one checkpoint error (re-exported)
+from dog_jax.checkpoints import quiet_absl
 from dog_jax.storage import absolute, join, make_dirs, move, run_path
 from dog_jax.train.config import comparable
 
@@ -62,19 +61,6 @@ class StorageFailure(CheckpointError):
     at once (``EXIT_STORAGE_FAILURE``) instead of waiting for them."""
 # model_info keys that decide parameter shapes; a checkpoint that differs cannot be resumed.
 _ARCHITECTURE_KEYS = ("model", "model_overrides", "num_classes")
-
-
-@contextlib.contextmanager
-def _quiet_absl() -> Iterator[None]:
-    """absl's Python logger at ERROR+1 for the duration: orbax's own report of a failed write (a
-    traceback) stays off the console; the failure reaches the user as one CheckpointError line."""
-    logger = python_logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(python_logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def check_writable(workdir: str) -> None:
@@ -268,7 +254,7 @@ class Checkpointer:
                     "works (config.checkpoint_timeout_s sets this limit).")
             time.sleep(0.2)
         try:
-            with _quiet_absl():  # orbax logs the failure with its whole traceback before re-raising it
+            with quiet_absl(python_logging.CRITICAL):  # orbax logs the failure with a traceback, then re-raises it
                 self._manager.wait_until_finished()
         except Exception as error:  # noqa: BLE001 -- tensorstore, gcsfs and OS errors alike
             self.stalled = True
