@@ -3,7 +3,8 @@
 Intentionally thin: all logic lives in :mod:`dog_jax.train` so it can be imported and tested.
 Override any config field on the command line, e.g. ``--config.batch_size=256``.
 Rerunning the same command with the same ``--workdir`` resumes from the latest checkpoint.
-Exit codes: 0 finished; 1 error (one ``error: ...`` line); 75 stopped by SIGTERM after
+Exit codes: 0 finished; 1 error (one ``error: ...`` line); 73 the workdir is in use by another run
+(one ``error: ...`` line naming it; ``--takeover_lease`` once it is known to be dead); 75 stopped by SIGTERM after
 checkpointing the last completed step, or before the first step with nothing to save
 (rerun to resume; see docs/reliability.md).
 Multi-process (Cloud TPU pod slices, multi-node GPU): run the same command on every host
@@ -33,6 +34,10 @@ _AOT_TOPOLOGY = flags.DEFINE_string(
     "v6e-8, or libtpu's v5e:4x4), print memory / FLOPs / collectives and exit without training "
     "(needs libtpu: pip install -e .[tpu]; --workdir is not needed).")
 _AOT_REPORT = flags.DEFINE_string("aot_report", None, "With --aot_topology: also write the report as JSON here.")
+_TAKEOVER_LEASE = flags.DEFINE_bool(
+    "takeover_lease", False,
+    "Take the workdir's lease (LEASE.json) even if its holder looks alive: only once that run is known to be "
+    "dead (e.g. its host is gone); a lease whose process is gone on this host is taken over without it.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, f"Console: {console.VERBOSE_HELP}.")
 flags.mark_flag_as_required("config")
 
@@ -103,6 +108,7 @@ def main(argv):
     from dog_jax.data import DatasetError
     from dog_jax.train import ConfigError, sharding, train_and_evaluate
     from dog_jax.train.checkpoint import EXIT_STORAGE_FAILURE, CheckpointError, StorageFailure
+    from dog_jax.train.lease import EXIT_LEASE_HELD, LeaseHeld
     from dog_jax.train.preemption import EXIT_PREEMPTED, Preempted, StopOnSignal
     from dog_jax.train.reporting import NonFiniteError
 
@@ -114,13 +120,17 @@ def main(argv):
         raise SystemExit(f"error: {error}") from None
     try:
         with StopOnSignal() as stop:
-            summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value, stop_requested=stop)
+            summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value, stop_requested=stop,
+                                         takeover_lease=_TAKEOVER_LEASE.value)
     except StorageFailure as error:
         # Background writes may still be retrying (for minutes) and would print their tracebacks:
         # one line, then end the process without waiting for them (docs/reliability.md).
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(EXIT_STORAGE_FAILURE)
+    except LeaseHeld as error:  # another run writes to this workdir (docs/reliability.md)
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_LEASE_HELD)
     except (ConfigError, DatasetError, CheckpointError, NonFiniteError) as error:
         raise SystemExit(f"error: {error}") from None
     except Preempted:  # before the first training step: nothing new to checkpoint

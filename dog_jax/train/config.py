@@ -36,6 +36,9 @@ is locked by ``ml_collections``):
 ``checkpoint_timeout_s``          a checkpoint write still unfinished after this many seconds
                                   (storage unreachable: its clients retry for minutes) ends the
                                   run with one line; the last complete checkpoint stays
+``lease_timeout_s``               a workdir lease (one writer per workdir) whose holder on another
+                                  host sent no heartbeat for this long is taken over (default 600)
+``lease_heartbeat_s``             the lease holder refreshes its heartbeat this often (default 60)
 ``data_shards``                   training split cut into this many shards, each feeding its
                                   own block of every global batch; 0 = one per device. Fix it
                                   (e.g. 8) to keep the data order when the device count changes;
@@ -108,6 +111,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 0
     c.keep_checkpoints = 3
     c.checkpoint_timeout_s = 900
+    c.lease_timeout_s = 600
+    c.lease_heartbeat_s = 60
     c.nonfinite_policy = "stop"
     c.seed = 0
     return c
@@ -279,6 +284,9 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
         _require(config[name] >= 0, f"config.{name} must be >= 0 (0 = once per epoch).")
     _require(config.keep_checkpoints >= 1, "config.keep_checkpoints must be >= 1.")
     _require(config.get("checkpoint_timeout_s", 900) > 0, "config.checkpoint_timeout_s must be > 0 (seconds).")
+    _require(config.get("lease_timeout_s", 600) > config.get("lease_heartbeat_s", 60) > 0,
+             f"config.lease_timeout_s={config.get('lease_timeout_s')} must be greater than "
+             f"config.lease_heartbeat_s={config.get('lease_heartbeat_s')}, which must be > 0 (seconds).")
     _require(config.nonfinite_policy in NONFINITE_POLICIES,
              f"config.nonfinite_policy={config.nonfinite_policy!r}; use one of {', '.join(NONFINITE_POLICIES)}.")
 

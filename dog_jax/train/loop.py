@@ -38,6 +38,7 @@ from dog_jax import provenance as dog_provenance
 from dog_jax import storage
 from dog_jax.train import checkpoint as checkpoint_lib
 from dog_jax.train import config as config_lib
+from dog_jax.train import lease as lease_lib
 from dog_jax.train import reporting, run_provenance, run_setup, sharding, steps
 from dog_jax.train.preemption import Preempted, StopPolicy
 # Re-exported: checkpoint readers rebuild the model with these.
@@ -232,7 +233,8 @@ def _train(run: _Run, stop: StopPolicy, run_start: float) -> tuple[int, bool, fl
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       stop_requested: Callable[[int], bool] | None = None) -> dict[str, Any]:
+                       stop_requested: Callable[[int], bool] | None = None, takeover_lease: bool = False
+                       ) -> dict[str, Any]:
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the summary.
 
     Args:
@@ -245,23 +247,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         later call resumes from there and redoes an interrupted evaluation). A
         :class:`~dog_jax.train.preemption.StopOnSignal` also interrupts the set-up (dataset
         preparation, restore, the first batch) at once.
+      takeover_lease: take the workdir's lease even if its holder looks alive (``train.py
+        --takeover_lease``, once that run is known to be dead; :mod:`dog_jax.train.lease`).
 
     Raises:
       Preempted: a stop was requested before the first training step of this call (nothing
         new to checkpoint; ``train.py`` exits with code 75).
       ConfigError, DatasetError: bad config / dataset (one-line messages).
+      LeaseHeld: another run holds the workdir's lease (a CheckpointError; ``train.py`` exits 73).
       CheckpointError: workdir not writable; its checkpoints are of another model or all damaged.
       NonFiniteError: NaN/inf loss or gradient with ``config.nonfinite_policy == "stop"``.
     """
     run_start = time.perf_counter()
     stop = StopPolicy(stop_requested, config.log_every_steps)
-    with stop.before_first_step(0):
-        config_lib.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
-        storage.configure()  # before any client touches a gs:// workdir or data dir (idempotent)
-        workdir = storage.absolute(workdir)
-        checkpoint_lib.check_writable(workdir)  # local or gs://; fails now, not at the first checkpoint.
-        logging.info("Run %s: config.json, checkpoints/, tensorboard/ and summary.json go there", workdir)
-        run = _set_up(config, workdir, stop)
+    with contextlib.ExitStack() as lease:  # released at the end, on a stop and on errors
+        with stop.before_first_step(0):
+            config_lib.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
+            storage.configure()  # before any client touches a gs:// workdir or data dir (idempotent)
+            workdir = storage.absolute(workdir)
+            checkpoint_lib.check_writable(workdir)  # local or gs://; fails now, not at the first checkpoint.
+            # One writer per workdir: before anything is written (LeaseHeld if another run holds it).
+            lease.enter_context(lease_lib.acquire(workdir, timeout_s=config.get("lease_timeout_s", 600),
+                                                  heartbeat_s=config.get("lease_heartbeat_s", 60),
+                                                  takeover=takeover_lease))
+            logging.info("Run %s: config.json, checkpoints/, tensorboard/ and summary.json go there", workdir)
+            run = _set_up(config, workdir, stop)
+        step, summary = _run(run, workdir, stop, run_start)
+    logging.info("Done: step %d, eval top1 %.4f (best %.4f at step %s), wall %s", step,
+                 summary["final_eval"].get("eval_top1", float("nan")),
+                 summary["best_eval"].get("eval_top1", float("nan")), summary["best_eval"].get("step"),
+                 reporting.format_duration(summary["wall_time_s"]))
+    return summary
+
+
+def _run(run: _Run, workdir: str, stop: StopPolicy, run_start: float) -> tuple[int, dict[str, Any]]:
+    """Step 5 of the module docstring: trains, waits for the last checkpoint, writes ``summary.json``."""
     storage_failed = False
     try:
         step, interrupted, compile_time = _train(run, stop, run_start)
@@ -281,11 +301,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         if not storage_failed:  # else closing would wait for writes that cannot finish
             run.reporter.close()
         run.ckpt.close()
-    logging.info("Done: step %d, eval top1 %.4f (best %.4f at step %s), wall %s", step,
-                 summary["final_eval"].get("eval_top1", float("nan")),
-                 summary["best_eval"].get("eval_top1", float("nan")), summary["best_eval"].get("step"),
-                 reporting.format_duration(summary["wall_time_s"]))
-    return summary
+    return step, summary
 
 
 def _summary(run: _Run, step: int, interrupted: bool, compile_time: float | None, wall_time: float
