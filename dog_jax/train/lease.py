@@ -2,7 +2,7 @@
 
 The lease is a JSON object naming its holder: ``job_id`` (random, one per launch, shared by all
 processes of a multi-process job), ``host``, ``pid``, ``processes``, ``started``, ``code`` (the
-commit, :func:`dog_jax.provenance.code_label`) and ``heartbeat`` (the last time the holder showed
+commit, :func:`dog_jax.provenance.code_label`), ``commit`` (in full) and ``heartbeat`` (the last time the holder showed
 it is alive; ``*_unix`` fields carry the times as numbers). It is written with conditional writes
 (:mod:`dog_jax.storage.conditional`: create-if-absent, replace/delete-if-unchanged), locally or
 on a bucket alike, so two launches never both believe they hold it.
@@ -41,7 +41,7 @@ import numpy as np
 from absl import logging
 
 from dog_jax import provenance
-from dog_jax.storage import conditional, join
+from dog_jax.storage import conditional, join, make_dirs
 from dog_jax.train.checkpoint import CheckpointError, StorageFailure
 
 __all__ = ["EXIT_LEASE_HELD", "LEASE_FILE", "Lease", "LeaseHeld", "acquire"]
@@ -180,9 +180,9 @@ def _take(path: str, workdir: str, job_id: str, *, timeout_s: float, takeover: b
 
 
 def _take_held(path: str, workdir: str, job_id: str, *, timeout_s: float, takeover: bool) -> Lease:
-    now = time.time()
+    now, code = time.time(), provenance.code_version()
     record = {"job_id": job_id, "host": socket.gethostname(), "pid": os.getpid(), "processes": jax.process_count(),
-              "started": _now_iso(now), "code": provenance.code_label({"code": provenance.code_version()}),
+              "started": _now_iso(now), "code": provenance.code_label({"code": code}), "commit": code.get("commit"),
               "heartbeat": _now_iso(now), "started_unix": now, "heartbeat_unix": now}
     for _ in range(10):  # each pass loses at most one race against another launch
         generation = conditional.create(path, _encode(record))
@@ -213,6 +213,7 @@ def acquire(workdir: str, *, timeout_s: float = 600.0, heartbeat_s: float = 60.0
     Raises:
       LeaseHeld: another run holds the lease and is not known to be gone (``takeover`` takes it anyway).
     """
+    make_dirs(workdir)
     path = join(workdir, LEASE_FILE)
     job_id = uuid.uuid4().hex
     if jax.process_count() == 1:
