@@ -30,7 +30,8 @@ from dog_jax.storage.paths import PathLike, absolute, configure, is_url
 
 __all__ = ["create", "delete", "read", "replace"]
 
-_TIMEOUT_S = 30  # per HTTP request (the client retries conditional requests on transient errors)
+_TIMEOUT_S = 30  # per HTTP request
+_RETRY_S = 60  # retries of transient errors (every call here is conditional, so safe to retry) end after this
 
 
 def create(path: PathLike, content: bytes) -> str | None:
@@ -129,6 +130,12 @@ def _client(emulator: str | None):
     return storage.Client()
 
 
+def _retry():
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    return DEFAULT_RETRY.with_timeout(_RETRY_S)
+
+
 def _blob(path: PathLike):
     configure()
     bucket, _, name = os.fspath(path).split("://", 1)[1].partition("/")
@@ -144,9 +151,9 @@ def _gcs_call(path: PathLike, action: str, content: bytes | None, generation: in
     try:
         if action == "upload":
             blob.upload_from_string(content, content_type="application/json", if_generation_match=generation,
-                                    timeout=_TIMEOUT_S)
+                                    timeout=_TIMEOUT_S, retry=_retry())
             return str(blob.generation)
-        blob.delete(if_generation_match=generation, timeout=_TIMEOUT_S)
+        blob.delete(if_generation_match=generation, timeout=_TIMEOUT_S, retry=_retry())
         return ""
     except (exceptions.PreconditionFailed, exceptions.NotFound):
         return None
@@ -158,8 +165,9 @@ def _gcs_read(path: PathLike) -> tuple[bytes, str] | None:
     for _ in range(5):  # the object may change between reading its generation and its content
         blob = _blob(path)
         try:
-            blob.reload(timeout=_TIMEOUT_S)
-            return blob.download_as_bytes(if_generation_match=blob.generation, timeout=_TIMEOUT_S), str(blob.generation)
+            blob.reload(timeout=_TIMEOUT_S, retry=_retry())
+            content = blob.download_as_bytes(if_generation_match=blob.generation, timeout=_TIMEOUT_S, retry=_retry())
+            return content, str(blob.generation)
         except exceptions.NotFound:
             return None
         except exceptions.PreconditionFailed:
