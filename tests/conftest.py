@@ -140,13 +140,7 @@ def gcs_server(tmp_path_factory):
 def bucket(gcs_server):
     """``gs://<fresh empty bucket>`` on the local server. This process and every subprocess it starts
     reach it through ``STORAGE_EMULATOR_HOST`` (as a user would); the environment is put back after."""
-    from dog_jax import storage
+    from tests.support.gcs_server import emulator_environment
 
-    saved = dict(os.environ)
-    os.environ[storage.EMULATOR_VARIABLE] = gcs_server.url
-    storage.configure()
-    try:
+    with emulator_environment(gcs_server.url):
         yield f"gs://{gcs_server.new_bucket()}"
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)

@@ -73,7 +73,7 @@ def move(source: PathLike, target: PathLike) -> None:
         return
     import fsspec
 
-    run_path(source)  # configures the clients
+    configure()
     fsspec.filesystem("gs").mv(os.fspath(source), os.fspath(target), recursive=True)
 
 

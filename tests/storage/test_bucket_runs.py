@@ -21,6 +21,7 @@ import pytest
 from dog_jax import storage
 from tests.support import subprocesses
 from tests.support.configs import ROOT
+from tests.support.gcs_server import GcsServer, emulator_environment
 
 _CONFIG_FILE = textwrap.dedent("""
     import sys
@@ -137,14 +138,10 @@ def forbidding_server():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forbid)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    saved = dict(os.environ)
-    os.environ[storage.EMULATOR_VARIABLE] = f"http://127.0.0.1:{server.server_address[1]}"
-    storage.configure()
     try:
-        yield server
+        with emulator_environment(f"http://127.0.0.1:{server.server_address[1]}"):
+            yield server
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
         server.shutdown()
 
 
@@ -165,43 +162,40 @@ def test_storage_that_dies_mid_run_is_one_line_and_the_same_command_resumes(tmp_
     checkpoint time limit with one line (exit 74, no traceback), the last complete checkpoint is
     intact, and the same command resumes from it once the server is back."""
     from dog_jax.train.checkpoint import EXIT_STORAGE_FAILURE
-    from tests.support.gcs_server import GcsServer
 
     server = GcsServer(str(tmp_path / "server"))  # this test's own: it is stopped and restarted
-    saved = dict(os.environ)
-    os.environ[storage.EMULATOR_VARIABLE] = server.url
     try:
-        name = server.new_bucket()
-        command, env, cwd = _command(tmp_path, tiny_data_dir, f"gs://{name}/run", num_train_steps=80,
-                                     eval_every_steps=80, log_every_steps=20, checkpoint_timeout_s=10)
-        with open(tmp_path / "stderr", "w+") as stderr:
-            process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
-            try:
-                deadline = time.monotonic() + subprocesses.TIMEOUT_S
-                while "run/checkpoints/2/commit_success.txt" not in server.objects(name, "run/checkpoints/2/"):
-                    assert process.poll() is None and time.monotonic() < deadline, "no checkpoint of step 2"
-                    time.sleep(0.2)
-                server.stop()
-                code, _, _ = subprocesses.finish(process, timeout=300)
-            finally:
-                subprocesses.kill_all([process])
-            stderr.seek(0)
-            output = stderr.read()
-        lines = output.strip().splitlines()
-        assert code == EXIT_STORAGE_FAILURE, output[-3000:]
-        assert "Traceback" not in output and len(lines) <= 12, output[-3000:]
-        # Which write meets the dead server first varies: a checkpoint's (its time limit) or another.
-        assert lines[-1].startswith(("error: a checkpoint write to gs://", "error: writing to gs://")) and \
-            "last complete checkpoint is step" in lines[-1], lines[-1]
-        last_complete = int(lines[-1].split("last complete checkpoint is step ")[1].split(".")[0])
+        with emulator_environment(server.url):
+            name = server.new_bucket()
+            command, env, cwd = _command(tmp_path, tiny_data_dir, f"gs://{name}/run", num_train_steps=80,
+                                         eval_every_steps=80, log_every_steps=20, checkpoint_timeout_s=10)
+            with open(tmp_path / "stderr", "w+") as stderr:
+                process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr,
+                                           text=True)
+                try:
+                    deadline = time.monotonic() + subprocesses.TIMEOUT_S
+                    while "run/checkpoints/2/commit_success.txt" not in server.objects(name, "run/checkpoints/2/"):
+                        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint of step 2"
+                        time.sleep(0.2)
+                    server.stop()
+                    code, _, _ = subprocesses.finish(process, timeout=300)
+                finally:
+                    subprocesses.kill_all([process])
+                stderr.seek(0)
+                output = stderr.read()
+            lines = output.strip().splitlines()
+            assert code == EXIT_STORAGE_FAILURE, output[-3000:]
+            assert "Traceback" not in output and len(lines) <= 12, output[-3000:]
+            # Which write meets the dead server first varies: a checkpoint's (its time limit) or another.
+            assert lines[-1].startswith(("error: a checkpoint write to gs://", "error: writing to gs://")) and \
+                "last complete checkpoint is step" in lines[-1], lines[-1]
+            last_complete = int(lines[-1].split("last complete checkpoint is step ")[1].split(".")[0])
 
-        server.start()
-        result = subprocesses.run(command, env=env, cwd=cwd, timeout=subprocesses.TIMEOUT_S)
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert f"Resumed from gs://{name}/run/checkpoints at step {last_complete}" in result.stderr, \
-            result.stderr[-3000:]
-        assert '"final_step": 80' in storage.read_text(f"gs://{name}/run/summary.json")
+            server.start()
+            result = subprocesses.run(command, env=env, cwd=cwd, timeout=subprocesses.TIMEOUT_S)
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert f"Resumed from gs://{name}/run/checkpoints at step {last_complete}" in result.stderr, \
+                result.stderr[-3000:]
+            assert '"final_step": 80' in storage.read_text(f"gs://{name}/run/summary.json")
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
         server.stop()

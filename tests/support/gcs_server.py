@@ -9,6 +9,7 @@ temporary directory and logs to a file there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -32,6 +33,22 @@ def server_binary() -> str | None:
     path = os.path.join(spec.submodule_search_locations[0], "vendor", "fake-gcs-server", "bin",
                         "fake-gcs-server-linux-amd64")
     return path if os.path.isfile(path) else None
+
+
+@contextlib.contextmanager
+def emulator_environment(url: str):
+    """This process (and the subprocesses it starts) pointed at the storage server ``url`` through
+    ``STORAGE_EMULATOR_HOST``, as a user would; the whole environment is put back afterwards."""
+    from dog_jax import storage
+
+    saved = dict(os.environ)
+    os.environ[storage.EMULATOR_VARIABLE] = url
+    storage.configure()
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _free_port() -> int:
