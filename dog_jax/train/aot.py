@@ -9,9 +9,18 @@ and bytes per step, the collectives, and whether any dog_jax custom call slipped
 and no data is read (the dataset's class count and split sizes come from tfds metadata or, for
 ImageNet, from the published sizes).
 
-The roofline time is a **lower bound**, never a measured speed: max(FLOPs / peak bf16 FLOP/s,
-bytes accessed / HBM bandwidth) per step from the chip's published figures
-(``tpu_topology.CHIPS``); real steps are slower (collectives, imperfect MXU use, float32 parts).
+"Fits" counts what a run holds on each chip: the compiled step, the batches the training loop
+keeps on the device besides the step's own, and the HBM the program may not use
+(``aot_memory``). ``--aot_topology=h100x8`` compiles for one host of 8 NVIDIA H100 GPUs instead
+(``gpu_topology``: memory only, XLA gives no cost analysis for GPU without a GPU).
+
+The roofline time is an **estimate**, never a measured speed: max(FLOPs / peak bf16 FLOP/s,
+bytes accessed / HBM bandwidth) per step from the chip's published figures (``tpu_topology.CHIPS``),
+where "bytes accessed" is XLA's cost model, not measured traffic: it charges every fused op all of its
+operands and its result (too much where a fusion reads part of an operand or an operand stays on
+chip, e.g. buffers in memory space 1; too little where XLA spills or re-reads within an op); its split
+by op category is ``hlo_bytes``. Real steps are slower than the FLOP term in any case (collectives,
+imperfect MXU use, float32 parts).
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from jax.sharding import Mesh
 from dog_jax import data, provenance, storage
 from dog_jax.ops.auto import record_choices
 from dog_jax.train import config as config_lib
-from dog_jax.train import run_setup, sharding, steps, tpu_topology
+from dog_jax.train import aot_memory, gpu_topology, hlo_bytes, run_setup, sharding, steps, tpu_topology
 
 # Published split sizes for datasets whose tfds metadata is only known once prepared
 # (ILSVRC-2012: 1,281,167 training and 50,000 validation images).
@@ -56,7 +65,7 @@ class StepCost:
     HBM has ``out_of_memory`` set to XLA's message, the temporaries XLA said it needs as
     ``memory_bytes`` and ``temp_bytes`` (a lower bound on the total), and no cost figures."""
 
-    memory_bytes: int        # arguments + outputs + temporaries - aliased (donated) bytes
+    memory_bytes: int        # arguments + outputs + temporaries + generated code - aliased (donated) bytes
     argument_bytes: int | None
     output_bytes: int | None
     temp_bytes: int
@@ -67,6 +76,8 @@ class StepCost:
     dog_jax_custom_calls: int | None
     compile_seconds: float
     out_of_memory: str | None = None
+    generated_code_bytes: int | None = None
+    bytes_by_category: dict[str, Any] | None = None  # hlo_bytes.bytes_by_category of the optimized HLO
 
 
 def out_of_hbm(error: Exception, compile_seconds: float) -> StepCost | None:
@@ -87,13 +98,18 @@ def analyse(compiled, compile_seconds: float) -> StepCost:
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    cost = cost or {}  # XLA's GPU compiler without a GPU gives no cost analysis
     hlo = compiled.as_text()
     collectives = collections.Counter(match.group(1) for match in _COLLECTIVE.finditer(hlo))
     args, outs = memory.argument_size_in_bytes, memory.output_size_in_bytes
     temp, alias = memory.temp_size_in_bytes, memory.alias_size_in_bytes
-    return StepCost(memory_bytes=int(args + outs + temp - alias), argument_bytes=int(args), output_bytes=int(outs),
-                    temp_bytes=int(temp), alias_bytes=int(alias), flops=float(cost.get("flops", 0.0)),
-                    bytes_accessed=float(cost.get("bytes accessed", 0.0)),
+    code = memory.generated_code_size_in_bytes  # the program itself lives in device memory too
+    return StepCost(memory_bytes=int(args + outs + temp + code - alias), argument_bytes=int(args),
+                    output_bytes=int(outs), generated_code_bytes=int(code),
+                    bytes_by_category=hlo_bytes.bytes_by_category(hlo),
+                    temp_bytes=int(temp), alias_bytes=int(alias),
+                    flops=float(cost["flops"]) if "flops" in cost else None,
+                    bytes_accessed=float(cost["bytes accessed"]) if "bytes accessed" in cost else None,
                     collectives=dict(sorted(collectives.items())),
                     dog_jax_custom_calls=len(_DOG_JAX_CALL.findall(hlo)), compile_seconds=compile_seconds)
 
@@ -164,9 +180,11 @@ def searched_memory(cost: StepCost, capacity: int) -> int:
 
 
 def largest_fitting_batch(config: ml_collections.ConfigDict, devices: list, capacity: int, *,
-                          known: dict[int, int], multiple: int = 8) -> int:
+                          known: dict[int, int], multiple: int = 8, input_bytes_per_example: int = 0) -> int:
     """The largest per-device batch (a multiple of ``multiple``) whose train step fits in
     ``capacity`` bytes, found by compiling; 0 if not even ``multiple`` fits.
+    ``input_bytes_per_example``: device bytes the loop holds besides the step per example of the
+    per-device batch (``aot_memory``), added to each probe's compiled figure.
 
     ``known``: per-device batch -> memory bytes already compiled, with at least one batch that does
     not fit (updated in place). Each probe lies on the straight line through the largest batch
@@ -185,7 +203,7 @@ def largest_fitting_batch(config: ml_collections.ConfigDict, devices: list, capa
             guess = low + (capacity - known[low]) / slope if slope > 0 else (fits + fails) / 2
         probe = min(max(int(guess) // multiple * multiple, fits + multiple), fails - multiple)
         cost = compile_steps(config, devices, probe * len(devices), which=("train",))["train"]
-        known[probe] = searched_memory(cost, capacity)
+        known[probe] = searched_memory(cost, capacity) + input_bytes_per_example * probe
         logging.info("  per-device batch %d: %s%.2f GiB", probe, "more than " if cost.out_of_memory else "",
                      cost.memory_bytes / 2**30)
         if known[probe] <= capacity:
@@ -195,11 +213,28 @@ def largest_fitting_batch(config: ml_collections.ConfigDict, devices: list, capa
     return fits
 
 
-def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, Any]:
-    """Compiles ``config``'s steps for TPU slice ``topology``; returns the report (module docstring)."""
+def target_devices(topology: str) -> tuple[list, tpu_topology.ChipSpec]:
+    """The compile-only devices of ``topology`` (a TPU slice or a GPU host) and their chip's figures."""
+    if gpu_topology.is_gpu_name(topology):
+        devices = gpu_topology.topology_devices(topology)
+        return devices, gpu_topology.CHIPS[devices[0].device_kind]
     devices = tpu_topology.topology_devices(topology)
+    return devices, tpu_topology.chip_spec(devices[0].device_kind)
+
+
+def _batch_bytes(config: ml_collections.ConfigDict, devices: list, global_batch: int) -> int:
+    """One batch on one device, in the dtype it travels in (``_batch_structs``): the eval batch, which
+    is the training batch plus a mask, so that one figure bounds both loops."""
+    mesh = Mesh(np.asarray(devices), (sharding.DATA_AXIS,))
+    return aot_memory.per_device_bytes(_batch_structs(mesh, global_batch, config.image_size, eval_batch=True),
+                                       len(devices))
+
+
+def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, Any]:
+    """Compiles ``config``'s steps for ``topology`` (TPU slice or GPU host); returns the report (module
+    docstring)."""
+    devices, chip = target_devices(topology)
     kind = devices[0].device_kind
-    chip = tpu_topology.chip_spec(kind)
     n = len(devices)
     config_lib.validate(config, device_count=n, process_count=1)
     per_device = config.batch_size // n
@@ -213,9 +248,12 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
         evaluation = (compile_steps(config, devices, config.batch_size, which=("eval",))["eval"]
                       if searched_memory(train, chip.hbm_bytes) <= chip.hbm_bytes else None)
     memory = max(train.memory_bytes, evaluation.memory_bytes if evaluation else 0)
-    fits = all(searched_memory(cost, chip.hbm_bytes) <= chip.hbm_bytes for cost in (train, evaluation) if cost)
+    # Both loops hold the same number of batches on the device (eval batches: same size, plus a mask).
+    batch_bytes = _batch_bytes(config, devices, config.batch_size)
+    live = aot_memory.live_memory(memory, batch_bytes, reserve_bytes=chip.reserve_bytes,
+                                  capacity_bytes=chip.hbm_bytes, refused=bool(train.out_of_memory))
     num_classes, train_examples, _ = _dataset_facts(config)
-    roofline = (None if train.out_of_memory else   # XLA refused the step: no cost analysis
+    roofline = (None if train.out_of_memory or train.flops is None else  # refused, or no cost analysis (GPU)
                 max(train.flops / chip.peak_bf16_flops, train.bytes_accessed / chip.hbm_bytes_per_second))
     hosts = chip.hosts(n)
     report = {
@@ -225,19 +263,25 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
         "remat": bool(config.get("remat", False)), "image_size": config.image_size, "num_classes": num_classes,
         "global_batch": config.batch_size, "per_device_batch": per_device,
         "hbm_bytes_per_device": chip.hbm_bytes, "memory_bytes_per_device": memory,
-        "fits": fits,
+        # What a run holds per device: the compiled step + the loop's other batches + the reserve.
+        "compiled_bytes": live["compiled_bytes"], "input_buffer_bytes": live["input_buffer_bytes"],
+        "input_batches_on_device": aot_memory.DEVICE_BATCHES, "reserve_bytes": live["reserve_bytes"],
+        "total_bytes": live["total_bytes"], "margin_bytes": live["margin_bytes"],
+        "margin_fraction": live["margin_fraction"], "fits": live["fits"],
         "flops_per_step_per_device": train.flops, "bytes_accessed_per_step_per_device": train.bytes_accessed,
         "collectives": train.collectives, "dog_jax_custom_calls": train.dog_jax_custom_calls,
         "compile_seconds": train.compile_seconds + (evaluation.compile_seconds if evaluation else 0.0),
         "roofline_step_seconds": roofline,
-        "roofline_note": (f"lower bound: max(FLOPs / {chip.peak_bf16_flops / 1e12:g} TFLOP/s peak bf16, bytes / "
-                          f"{chip.hbm_bytes_per_second / 1e9:g} GB/s HBM) per {chip.name} chip ({chip.source}); "
-                          "not a measured speed"),
+        "roofline_note": (f"estimate: max(FLOPs / {chip.peak_bf16_flops / 1e12:g} TFLOP/s peak bf16, XLA's "
+                          f"cost-model bytes / {chip.hbm_bytes_per_second / 1e9:g} GB/s HBM) per {chip.name} chip "
+                          f"({chip.source}); not a measured speed, not a bound"),
+        "bytes_by_category_per_step_per_device": train.bytes_by_category,
         "train_step": dataclasses.asdict(train), "eval_step": dataclasses.asdict(evaluation) if evaluation else None,
         # Which code made this report: the same record a training run keeps (dog_jax.provenance), with
         # libtpu's version (the compiler) and what "auto" chose for the TPU target.
         "provenance": {"code": provenance.code_version(),
-                       "packages": {**provenance.package_versions(), "libtpu": _version("libtpu")},
+                       "packages": {**provenance.package_versions(), "libtpu": _version("libtpu"),
+                                    "jax-cuda13-plugin": _version("jax-cuda13-plugin")},
                        "auto_choices": {op: dict(impls) for op, impls in choices.items()}},
     }
     if train_examples and roofline:
@@ -248,10 +292,12 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
                        "num_epochs": config.num_epochs,
                        "images_per_second_per_host_at_roofline": config.batch_size / roofline / hosts})
     if not report["fits"]:
-        known = {per_device: searched_memory(train, chip.hbm_bytes)}
+        budget = chip.hbm_bytes - chip.reserve_bytes
+        per_example = (aot_memory.DEVICE_BATCHES - 1) * batch_bytes // per_device
+        known = {per_device: searched_memory(train, budget) + per_example * per_device}
         start = time.perf_counter()
-        report["largest_fitting_per_device_batch"] = largest_fitting_batch(config, devices, chip.hbm_bytes,
-                                                                           known=known)
+        report["largest_fitting_per_device_batch"] = largest_fitting_batch(
+            config, devices, budget, known=known, input_bytes_per_example=per_example)
         report["search_compile_seconds"] = time.perf_counter() - start
         report["probed_memory_bytes"] = {str(b): m for b, m in sorted(known.items())}
     return report
@@ -279,20 +325,28 @@ def format_report(report: dict[str, Any]) -> list[str]:
         f"AOT {report['model']} on {report['topology']} ({report['num_devices']} x {report['device_kind']}, "
         f"{report['num_hosts']} host(s)): global batch {report['global_batch']} = {report['per_device_batch']} per "
         f"device, {report['precision']}{', remat' if report['remat'] else ''}",
-        f"  memory per device {'more than ' if _refusal(report) else ''}{_size(report['memory_bytes_per_device'])} "
-        f"of {_size(report['hbm_bytes_per_device'])} HBM: {'fits' if report['fits'] else 'DOES NOT FIT'}",
+        f"  memory per device {'more than ' if _refusal(report) else ''}{_size(report['total_bytes'])} "
+        f"of {_size(report['hbm_bytes_per_device'])}: {'fits' if report['fits'] else 'DOES NOT FIT'} "
+        f"(margin {report['margin_fraction']:.0%}) = compiled step {_size(report['compiled_bytes'])} + "
+        f"{report['input_batches_on_device'] - 1} more batch(es) on the device {_size(report['input_buffer_bytes'])} "
+        f"+ reserve {_size(report['reserve_bytes'])}",
     ]
     if _refusal(report):
         lines.append(f"  train step not compiled, XLA: {_refusal(report)}")
     else:
-        lines += [
-            f"  train step per device: {report['flops_per_step_per_device'] / 1e9:.1f} GFLOP, "
-            f"{report['bytes_accessed_per_step_per_device'] / 1e9:.1f} GB accessed; collectives "
-            f"{report['collectives'] or 'none'}; dog_jax custom calls {report['dog_jax_custom_calls']}",
-            f"  roofline lower bound {report['roofline_step_seconds'] * 1e3:.1f} ms/step"
-            + (f", {report['roofline_epoch_seconds'] / 60:.1f} min/epoch, "
-               f"{report['roofline_run_seconds'] / 3600:.2f} h for {report['num_epochs']:g} epochs"
-               if "roofline_epoch_seconds" in report else "") + " (not a measured speed)"]
+        lines.append(f"  train step per device: collectives {report['collectives'] or 'none'}; dog_jax custom calls "
+                     f"{report['dog_jax_custom_calls']}; HLO bytes by op: "
+                     f"{hlo_bytes.summary_line(report['bytes_by_category_per_step_per_device'])}")
+        if report["roofline_step_seconds"] is None:
+            lines.append("  no cost analysis from XLA for this target: no FLOPs, no roofline estimate")
+        else:
+            lines += [
+                f"  {report['flops_per_step_per_device'] / 1e9:.1f} GFLOP, "
+                f"{report['bytes_accessed_per_step_per_device'] / 1e9:.1f} GB accessed (XLA's cost model)",
+                f"  roofline estimate {report['roofline_step_seconds'] * 1e3:.1f} ms/step"
+                + (f", {report['roofline_epoch_seconds'] / 60:.1f} min/epoch, "
+                   f"{report['roofline_run_seconds'] / 3600:.2f} h for {report['num_epochs']:g} epochs"
+                   if "roofline_epoch_seconds" in report else "") + " (not a measured speed)"]
     lines.append(f"  compile {report['compile_seconds']:.0f} s ("
                  f"{'train + eval step' if report['eval_step'] else 'train step; eval step not compiled: no fit'})")
     if "largest_fitting_per_device_batch" in report:
@@ -318,7 +372,7 @@ def run(config: ml_collections.ConfigDict, topology: str, report_path: str | Non
               f"{largest * report['num_devices']})" if largest else "not even 8 per device fits")
     needs = (f"needs more than {report['memory_bytes_per_device'] / 2**30:.2f} GiB per device (XLA refused to "
              "compile it: out of HBM)" if _refusal(report) else
-             f"needs {report['memory_bytes_per_device'] / 2**30:.2f} GiB per device")
+             f"needs {report['total_bytes'] / 2**30:.2f} GiB per device with its input batches and the reserve")
     return (f"global batch {report['global_batch']} ({report['per_device_batch']} per device) {needs}, more than the "
             f"{report['hbm_bytes_per_device'] / 2**30:.0f} GiB of a {report['device_kind']} chip; {remedy}"
             f"{'' if report['remat'] else ', or add --config.remat=true'}")

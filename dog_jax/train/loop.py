@@ -44,17 +44,34 @@ from dog_jax.train.preemption import Preempted, StopPolicy
 # Re-exported: checkpoint readers rebuild the model with these.
 from dog_jax.train.run_setup import RunPlan, create_model_from_config, depthwise_initializer, model_info  # noqa: F401
 
+# Batches on a device at once: the running step's own and the next one. The loops below wait for the
+# step before last after dispatching a step; without that, asynchronous dispatch would let the host
+# put up to log_every_steps batches on the device ahead of the chip (the AOT report counts these:
+# dog_jax.train.aot_memory).
+DEVICE_BATCHES = 2
+
 
 def _eval_sums(weights, eval_step, rng_state, eval_ds, mesh, poll) -> dict[str, float]:
     """Sums of loss / top1 / top5 / count over the eval stream for ``{"params", "batch_stats"}``;
     ``poll()`` runs before every batch (it raises to abandon the evaluation)."""
-    totals = None
+    totals, in_flight = None, []
     for batch in eval_ds.as_numpy_iterator():
         if poll is not None:
             poll()
         sums = eval_step(weights, sharding.global_batch(batch, mesh), rng_state)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        in_flight = _bound_in_flight(in_flight, sums)
     return {key: float(value) for key, value in jax.device_get(totals).items()}
+
+
+def _bound_in_flight(in_flight: list, outputs) -> list:
+    """Appends a dispatched step's ``outputs`` and waits for older steps until at most
+    ``DEVICE_BATCHES - 1`` remain in flight (the newest step's batch plus the next one the caller
+    puts on the device); returns the steps still in flight."""
+    in_flight = [*in_flight, outputs]
+    while len(in_flight) > DEVICE_BATCHES - 1:
+        jax.block_until_ready(in_flight.pop(0))
+    return in_flight
 
 
 def evaluate(state, eval_step, rng_state, eval_ds, mesh, *, poll: Callable[[], None] | None = None
@@ -199,7 +216,7 @@ def _train(run: _Run, stop: StopPolicy, run_start: float) -> tuple[int, bool, fl
     batches) checkpoints the last completed step and returns with interrupted = True.
     """
     plan, reporter, ckpt = run.plan, run.reporter, run.ckpt
-    step, compile_time, batch = run.start_step, None, run.first_batch
+    step, compile_time, batch, in_flight = run.start_step, None, run.first_batch, []
     try:
         _redo_pending_evaluation(run, stop)
         while step < plan.total_steps:
@@ -208,6 +225,7 @@ def _train(run: _Run, stop: StopPolicy, run_start: float) -> tuple[int, bool, fl
                                                 run.parts.rng_state)
             step, batch = step + 1, None
             reporter.add(step, metrics)
+            in_flight = _bound_in_flight(in_flight, metrics)
             if compile_time is None:
                 jax.block_until_ready(metrics)
                 compile_time = time.perf_counter() - run_start

@@ -22,7 +22,8 @@ GiB = 2**30
 @dataclasses.dataclass(frozen=True)
 class ChipSpec:
     """Published per-chip figures: HBM capacity (bytes), peak bf16 FLOP/s, HBM bandwidth (bytes/s), and
-    the chips one TPU VM host drives in a multi-host training slice."""
+    the chips one TPU VM host drives in a multi-host training slice; ``usable_hbm_bytes``: what XLA
+    lets a program use (below), None where nothing is known."""
 
     name: str
     hbm_bytes: int
@@ -31,6 +32,12 @@ class ChipSpec:
     chips_per_host: int
     source: str
     chips_per_vm: int = 4
+    usable_hbm_bytes: int | None = None
+
+    @property
+    def reserve_bytes(self) -> int:
+        """HBM a program may not use: capacity − usable (0 when usable is unknown or not smaller)."""
+        return max(0, self.hbm_bytes - self.usable_hbm_bytes) if self.usable_hbm_bytes else 0
 
     def hosts(self, chips: int) -> int:
         """Physical hosts of a slice of ``chips`` chips, as Google's slice tables count them (a v5e
@@ -53,11 +60,19 @@ class ChipSpec:
 # 16 chips, 2 hosts, 4 VMs (ct6e-standard-4t); 2x4 = 1 VM of 8 chips. tpu/docs/v5e, "VM types": a v5e
 # VM holds 1, 4 or 8 chips, multi-host slices use the 4-chip VM (ct5lp-hightpu-4t). v4/v5p: 4 chips
 # per VM (a v4-16 is 2 VMs).
+# Usable HBM: what XLA's TPU compiler (libtpu 0.0.42) says a program may use, read from its refusal of a
+# program too large for every chip ("... exceeds available HBM (15.75G)", binary units; measured
+# 2026-12-06 by compiling a program needing 466 GiB of temporaries for v5e:2x2, v6e:2x2, v4:2x2x1,
+# v5p:2x2x1). v5p: 95.74G, more than the 95 GiB published figure used as its capacity: no reserve there.
 CHIPS = {
-    "TPU v4": ChipSpec("v4", 32 * GiB, 275e12, 1200e9, 4, "cloud.google.com/tpu/docs/v4"),
-    "TPU v5 lite": ChipSpec("v5e", 16 * GiB, 197e12, 819e9, 8, "cloud.google.com/tpu/docs/v5e"),
-    "TPU v5": ChipSpec("v5p", 95 * GiB, 459e12, 2765e9, 4, "cloud.google.com/tpu/docs/v5p"),
-    "TPU v6 lite": ChipSpec("v6e", 32 * GiB, 918e12, 1638e9, 8, "cloud.google.com/tpu/docs/v6e"),
+    "TPU v4": ChipSpec("v4", 32 * GiB, 275e12, 1200e9, 4, "cloud.google.com/tpu/docs/v4",
+                       usable_hbm_bytes=int(30.75 * GiB)),
+    "TPU v5 lite": ChipSpec("v5e", 16 * GiB, 197e12, 819e9, 8, "cloud.google.com/tpu/docs/v5e",
+                            usable_hbm_bytes=int(15.75 * GiB)),
+    "TPU v5": ChipSpec("v5p", 95 * GiB, 459e12, 2765e9, 4, "cloud.google.com/tpu/docs/v5p",
+                       usable_hbm_bytes=int(95.74 * GiB)),
+    "TPU v6 lite": ChipSpec("v6e", 32 * GiB, 918e12, 1638e9, 8, "cloud.google.com/tpu/docs/v6e",
+                            usable_hbm_bytes=int(31.25 * GiB)),
 }
 
 # Accelerator type -> libtpu topology. v4/v5p types count TensorCores (2 per chip), v5e/v6e chips.
