@@ -8,9 +8,9 @@ table in docs/tpu.md between its ``<!-- tpu_plan table -->`` markers.
     python benchmarks/tpu_plan.py                 # every case, in the listed order (hours on 2 cores)
     python benchmarks/tpu_plan.py --only convnext_tiny-v5e-64-bf16 --table-only
 
-The input rate a host must deliver at the roofline bound is compared with the pipeline's measured
+The input rate a host must deliver at the roofline estimate is compared with the pipeline's measured
 images per CPU-second (docs/performance.md, "Input pipeline": 284-302 on the 2-core machine, the
-lower figure is used), giving the host cores the pipeline needs at that (upper-bound) rate.
+lower figure is used), giving the host cores the pipeline needs at that rate.
 """
 
 from __future__ import annotations
@@ -61,6 +61,10 @@ CASES = [
     ("convmixer_512_12", "v5e-8", "bfloat16", False),
     ("convnext_tiny", "v5e-4", "bfloat16", False),  # does not fit: the batch search at full size
     ("convnext_tiny", "v5e-4", "bfloat16", True),
+    # One host of 8 NVIDIA H100s, compiled without a GPU (jax's CUDA plugin: requirements-gpu-aot.txt).
+    ("convnext_tiny", "h100x8", "bfloat16", False),
+    ("hornet_tiny_7x7", "h100x8", "bfloat16", False),
+    ("convmixer_512_12", "h100x8", "bfloat16", False),
 ]
 GLOBAL_BATCH = 4096  # the paper's setting for all three (ConvMixer's own recipe uses 640)
 
@@ -97,6 +101,17 @@ def run_case(case: tuple) -> None:
 
 def _gib(num_bytes: float) -> str:
     return f"{num_bytes / 2**30:.1f}"
+
+
+def _memory(r: dict, refused: bool) -> str:
+    """Total per chip (the compiled step + the loop's next batch + the reserve) / capacity; reports
+    made before the total existed give the compiled step alone."""
+    if refused:
+        return f"> {_gib(r['memory_bytes_per_device'])} / {_gib(r['hbm_bytes_per_device'])} (XLA: out of HBM)"
+    if "total_bytes" not in r:
+        return f"{_gib(r['memory_bytes_per_device'])} (step only) / {_gib(r['hbm_bytes_per_device'])}"
+    return (f"{_gib(r['total_bytes'])} = {_gib(r['compiled_bytes'])} + {r['input_buffer_bytes'] / 2**30:.2f} + "
+            f"{r['reserve_bytes'] / 2**30:.2f} / {_gib(r['hbm_bytes_per_device'])}")
 
 
 def _load(case: tuple) -> str:
@@ -136,9 +151,10 @@ def _reports() -> list[tuple[tuple, dict]]:
 
 def table() -> str:
     """Markdown table of every report in OUT (order: :func:`_reports`) and their commands."""
-    rows = ["| model | slice | precision | remat | per-chip batch | memory / HBM per chip (GiB) | fits | "
-            "largest global batch that fits | GFLOP per step per chip | GFLOP per image | roofline ≥ ms/step | "
-            "≥ min/epoch | ≥ h for 50 epochs | host input ≤ img/s (cores) | compile s (load) | commit |",
+    rows = ["| model | slice | precision | remat | per-chip batch | memory = step + next batch + reserve / HBM per "
+            "chip (GiB) | fits | largest global batch that fits | GFLOP per step per chip | GFLOP per image | "
+            "roofline estimate ms/step | est. min/epoch | est. h for 50 epochs | host input at the estimate img/s "
+            "(cores) | compile s (load) | commit |",
             "|" + "---|" * 16]
     listed = _reports()
     for case, r in listed:
@@ -146,7 +162,7 @@ def table() -> str:
         largest = (f"≥ {r['global_batch']} (not searched)" if r["fits"]
                    else f"{largest * r['num_devices']} ({largest}/chip)")
         refused = r["train_step"].get("out_of_memory")  # XLA would not compile the step: no costs
-        if refused:
+        if refused or r["roofline_step_seconds"] is None:  # refused, or no cost analysis (GPU without a GPU)
             costs = "— | — | — | — | — | —"
         else:
             rate = r["images_per_second_per_host_at_roofline"]
@@ -155,11 +171,11 @@ def table() -> str:
                      f"{r['roofline_step_seconds'] * 1e3:.0f} | {r['roofline_epoch_seconds'] / 60:.1f} | "
                      f"{r['roofline_run_seconds'] / 3600:.1f} | "
                      f"{rate:,.0f} ({rate / PIPELINE_IMAGES_PER_CPU_SECOND:.0f})")
+        units = "GPUs" if r.get("libtpu_topology", "") is None else "chips"
         rows.append(
-            f"| {r['model']} | {r['topology']} ({r['num_devices']} chips, {r['num_hosts']} host"
-            f"{'s' if r['num_hosts'] > 1 else ''}) | {r['precision']} | {'yes' if r['remat'] else 'no'} | "
-            f"{r['per_device_batch']} | {'> ' if refused else ''}{_gib(r['memory_bytes_per_device'])} / "
-            f"{_gib(r['hbm_bytes_per_device'])}{' (XLA: out of HBM)' if refused else ''} | "
+            f"| {r['model']} | {r['topology']} ({r['num_devices']} {units}, {r['num_hosts']} host"
+            f"{'s' if r['num_hosts'] > 1 else ''}) | {r['precision']} | "
+            f"{'yes' if r['remat'] else 'no'} | {r['per_device_batch']} | {_memory(r, bool(refused))} | "
             f"{'yes' if r['fits'] else '**no**'} | {largest} | {costs} | "
             f"{r['compile_seconds']:.0f}{_search(r)} ({_load(case)}) | {_commit(r)} |")
     commands = [f"- `{' '.join(command(*case))}`" for case, _ in listed]

@@ -13,8 +13,10 @@ import re
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from flax import nnx
+from jax.sharding import Mesh
 
 from dog_jax.ops import depthwise_conv2d, layer_norm
 from dog_jax.ops.auto import Target, compile_target, record_choices
@@ -79,7 +81,9 @@ def test_topology_gives_one_device_per_chip(name, count, kind):
 # The keys the issue fixes for every report, whatever else it holds.
 REQUIRED_KEYS = ("topology", "device_kind", "num_devices", "global_batch", "per_device_batch", "hbm_bytes_per_device",
                  "memory_bytes_per_device", "fits", "flops_per_step_per_device", "bytes_accessed_per_step_per_device",
-                 "collectives", "dog_jax_custom_calls", "compile_seconds", "roofline_step_seconds")
+                 "collectives", "dog_jax_custom_calls", "compile_seconds", "roofline_step_seconds",
+                 "compiled_bytes", "input_buffer_bytes", "reserve_bytes", "total_bytes", "margin_bytes",
+                 "margin_fraction", "bytes_by_category_per_step_per_device")
 
 
 @pytest.mark.slow
@@ -104,6 +108,17 @@ def test_tpu_steps_have_no_dog_jax_call_and_no_all_gather(family, tmp_path):
     assert train["collectives"].get("all-reduce", 0) >= 1  # the gradient's mean over the slice
     assert train["flops"] > 2 * evaluation["flops"]  # a backward pass was compiled
     assert report["memory_bytes_per_device"] == max(train["memory_bytes"], evaluation["memory_bytes"])
+    # fits = the compiled step + the next batch (4 32x32 images, labels and masks per device, in the
+    # dtypes the pipeline delivers) + the 0.25 GiB of a v5e chip that XLA leaves to the runtime
+    batch = aot._batch_structs(Mesh(np.asarray(tpu_topology.topology_devices("v5e:2x2")), ("data",)), 16, 32,
+                               eval_batch=True)
+    assert report["input_buffer_bytes"] == 4 * sum(np.dtype(leaf.dtype).itemsize * int(np.prod(leaf.shape[1:]))
+                                                   for leaf in batch.values())
+    assert report["reserve_bytes"] == 2**28
+    assert report["total_bytes"] == report["compiled_bytes"] + report["input_buffer_bytes"] + 2**28
+    assert report["compiled_bytes"] == report["memory_bytes_per_device"] > train["generated_code_bytes"] > 0
+    categories = report["bytes_by_category_per_step_per_device"]
+    assert categories["categories"]["convolution_matmul"]["bytes"] > 0 and categories["on_chip_bytes"] > 0
     assert report["roofline_step_seconds"] == pytest.approx(max(
         train["flops"] / 197e12, train["bytes_accessed"] / 819e9))
     assert "not a measured speed" in report["roofline_note"]
