@@ -4,7 +4,10 @@ Intentionally thin: all logic lives in :mod:`dog_jax.train` so it can be importe
 Override any config field on the command line, e.g. ``--config.batch_size=256``.
 Rerunning the same command with the same ``--workdir`` resumes from the latest checkpoint.
 Exit codes: 0 finished; 1 error (one ``error: ...`` line); 73 the workdir is in use by another run
-(one ``error: ...`` line naming it; ``--takeover_lease`` once it is known to be dead); 75 stopped by SIGTERM after
+(one ``error: ...`` line naming it; ``--takeover_lease`` once it is known to be dead), or its lease was
+taken over while this run ran (it stops without writing more); 74 a write to the run's storage failed
+(one line naming the last complete checkpoint, the command that resumes and a log file with the
+detail); 75 stopped by SIGTERM after
 checkpointing the last completed step, or before the first step with nothing to save
 (rerun to resume; see docs/reliability.md).
 Multi-process (Cloud TPU pod slices, multi-node GPU): run the same command on every host
@@ -15,6 +18,7 @@ training (docs/tpu.md); exit code 1 with one line when the batch does not fit.
 """
 
 import os
+import shlex
 import sys
 
 from absl import app, flags
@@ -94,6 +98,20 @@ def _aot(config) -> None:
         raise SystemExit(f"error: {too_big}")
 
 
+def _stop_now(error, code: int, cause: BaseException | None = None) -> None:
+    """One line -- what failed, the last complete checkpoint, the command that resumes, where the
+    detail went -- then the end of the process with ``code``, at once: background writes may still
+    be retrying (for minutes) and would print their tracebacks at exit (docs/reliability.md)."""
+    from dog_jax.train.failure_report import write_detail_log
+
+    command = shlex.join(["python", *sys.argv])
+    line = f"error: {error.what}. {error.advice}: {command}" if error.advice else f"error: {error.what}."
+    log = write_detail_log(_WORKDIR.value, line, cause or error.__cause__ or error, error.background)
+    print(f"{line} (details: {log or 'none: no log file could be written'})", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(code)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -108,7 +126,7 @@ def main(argv):
     from dog_jax.data import DatasetError
     from dog_jax.train import ConfigError, sharding, train_and_evaluate
     from dog_jax.train.checkpoint import EXIT_STORAGE_FAILURE, CheckpointError, StorageFailure
-    from dog_jax.train.lease import EXIT_LEASE_HELD, LeaseHeld
+    from dog_jax.train.lease import EXIT_LEASE_HELD, LeaseHeld, LeaseLost
     from dog_jax.train.preemption import EXIT_PREEMPTED, Preempted, StopOnSignal
     from dog_jax.train.reporting import NonFiniteError
 
@@ -122,12 +140,16 @@ def main(argv):
         with StopOnSignal() as stop:
             summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value, stop_requested=stop,
                                          takeover_lease=_TAKEOVER_LEASE.value)
+    except LeaseLost as error:  # another job took the lease while this run ran: it writes nothing more
+        _stop_now(error, EXIT_LEASE_HELD)
     except StorageFailure as error:
-        # Background writes may still be retrying (for minutes) and would print their tracebacks:
-        # one line, then end the process without waiting for them (docs/reliability.md).
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(EXIT_STORAGE_FAILURE)
+        _stop_now(error, EXIT_STORAGE_FAILURE)
+    except OSError as error:  # a storage failure outside the checkpointer's writes (set-up, config.json)
+        from dog_jax.train.failure_report import short_reason
+
+        where = error.filename or _WORKDIR.value
+        _stop_now(StorageFailure(f"a storage operation on {where} failed: {short_reason(error)}"), EXIT_STORAGE_FAILURE,
+                  cause=error)
     except LeaseHeld as error:  # another run writes to this workdir (docs/reliability.md)
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(EXIT_LEASE_HELD)

@@ -49,10 +49,11 @@ def create(path: PathLike, content: bytes) -> str | None:
         os.unlink(temporary)
 
 
-def read(path: PathLike) -> tuple[bytes, str] | None:
-    """``(content, generation)`` of ``path``, or None if it does not exist."""
+def read(path: PathLike, *, retry_s: float = _RETRY_S) -> tuple[bytes, str] | None:
+    """``(content, generation)`` of ``path``, or None if it does not exist. ``retry_s``: on a bucket,
+    how long transient errors are retried before the error is raised."""
     if is_url(path):
-        return _gcs_read(path)
+        return _gcs_read(path, retry_s)
     try:
         fd = os.open(absolute(path), os.O_RDONLY)
     except FileNotFoundError:
@@ -130,10 +131,10 @@ def _client(emulator: str | None):
     return storage.Client()
 
 
-def _retry():
+def _retry(retry_s: float = _RETRY_S):
     from google.cloud.storage.retry import DEFAULT_RETRY
 
-    return DEFAULT_RETRY.with_timeout(_RETRY_S)
+    return DEFAULT_RETRY.with_timeout(retry_s)
 
 
 def _blob(path: PathLike):
@@ -159,14 +160,16 @@ def _gcs_call(path: PathLike, action: str, content: bytes | None, generation: in
         return None
 
 
-def _gcs_read(path: PathLike) -> tuple[bytes, str] | None:
+def _gcs_read(path: PathLike, retry_s: float) -> tuple[bytes, str] | None:
     from google.api_core import exceptions
 
+    timeout = min(_TIMEOUT_S, retry_s)
     for _ in range(5):  # the object may change between reading its generation and its content
         blob = _blob(path)
         try:
-            blob.reload(timeout=_TIMEOUT_S, retry=_retry())
-            content = blob.download_as_bytes(if_generation_match=blob.generation, timeout=_TIMEOUT_S, retry=_retry())
+            blob.reload(timeout=timeout, retry=_retry(retry_s))
+            content = blob.download_as_bytes(if_generation_match=blob.generation, timeout=timeout,
+                                             retry=_retry(retry_s))
             return content, str(blob.generation)
         except exceptions.NotFound:
             return None

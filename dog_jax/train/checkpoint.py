@@ -33,7 +33,7 @@ import json
 import logging as python_logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import orbax.checkpoint as ocp
@@ -44,21 +44,32 @@ from dog_jax.checkpoints import CheckpointError  # the package's one checkpoint 
 from dog_jax.checkpoints import quiet_absl
 from dog_jax.storage import absolute, join, make_dirs, move, run_path
 from dog_jax.train.config import comparable
+from dog_jax.train.failure_report import BackgroundErrors, short_reason
 
-__all__ = ["BEST_METRIC", "EXIT_STORAGE_FAILURE", "CheckpointError", "Checkpointer", "StorageFailure", "array_shapes",
-           "check_writable", "remove_unfinished_checkpoints"]
+__all__ = ["BEST_METRIC", "EXIT_STORAGE_FAILURE", "CheckpointError", "Checkpointer", "StorageFailure", "WriterGuard",
+           "array_shapes", "check_writable", "remove_unfinished_checkpoints"]
 
 BEST_METRIC = "eval_top1"
 # EX_IOERR from sysexits.h: a write to the run's storage failed or never finished; the last complete
 # checkpoint is kept, and the same command resumes from it once the storage works.
 EXIT_STORAGE_FAILURE = 74
+RERUN_ADVICE = "Rerun the same command once the storage works"
 
 
 class StorageFailure(CheckpointError):
     """A write to the run's storage (a checkpoint, summary.json, ...) failed or never finished.
 
-    Background writes may still be retrying: ``train.py`` prints the one line and ends the process
-    at once (``EXIT_STORAGE_FAILURE``) instead of waiting for them."""
+    ``str(error)`` is one line: ``what`` failed (which path, why, the last complete checkpoint) and
+    ``advice``. ``background``: what orbax's background threads reported meanwhile (kept out of the
+    console; ``train.py`` writes it to a log file). Background writes may still be retrying:
+    ``train.py`` prints the line and ends the process at once (``EXIT_STORAGE_FAILURE``) instead of
+    waiting for them."""
+
+    def __init__(self, what: str, advice: str = RERUN_ADVICE, background: list[str] | None = None):
+        super().__init__(f"{what}. {advice}." if advice else f"{what}.")
+        self.what, self.advice, self.background = what, advice, list(background or [])
+
+
 # model_info keys that decide parameter shapes; a checkpoint that differs cannot be resumed.
 _ARCHITECTURE_KEYS = ("model", "model_overrides", "num_classes")
 
@@ -95,8 +106,25 @@ def remove_unfinished_checkpoints(directory: str) -> None:
         (root / name).rmtree()
 
 
+class WriterGuard(Protocol):
+    """What a :class:`Checkpointer` asks before it writes (the workdir lease, ``dog_jax.train.lease``)."""
+
+    def check(self, last_complete: str) -> None:
+        """Reads the storage once; raises a :class:`StorageFailure` if this run may no longer write
+        (every process calls it at the same point)."""
+
+    def raise_if_lost(self, last_complete: str) -> None:
+        """No storage access: raises if a background check already found that this run may no longer write."""
+
+
 class Checkpointer:
-    """Thin wrapper around ``ocp.CheckpointManager`` with the trainer's policy."""
+    """Thin wrapper around ``ocp.CheckpointManager`` with the trainer's policy.
+
+    ``guard`` (set by the trainer to its workdir lease): checked before every write and, for free,
+    after every step (:meth:`poll`). While open, what orbax's background threads report about a
+    failing write is kept off the console (:class:`~dog_jax.train.failure_report.BackgroundErrors`)
+    and handed to the :class:`StorageFailure` raised for it.
+    """
 
     def __init__(self, directory: str, *, keep: int, asynchronous: bool = True, timeout_s: float = 900.0):
         policy = checkpoint_managers.AnyPreservationPolicy([
@@ -109,9 +137,11 @@ class Checkpointer:
         self.directory = absolute(directory)
         self.timeout_s = timeout_s
         self._writing: int | None = None  # the step of the asynchronous write in flight
-        self.stalled = False  # a write that never finished: close() must not wait for it
+        self.stalled = False  # a write that failed, never finished or must not finish: close() must not wait for it
+        self.guard: WriterGuard | None = None
         remove_unfinished_checkpoints(self.directory)
         self._manager = self._open()
+        self._background = BackgroundErrors().install()
 
     def _open(self) -> ocp.CheckpointManager:
         # Handlers named up front: reading a checkpoint's array metadata needs them.
@@ -135,6 +165,7 @@ class Checkpointer:
         ``history``: the run's eval/train histories (``Reporter.history_snapshot``), committed
         together with the state so that a resume continues them from exactly this step.
         """
+        self.check_writer()
         self.wait()  # the previous write, within the time limit (orbax would wait for it without one)
         if step in self._manager.all_steps():
             return False
@@ -151,6 +182,7 @@ class Checkpointer:
         Written where orbax keeps a save's metrics (``<step>/metrics/metrics``, JSON), through a
         temporary file and a rename: a kill leaves either no metrics or all of them.
         """
+        self.check_writer()
         self.wait()
         if jax.process_index() == 0:
             item = run_path(self.directory) / str(step) / "metrics"
@@ -236,11 +268,35 @@ class Checkpointer:
         metadata = self._manager.item_metadata(step)["state"]
         return {leaf.name: tuple(leaf.shape) for leaf in jax.tree.leaves(metadata.tree)}
 
+    def check_writer(self) -> None:
+        """Asks the guard (one storage read) whether this run may still write; a write in flight
+        is then abandoned, not waited for (raises what the guard raises)."""
+        if self.guard is not None:
+            try:
+                self.guard.check(self.last_complete())
+            except BaseException:
+                self.stalled = True
+                raise
+
+    def poll(self) -> None:
+        """After every training step, without touching the storage: raises :class:`StorageFailure`
+        if the guard's heartbeat found the lease lost, or (one process) if the write in flight
+        already failed -- instead of training on until the next checkpoint finds out."""
+        if self.guard is not None:
+            try:
+                self.guard.raise_if_lost(self.last_complete())
+            except BaseException:
+                self.stalled = True
+                raise
+        # With several processes each would find out at its own step; the next save() agrees.
+        if jax.process_count() == 1 and self._writing is not None and not self._manager.is_saving_in_progress():
+            self.wait()
+
     def wait(self) -> None:
         """Blocks until the asynchronous save in flight is written, at most ``timeout_s``.
 
         Raises:
-          CheckpointError: the write failed, or is still unfinished after ``timeout_s`` (storage
+          StorageFailure: the write failed, or is still unfinished after ``timeout_s`` (storage
             unreachable: tensorstore, gcsfs and TensorFlow retry for minutes) -- one line naming the
             last complete checkpoint.
         """
@@ -250,19 +306,22 @@ class Checkpointer:
                 self.stalled = True
                 raise StorageFailure(
                     f"a checkpoint write to {self.directory} has not finished after {self.timeout_s:.0f} s (is the "
-                    f"storage reachable?); {self.last_complete()}. Rerun the same command once the storage "
-                    "works (config.checkpoint_timeout_s sets this limit).")
+                    f"storage reachable?); {self.last_complete()}",
+                    f"{RERUN_ADVICE} (config.checkpoint_timeout_s sets this limit)", self._background.take())
             time.sleep(0.2)
         try:
             with quiet_absl(python_logging.CRITICAL):  # orbax logs the failure with a traceback, then re-raises it
                 self._manager.wait_until_finished()
         except Exception as error:  # noqa: BLE001 -- tensorstore, gcsfs and OS errors alike
             self.stalled = True
-            reason = " ".join(str(error).split())[:300] or type(error).__name__
-            raise StorageFailure(f"writing a checkpoint to {self.directory} failed ({type(error).__name__}: "
-                                  f"{reason}); {self.last_complete()}. Rerun the same command once the storage "
-                                  "works.") from None
+            step = f"checkpoint {self._writing}" if self._writing is not None else "a checkpoint"
+            raise StorageFailure(f"writing {step} to {self.directory} failed: {short_reason(error)}; "
+                                 f"{self.last_complete()}", background=self._background.take()) from error
         self._writing = None
+        reports = self._background.take()
+        if reports:  # errors reported by orbax's threads for a write that still completed
+            logging.warning("orbax's background threads reported %d error(s) during a checkpoint write that "
+                            "completed; the first: %s", len(reports), reports[0].splitlines()[0][:300])
 
     def last_complete(self) -> str:
         """'the last complete checkpoint is step N' (from the manager's memory: no storage access)."""
@@ -271,9 +330,10 @@ class Checkpointer:
 
     def close(self) -> None:
         """Closes the manager; after a write that failed or never finished, leaves it (and its
-        threads) alone: closing would wait for that write."""
+        threads, whose reports stay off the console) alone: closing would wait for that write."""
         if not self.stalled:
             self._manager.close()
+            self._background.uninstall()
 
 
 def array_shapes(tree: Any) -> dict[str, tuple[int, ...]]:

@@ -13,7 +13,13 @@ on a bucket alike, so two launches never both believe they hold it.
   for ``config.lease_timeout_s`` (hosts' clocks are assumed to agree to well within that); or
   ``--takeover_lease`` (the user knows it is dead).
 * Process 0 refreshes the heartbeat every ``config.lease_heartbeat_s`` from a daemon thread; a
-  refresh that finds the lease changed (taken over) logs one warning and stops refreshing.
+  refresh that finds the lease changed (taken over) or gone (the workdir removed) records it and stops.
+* A stray writer cannot write: :meth:`Lease.check` (called by the trainer's ``Checkpointer``
+  before every checkpoint write: one read of the lease) raises :class:`LeaseLost` (``train.py``:
+  one line, exit :data:`EXIT_LEASE_HELD`) if another job holds the lease now, or a
+  :class:`~dog_jax.train.checkpoint.StorageFailure` naming the vanished workdir (exit 74) if it is
+  gone; :meth:`Lease.raise_if_lost` does the same after every step, without a read, once the
+  heartbeat found it out. Either way the run writes nothing more.
 * :meth:`Lease.release` deletes it if it is still this job's: at a normal end, a stop (exit 75) or
   an error. After ``kill -9`` (and after a storage failure, exit 74, whose storage may not answer)
   it stays, and the next launch on the same host takes it over at once; on another host after
@@ -43,8 +49,9 @@ from absl import logging
 from dog_jax import provenance
 from dog_jax.storage import conditional, join, make_dirs
 from dog_jax.train.checkpoint import CheckpointError, StorageFailure
+from dog_jax.train.failure_report import short_reason
 
-__all__ = ["EXIT_LEASE_HELD", "LEASE_FILE", "Lease", "LeaseHeld", "acquire"]
+__all__ = ["EXIT_LEASE_HELD", "LEASE_FILE", "Lease", "LeaseHeld", "LeaseLost", "acquire"]
 
 LEASE_FILE = "LEASE.json"
 # EX_CANTCREAT from sysexits.h: the run cannot create its output because another run owns the
@@ -52,10 +59,22 @@ LEASE_FILE = "LEASE.json"
 EXIT_LEASE_HELD = 73
 
 _HELD: set[str] = set()  # job ids whose lease this process holds now
+# A check before a write that cannot read the lease gives up after this (a dead storage server would
+# otherwise keep the run retrying for the client's default two minutes before the write's own limit).
+_CHECK_RETRY_S = 10.0
 
 
 class LeaseHeld(CheckpointError):
     """The workdir's lease belongs to another run that looks alive; the message names it and the ways out."""
+
+
+class LeaseLost(StorageFailure):
+    """This run's lease was taken over by another job while it ran: it stops without writing more
+    (``train.py`` exits :data:`EXIT_LEASE_HELD` at once, abandoning a checkpoint write in flight)."""
+
+
+# What process 0 found when it read the lease (broadcast to the other processes as one byte).
+_HELD_OK, _TAKEN, _GONE, _UNREADABLE = 0, 1, 2, 3
 
 
 def _now_iso(unix: float) -> str:
@@ -97,6 +116,9 @@ class Lease:
 
     def __init__(self, path: str, job_id: str, record: dict[str, Any] | None = None, generation: str | None = None):
         self.path, self.job_id, self.record, self.generation = path, job_id, record, generation
+        self.workdir = path.rsplit("/", 1)[0]
+        # Set by the heartbeat thread when it finds the lease taken over or gone: (_TAKEN|_GONE, holder).
+        self.lost: tuple[int, dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,11 +143,57 @@ class Lease:
                                     " ".join(str(error).split())[:200], every_s)
                     continue
                 if generation is None:
-                    logging.warning("The lease %s was taken over by another run; this run no longer owns "
-                                    "its workdir and stops refreshing the lease.", self.path)
+                    found = _read_holder(self.path)
+                    self.lost = (_GONE, {}) if found is None else (_TAKEN, found)
+                    logging.warning("The lease %s %s; this run no longer owns its workdir and stops before its "
+                                    "next write.", self.path, "is gone" if found is None else "was taken over by "
+                                    f"{describe(found)}")
                     self.generation = None
                     return
                 self.record, self.generation = record, generation
+
+    def check(self, last_complete: str) -> None:
+        """Raises if this run no longer holds the lease: :class:`LeaseLost` (another job took it) or
+        :class:`StorageFailure` (it is gone, or cannot be read). One read by process 0, whose finding
+        every process receives (``broadcast_one_to_all``: all of them call this at the same point)."""
+        outcome, holder = self.lost or (_HELD_OK, {})
+        if jax.process_index() == 0 and self.lost is None:
+            try:
+                found = _read_holder(self.path)
+            except Exception as error:  # noqa: BLE001 -- the storage failed: one line, not a stack
+                outcome, holder = _UNREADABLE, {"error": short_reason(error)}
+            else:
+                outcome, holder = (_GONE, {}) if found is None else \
+                    (_HELD_OK, found) if found.get("job_id") == self.job_id else (_TAKEN, found)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            agreed = multihost_utils.broadcast_one_to_all(np.asarray([outcome], np.int32))
+            outcome = int(np.asarray(agreed)[0])
+        self._raise(outcome, holder, last_complete)
+
+    def raise_if_lost(self, last_complete: str) -> None:
+        """:meth:`check` without a read: raises only if the heartbeat already found the lease lost
+        (one process: the heartbeat runs on process 0 only, so several processes wait for :meth:`check`)."""
+        if self.lost is not None and jax.process_count() == 1:
+            self._raise(*self.lost, last_complete)
+
+    def _raise(self, outcome: int, holder: dict[str, Any], last_complete: str) -> None:
+        if outcome == _HELD_OK:
+            return
+        self.generation = None  # not ours any more: never refreshed or deleted
+        if outcome == _TAKEN:
+            who = describe(holder) if holder else "another job (process 0 read its lease)"
+            raise LeaseLost(f"this run's lease on workdir {self.workdir} was taken over by {who}; it stopped without "
+                            f"writing more ({last_complete})", "That run owns the workdir now: pass another "
+                            "--workdir, or rerun this command once that run has ended")
+        if outcome == _GONE:
+            raise StorageFailure(f"workdir {self.workdir} vanished while this run wrote to it: its lease {self.path} "
+                                 f"is gone (the directory removed or replaced?); it stopped without writing more "
+                                 f"({last_complete}, if still there)", "Rerun the same command once the storage "
+                                 "is back: it resumes from the newest checkpoint left in the workdir, or starts over")
+        raise StorageFailure(f"reading the lease {self.path} failed: {holder.get('error', 'process 0 could not')}; "
+                             f"{last_complete}")
 
     def release(self, *, remove: bool = True) -> None:
         """Stops the heartbeat and deletes the lease if it is still this job's (never raises).
@@ -155,6 +223,12 @@ class Lease:
 
     def __exit__(self, error_type, *_) -> None:
         self.release(remove=not (error_type is not None and issubclass(error_type, StorageFailure)))
+
+
+def _read_holder(path: str) -> dict[str, Any] | None:
+    """The lease's record (``{}`` if unreadable), or None if there is no lease."""
+    current = conditional.read(path, retry_s=_CHECK_RETRY_S)
+    return None if current is None else _decode(current[0])
 
 
 def _encode(record: dict[str, Any]) -> bytes:

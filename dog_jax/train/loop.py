@@ -40,6 +40,7 @@ from dog_jax.train import checkpoint as checkpoint_lib
 from dog_jax.train import config as config_lib
 from dog_jax.train import lease as lease_lib
 from dog_jax.train import reporting, run_provenance, run_setup, sharding, steps
+from dog_jax.train.failure_report import short_reason
 from dog_jax.train.preemption import Preempted, StopPolicy
 # Re-exported: checkpoint readers rebuild the model with these.
 from dog_jax.train.run_setup import RunPlan, create_model_from_config, depthwise_initializer, model_info  # noqa: F401
@@ -226,6 +227,7 @@ def _train(run: _Run, stop: StopPolicy, run_start: float) -> tuple[int, bool, fl
             step, batch = step + 1, None
             reporter.add(step, metrics)
             in_flight = _bound_in_flight(in_flight, metrics)
+            ckpt.poll()  # a lost lease or a failed background write stops the run now, not at the next save
             if compile_time is None:
                 jax.block_until_ready(metrics)
                 compile_time = time.perf_counter() - run_start
@@ -285,11 +287,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             workdir = storage.absolute(workdir)
             checkpoint_lib.check_writable(workdir)  # local or gs://; fails now, not at the first checkpoint.
             # One writer per workdir: before anything is written (LeaseHeld if another run holds it).
-            lease.enter_context(lease_lib.acquire(workdir, timeout_s=config.get("lease_timeout_s", 600),
-                                                  heartbeat_s=config.get("lease_heartbeat_s", 60),
-                                                  takeover=takeover_lease))
+            held = lease.enter_context(lease_lib.acquire(workdir, timeout_s=config.get("lease_timeout_s", 600),
+                                                         heartbeat_s=config.get("lease_heartbeat_s", 60),
+                                                         takeover=takeover_lease))
             logging.info("Run %s: config.json, checkpoints/, tensorboard/ and summary.json go there", workdir)
             run = _set_up(config, workdir, stop)
+            run.ckpt.guard = held  # no checkpoint write once another job holds the lease (or it is gone)
         step, summary = _run(run, workdir, stop, run_start)
     logging.info("Done: step %d, eval top1 %.4f (best %.4f at step %s), wall %s", step,
                  summary["final_eval"].get("eval_top1", float("nan")),
@@ -311,10 +314,9 @@ def _run(run: _Run, workdir: str, stop: StopPolicy, run_start: float) -> tuple[i
         raise
     except OSError as error:  # a full disk, a vanished workdir, a dead storage server, ...
         storage_failed = True
-        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        path = getattr(error, "filename", None) or workdir
         raise checkpoint_lib.StorageFailure(
-            f"writing to {workdir} failed ({type(error).__name__}: {reason}); {run.ckpt.last_complete()}. Rerun "
-            "the same command once the storage works.") from None
+            f"writing to {path} failed: {short_reason(error)}; {run.ckpt.last_complete()}") from error
     finally:
         if not storage_failed:  # else closing would wait for writes that cannot finish
             run.reporter.close()

@@ -7,9 +7,10 @@ Only process 0 writes files; every process keeps the same timers. A console line
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import numpy as np
@@ -179,14 +180,26 @@ class Reporter:
         so the ``tensorboard`` package is needed only to *view* the logs)."""
         if self._writer is None:
             return
-        with self._writer.as_default(step=step):
-            for key, value in scalars.items():
-                tf.summary.write(key, tf.constant(value, tf.float32), metadata=_SCALAR_METADATA)
-        self._writer.flush()
+        with _as_os_error():
+            with self._writer.as_default(step=step):
+                for key, value in scalars.items():
+                    tf.summary.write(key, tf.constant(value, tf.float32), metadata=_SCALAR_METADATA)
+            self._writer.flush()
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            with _as_os_error():
+                self._writer.close()
+
+
+@contextlib.contextmanager
+def _as_os_error() -> Iterator[None]:
+    """TensorFlow's errors writing event files (a full disk: ``ResourceExhaustedError``) as the
+    ``OSError`` that the trainer reports as a storage failure (one line, exit 74)."""
+    try:
+        yield
+    except tf.errors.OpError as error:
+        raise OSError(f"writing TensorBoard events failed: {error.message}") from error
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:
