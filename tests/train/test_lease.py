@@ -20,7 +20,8 @@ import pytest
 from dog_jax import storage
 from dog_jax.storage import conditional
 from dog_jax.train import lease as lease_lib
-from dog_jax.train.lease import LEASE_FILE, LeaseHeld, acquire
+from dog_jax.train.checkpoint import StorageFailure
+from dog_jax.train.lease import LEASE_FILE, LeaseHeld, LeaseLost, acquire
 from tests.support import subprocesses
 from tests.support.checkpoints import assert_bitwise_equal, load_state
 from tests.support.configs import ROOT
@@ -99,10 +100,37 @@ def test_takeover_lease_takes_a_live_holders_lease(workdir, caplog):
     with caplog.at_level(logging.WARNING), acquire(workdir, takeover=True) as taken:
         assert len(_takeovers(caplog)) == 1 and "--takeover_lease" in caplog.text
         time.sleep(0.5)  # the old holder's next heartbeat finds the lease changed
-        assert "was taken over by another run" in caplog.text
+        assert f"was taken over by job {taken.job_id}" in caplog.text
         holder.release()  # not its lease any more: left alone
         assert _holder(path)["job_id"] == taken.job_id
     assert _holder(path) is None
+
+
+def test_a_run_whose_lease_was_taken_over_or_removed_may_not_write(workdir):
+    """What the Checkpointer asks before every write (check: one read) and after every step
+    (raise_if_lost: no read, what the heartbeat found)."""
+    path = _prepare(workdir)
+    stray = acquire(workdir, heartbeat_s=0.05)
+    stray.check("the last complete checkpoint is step 2")  # still its own: nothing raised
+    with acquire(workdir, takeover=True) as taker:
+        deadline = time.time() + 20
+        while stray.lost is None and time.time() < deadline:  # its heartbeat finds the lease changed
+            time.sleep(0.05)
+        for ask in (stray.raise_if_lost, stray.check):
+            with pytest.raises(LeaseLost) as lost:
+                ask("the last complete checkpoint is step 2")
+            message = str(lost.value)
+            assert "\n" not in message and f"taken over by job {taker.job_id}" in message, message
+            assert "stopped without writing more (the last complete checkpoint is step 2)" in message
+        stray.release()
+        assert _holder(path)["job_id"] == taker.job_id  # the stray never touches it again
+    gone = acquire(workdir, heartbeat_s=60)
+    conditional.delete(path, conditional.read(path)[1])  # the workdir removed under the run
+    gone.raise_if_lost("-")  # the heartbeat has not run: nothing known yet
+    with pytest.raises(StorageFailure, match="vanished while this run wrote to it: its lease .* is gone") as vanished:
+        gone.check("the last complete checkpoint is step 4")
+    assert not isinstance(vanished.value, LeaseLost) and "step 4, if still there" in str(vanished.value)
+    gone.release()
 
 
 def test_the_heartbeat_refreshes_the_lease(workdir):
