@@ -38,6 +38,7 @@ _ORBAX_DIR = f"{os.sep}orbax{os.sep}"
 _MAX_ENTRIES = 200  # a failing save reports tens of errors; more than this adds nothing
 # tensorstore writes the OS error into its message: "... No space left on device [os_error_code='28']".
 _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+_URL = re.compile(r"https?://\S+")
 # Errors whose text is all that reaches us (TensorFlow's event writer, gcsfs): recognised by strerror.
 _KNOWN_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EIO,
                  errno.ESTALE)
@@ -144,6 +145,9 @@ def short_reason(error: BaseException) -> str:
         code = next((known for known in _KNOWN_ERRNOS if os.strerror(known) in text), None)
     if code is not None:
         return f"{os.strerror(code)} [{errno.errorcode[code]}]"
+    text = " ".join(_URL.sub("", text).split())  # without the request's URL: long, and the line names the path
+    if "PERMISSION_DENIED" in text or "Forbidden" in text or re.search(r"\b403\b", text):
+        return f"permission refused (HTTP 403): {text[:200]}"
     return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
 
 

@@ -4,12 +4,16 @@
 
 A ``train.py`` run builds its dataset into the bucket and trains there; ``dog_jax.evaluate``,
 ``dog_jax.export`` and the kernel analysis then read that workdir from the bucket; a missing or
-forbidden bucket ends in one line. Under ``.ci/run`` the whole suite runs in a network namespace
+forbidden bucket ends in one line; storage faults in the middle of a run (the server gone, write
+permission revoked during a checkpoint, the lease taken over by another job) end in one line with
+their exit code, and the same command resumes. Under ``.ci/run`` the whole suite runs in a network namespace
 that has nothing but loopback, so these runs also show that no client reaches for the Internet
 (Google's endpoints, the GCE metadata server).
 """
 
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -19,9 +23,16 @@ import numpy as np
 import pytest
 
 from dog_jax import storage
-from tests.support import subprocesses
+from dog_jax.storage import conditional
+from dog_jax.train.checkpoint import EXIT_STORAGE_FAILURE
+from dog_jax.train.lease import EXIT_LEASE_HELD, LEASE_FILE
+from tests.support import fault_runs, subprocesses
+from tests.support.checkpoints import assert_bitwise_equal, load_state
 from tests.support.configs import ROOT
-from tests.support.gcs_server import GcsServer, emulator_environment
+from tests.support.fault_runs import detail_log, one_line_failure
+from tests.support.faulty_storage import RefusingRelay
+from tests.support.gcs_server import GcsServer, emulator_environment, server_binary
+from tests.support.requires import FAKE_GCS, require
 
 _CONFIG_FILE = textwrap.dedent("""
     import sys
@@ -161,8 +172,6 @@ def test_storage_that_dies_mid_run_is_one_line_and_the_same_command_resumes(tmp_
     """The storage server stops while the run writes checkpoints: the run ends within its
     checkpoint time limit with one line (exit 74, no traceback), the last complete checkpoint is
     intact, and the same command resumes from it once the server is back."""
-    from dog_jax.train.checkpoint import EXIT_STORAGE_FAILURE
-
     server = GcsServer(str(tmp_path / "server"))  # this test's own: it is stopped and restarted
     try:
         with emulator_environment(server.url):
@@ -186,9 +195,10 @@ def test_storage_that_dies_mid_run_is_one_line_and_the_same_command_resumes(tmp_
             lines = output.strip().splitlines()
             assert code == EXIT_STORAGE_FAILURE, output[-3000:]
             assert "Traceback" not in output and len(lines) <= 12, output[-3000:]
-            # Which write meets the dead server first varies: a checkpoint's (its time limit) or another.
-            assert lines[-1].startswith(("error: a checkpoint write to gs://", "error: writing to gs://")) and \
-                "last complete checkpoint is step" in lines[-1], lines[-1]
+            # What meets the dead server first varies: a checkpoint's write (its time limit), another write,
+            # or the read of the lease before a checkpoint.
+            assert re.match(r"error: (a checkpoint write to|writing (checkpoint \d+ )?to|reading the lease) gs://",
+                            lines[-1]) and "last complete checkpoint is step" in lines[-1], lines[-1]
             last_complete = int(lines[-1].split("last complete checkpoint is step ")[1].split(".")[0])
 
             server.start()
@@ -199,3 +209,63 @@ def test_storage_that_dies_mid_run_is_one_line_and_the_same_command_resumes(tmp_
             assert '"final_step": 80' in storage.read_text(f"gs://{name}/run/summary.json")
     finally:
         server.stop()
+
+
+@pytest.fixture
+def refusing_bucket(tmp_path):
+    """(relay, ``gs://`` bucket): a fresh bucket on a server of this test's own, reached through the relay."""
+    require(server_binary() is not None, "the Cloud Storage tests need fake-gcs-server", FAKE_GCS)
+    relay = RefusingRelay()
+    server = GcsServer(str(tmp_path / "server"), external_url=relay.url)
+    relay.upstream = ("127.0.0.1", server.port)
+    try:
+        with emulator_environment(relay.url):
+            yield relay, f"gs://{server.new_bucket()}"
+    finally:
+        server.stop()
+        relay.close()
+
+
+def _files(workdir):
+    return {str(path): path.stat().length for path in storage.files_under(workdir)}
+
+
+@pytest.mark.slow
+def test_permission_refused_mid_checkpoint_and_a_stray_writer_cost_one_line_and_nothing_is_lost(
+        fault_reference, refusing_bucket, tmp_path):
+    config, reference = fault_reference
+    relay, bucket = refusing_bucket
+    workdir = f"{bucket}/run"
+    same_command = f"python train.py --config={config} --workdir={workdir}"
+    env = {"TMPDIR": str(tmp_path)}  # a gs:// run's detail log goes to the local temporary directory
+
+    # 1. Write permission is revoked in the middle of the checkpoint of step 4: two of its writes pass.
+    relay.refuse_writes_after("/checkpoints/4", 2)
+    result = fault_runs.run(config, workdir, **env)
+    line = one_line_failure(result, EXIT_STORAGE_FAILURE)
+    print(f"\nConsole of the run whose bucket refused writes:\n{result.stderr}")
+    assert len(relay.passed_marked) == 2 and relay.refused, (relay.passed_marked, relay.refused)
+    assert "403" in line and "the last complete checkpoint is step 2." in line, line
+    assert f"Rerun the same command once the storage works: {same_command} (details: {tmp_path}/" in line, line
+    with open(detail_log(line)) as f:
+        assert "Traceback" in f.read()
+
+    # 2. Permission back: the same command resumes from step 2. After its checkpoint of step 4 another
+    # job takes the lease over: this run, now a stray writer, stops before its next write.
+    relay.allow_writes()
+    snapshot = tmp_path / "files_at_takeover.json"
+    result = fault_runs.run(config, workdir, fault="take_lease", after=4, FAULT_SNAPSHOT=str(snapshot), **env)
+    line = one_line_failure(result, EXIT_LEASE_HELD)
+    assert f"Resumed from {workdir}/checkpoints at step 2" in result.stderr, result.stderr[-3000:]
+    assert line.startswith(f"error: this run's lease on workdir {workdir} was taken over by job 0ther"), line
+    assert "on host another-host" in line and "stopped without writing more (the last complete checkpoint is " \
+        "step 4)" in line and f"once that run has ended: {same_command} (details: " in line, line
+    assert _files(workdir) == json.loads(snapshot.read_text())  # not one byte written after the takeover
+
+    # 3. That job has ended (its lease removed): the same command resumes from step 4 to the end.
+    lease = storage.join(workdir, LEASE_FILE)
+    assert conditional.delete(lease, conditional.read(lease)[1])
+    result = fault_runs.run(config, workdir, **env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Resumed from {workdir}/checkpoints at step 4" in result.stderr, result.stderr[-3000:]
+    assert_bitwise_equal(load_state(workdir, fault_runs.STEPS), load_state(reference, fault_runs.STEPS))

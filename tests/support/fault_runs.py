@@ -65,8 +65,8 @@ _DRIVER = textwrap.dedent("""
             lease = storage.join(workdir, "LEASE.json")
             content, generation = conditional.read(lease)
             now = time.time()
-            other = {{"job_id": "0ther" + "0" * 27, "host": "another-host", "pid": 4242, "started": "2030-01-01T00:00:00Z",
-                     "code": "abc", "heartbeat_unix": now, "started_unix": now}}
+            other = {{"job_id": "0ther" + "0" * 27, "host": "another-host", "pid": 4242, "code": "abc",
+                     "started": "2030-01-01T00:00:00Z", "heartbeat_unix": now, "started_unix": now}}
             assert conditional.replace(lease, json.dumps(other).encode(), generation) is not None
             files = {{str(p): p.stat().length for p in storage.files_under(workdir)}}
             with open(os.environ["FAULT_SNAPSHOT"], "w") as f:

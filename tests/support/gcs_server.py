@@ -76,7 +76,8 @@ class GcsServer:
         with open(self.log_file, "a") as log:
             self.process = subprocess.Popen(
                 [server_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
-                 "-external-url", self.external_url, "-log-level", "warn", "-data", os.path.join(self.directory, "seed"),
+                 "-external-url", self.external_url, "-log-level", "warn",
+                 "-data", os.path.join(self.directory, "seed"),
                  "-filesystem-root", os.path.join(self.directory, "objects")],
                 stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30

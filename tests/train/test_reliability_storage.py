@@ -1,4 +1,4 @@
-"""Real storage faults under a local workdir: a vanished workdir, a full disk, a read-only workdir.
+"""Storage faults under a local workdir: a vanished workdir, a full disk, a read-only workdir.
 
 The workdir lies on a small tmpfs mounted in a private mount namespace (root; CI runs as root), so
 the faults are the kernel's own (ENOSPC, EROFS), met by real ``train.py`` runs. One chain of runs in
