@@ -8,10 +8,12 @@ was resumed must end with its final checkpoint bitwise equal.
 
 A fault is injected (``FAULT``) by a driver around ``train.py``'s real ``main`` right after the
 checkpoint of step ``FAULT_AFTER`` is complete, between two checkpoints as it happens in a run:
-``vanish`` removes the workdir, ``read_only`` bind-mounts it read-only over itself (inside a private
-mount namespace), ``take_lease`` replaces its lease by another job's (as that job's ``--takeover_lease``
-would) and records the workdir's files at that moment. Faults that need no timing (a full disk, a
-bucket refusing writes) run the plain ``train.py`` command.
+``fill`` fills the workdir's disk with a file ``ballast`` next to the workdir, leaving half of what
+that checkpoint took free (so the next checkpoint meets a full disk, whatever a write needs at its
+peak), ``vanish`` removes the workdir, ``read_only`` bind-mounts it read-only over itself (inside a
+private mount namespace), ``take_lease`` replaces its lease by another job's (as that job's
+``--takeover_lease`` would) and records the workdir's files at that moment. A fault that needs no
+timing (a bucket refusing writes, armed in the relay) runs the plain ``train.py`` command.
 """
 
 from __future__ import annotations
@@ -55,8 +57,16 @@ _DRIVER = textwrap.dedent("""
     fault, after, workdir = os.environ["FAULT"], int(os.environ["FAULT_AFTER"]), {workdir!r}
     original = checkpoint.Checkpointer.save
 
-    def inject():
-        if fault == "vanish":
+    def used():
+        stat = os.statvfs(os.path.dirname(workdir))
+        return (stat.f_blocks - stat.f_bfree) * stat.f_frsize, stat.f_bavail * stat.f_frsize
+
+    def inject(used_before):
+        if fault == "fill":  # another process fills the disk: half a checkpoint stays free
+            used_after, free = used()
+            with open(os.path.join(os.path.dirname(workdir), "ballast"), "wb") as f:
+                f.write(bytes(free - (used_after - used_before) // 2))
+        elif fault == "vanish":
             shutil.rmtree(workdir)
         elif fault == "read_only":
             for args in (["--bind", workdir, workdir], ["-o", "remount,bind,ro", workdir]):
@@ -73,10 +83,11 @@ _DRIVER = textwrap.dedent("""
                 json.dump(files, f)
 
     def save(self, step, *args, **kwargs):
+        before = used()[0] if step == after and fault == "fill" else 0
         started = original(self, step, *args, **kwargs)
         if step == after:
             self.wait()  # that checkpoint is complete: the fault comes between two checkpoints
-            inject()
+            inject(before)
         return started
 
     checkpoint.Checkpointer.save = save

@@ -1,7 +1,8 @@
 """Storage faults under a local workdir: a vanished workdir, a full disk, a read-only workdir.
 
-The workdir lies on a small tmpfs mounted in a private mount namespace (root; CI runs as root), so
-the faults are the kernel's own (ENOSPC, EROFS), met by real ``train.py`` runs. One chain of runs in
+The workdir lies on a tmpfs mounted in a private mount namespace (root; CI runs as root), so the
+faults are the kernel's own (ENOSPC, EROFS), met by real ``train.py`` runs; the disk is filled by
+another file after the first checkpoint, so that the second one finds it full. One chain of runs in
 one workdir, each the same command: every fault ends the run with exit 74 and one line (what failed,
 where, the last complete checkpoint, the command that resumes, the detail log) in at most 12 console
 lines without a traceback, and the next run goes on from what the fault left. The last run ends
@@ -9,7 +10,6 @@ bitwise equal to the uninterrupted reference run (``fault_reference``).
 """
 
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -22,26 +22,6 @@ from tests.support.requires import ROOT_PRIVILEGES, requires
 
 pytestmark = requires(fault_runs.mount_namespaces_work, "the local storage-fault tests mount a tmpfs in a private "
                       "mount namespace (unshare -m), which needs root", ROOT_PRIVILEGES)
-
-def _used(path: str) -> int:
-    stat = os.statvfs(path)
-    return (stat.f_blocks - stat.f_bfree) * stat.f_frsize
-
-
-def _disk_for_one_checkpoint(reference: str, disk: str) -> int:
-    """A tmpfs size that holds the run's small files and one checkpoint but not two, so that the disk
-    fills during the second checkpoint: measured by copying the reference run's files onto the
-    tmpfs ``disk`` (seen from outside its namespace), then removed."""
-    probe = os.path.join(disk, "probe")
-    os.mkdir(probe)
-    for name in ("config.json", "tensorboard", "summary.json"):  # (summary.json: as big as the lease, and more)
-        copy = shutil.copytree if os.path.isdir(os.path.join(reference, name)) else shutil.copy
-        copy(os.path.join(reference, name), os.path.join(probe, name))
-    small = _used(disk)
-    shutil.copytree(os.path.join(reference, "checkpoints", str(fault_runs.STEPS)), os.path.join(probe, "checkpoint"))
-    checkpoint = _used(disk) - small
-    shutil.rmtree(probe)
-    return small + checkpoint * 3 // 2
 
 
 def _steps(workdir: str) -> list[int]:
@@ -65,7 +45,6 @@ def test_vanished_full_and_read_only_workdirs_cost_one_line_each_and_nothing_is_
             return fault_runs.inside(namespace, path)
 
         inside("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk))
-        inside("mount", "-o", f"remount,size={_disk_for_one_checkpoint(reference, seen(str(disk)))}", str(disk))
 
         # 1. The workdir is removed after the checkpoint of step 2: the run stops before its next write.
         result = fault_runs.run(config, workdir, fault="vanish", after=2, prefix=namespace, **env)
@@ -78,22 +57,22 @@ def test_vanished_full_and_read_only_workdirs_cost_one_line_each_and_nothing_is_
         with open(seen(log)) as f:
             assert f.read().startswith(line.split(" (details: ")[0])
         assert not os.path.exists(seen(workdir))  # nothing was written after the removal
-        os.unlink(seen(log))  # the disk is sized for one checkpoint
 
-        # 2. The same command: it starts over, and the disk fills during the checkpoint of step 4.
-        result = fault_runs.run(config, workdir, prefix=namespace, **env)
+        # 2. The same command: it starts over. After its checkpoint of step 2 another file fills the
+        # disk, and the checkpoint of step 4 meets it full.
+        result = fault_runs.run(config, workdir, fault="fill", after=2, prefix=namespace, **env)
         line = one_line_failure(result, EXIT_STORAGE_FAILURE)
         print(f"\nConsole of the full-disk run:\n{result.stderr}")
         assert "No space left on device [ENOSPC]" in line and "the last complete checkpoint is step 2." in line, line
-        assert f"Rerun the same command once the storage works: {same_command} (details: {tmp_path}/" in line, line
-        with open(detail_log(line)) as f:
-            detail = f.read()
+        assert f"Rerun the same command once the storage works: {same_command} (details: " in line, line
+        with open(seen(detail_log(line)) if detail_log(line).startswith(str(disk)) else detail_log(line)) as f:
+            detail = f.read()  # in the workdir if the full disk took it, else in $TMPDIR
         assert "Traceback" in detail and "No space left on device" in detail, detail[:3000]
         assert _steps(seen(workdir)) == [2]
 
-        # 3. Space freed (the tmpfs grown again): the same command resumes from step 2. After its checkpoint of
-        # step 4 the workdir turns read-only.
-        inside("mount", "-o", "remount,size=64m", str(disk))
+        # 3. Space freed: the same command resumes from step 2. After its checkpoint of step 4 the workdir
+        # turns read-only.
+        os.unlink(seen(str(disk / "ballast")))
         result = fault_runs.run(config, workdir, fault="read_only", after=4, prefix=namespace, **env)
         line = one_line_failure(result, EXIT_STORAGE_FAILURE)
         assert f"Resumed from {workdir}/checkpoints at step 2" in result.stderr, result.stderr[-3000:]
