@@ -5,24 +5,25 @@ gcsfs, google-cloud-storage, TensorFlow through its TLS bridge) goes through it.
 Once :meth:`RefusingRelay.refuse_writes_after` is armed, the relay passes that many more writes
 (POST/PUT/PATCH/DELETE) whose URL names a given part of the bucket, then answers every write with
 Cloud Storage's 403 JSON error, as a bucket does after its write permission was revoked; reads still
-pass. It relays request by request with the message framing of :mod:`dog_jax.storage.tls_bridge`.
+pass. Each request is read whole and sent on with ``http.client`` (the relay is for tests: small objects).
 """
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import json
-import socket
 import threading
 import urllib.parse
 
-from dog_jax.storage.tls_bridge import _Closed, _header, _headers, _join, _Reader, _relay_body
-
-_WRITES = (b"POST", b"PUT", b"PATCH", b"DELETE")
+_WRITES = ("POST", "PUT", "PATCH", "DELETE")
+# Hop-by-hop headers (RFC 9110): the relay frames each message itself.
+_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "expect"}
 
 
 class RefusingRelay:
     """The relay: ``url`` for ``STORAGE_EMULATOR_HOST``; ``upstream`` is the real server's ``(host, port)``
-    (settable after start: the server is started with this relay's ``url`` as its external URL)."""
+    (set after start: the server is started with this relay's ``url`` as its external URL)."""
 
     def __init__(self):
         self.upstream: tuple[str, int] | None = None
@@ -31,10 +32,11 @@ class RefusingRelay:
         self._lock = threading.Lock()
         self._marker: str | None = None
         self._allowance = 0
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = self._server.getsockname()[1]
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._accept, name="refusing-relay", daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, name="refusing-relay", daemon=True).start()
 
     def refuse_writes_after(self, marker: str, allowance: int) -> None:
         """After ``allowance`` more writes whose decoded URL contains ``marker``, refuse every write."""
@@ -46,8 +48,8 @@ class RefusingRelay:
         with self._lock:
             self._marker = None
 
-    def _refuses(self, method: bytes, target: bytes) -> bool:
-        text = f"{method.decode()} {urllib.parse.unquote(target.decode(errors='replace'))}"
+    def refuses(self, method: str, target: str) -> bool:
+        text = f"{method} {urllib.parse.unquote(target)}"
         with self._lock:
             if self._marker is None or method not in _WRITES:
                 return False
@@ -59,62 +61,63 @@ class RefusingRelay:
             self.refused.append(text)
             return True
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
-        client, upstream = _Reader(connection), None
-        try:
-            while True:
-                first, headers = _headers(client.head())
-                method, target = first.split(b" ")[:2]
-                if (_header(headers, b"expect") or b"").lower() == b"100-continue":
-                    connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-                headers = [(k, v) for k, v in headers if k.lower() != b"expect"]
-                if self._refuses(method.upper(), target):
-                    _relay_body(client, headers, _Discard(), until_close=False)
-                    connection.sendall(_forbidden())
-                    continue
-                if upstream is None:
-                    upstream = _Reader(socket.create_connection(self.upstream))
-                upstream.sock.sendall(_join(first, headers))
-                _relay_body(client, headers, upstream.sock, until_close=False)
-                while True:  # interim (1xx) responses are not passed on
-                    status_line, response = _headers(upstream.head())
-                    if int(status_line.split(b" ")[1]) >= 200:
-                        break
-                connection.sendall(_join(status_line, response))
-                status = int(status_line.split(b" ")[1])
-                if method.upper() != b"HEAD" and status not in (204, 304):
-                    if not _relay_body(upstream, response, connection, until_close=True):
-                        return
-                if (_header(response, b"connection") or b"").lower() == b"close":
-                    return
-        except (_Closed, OSError, ValueError, IndexError):
-            pass
-        finally:
-            connection.close()
-            if upstream is not None:
-                upstream.sock.close()
-
     def close(self) -> None:
-        self._server.close()
+        self._server.shutdown()
+        self._server.server_close()
 
 
-class _Discard:
-    def sendall(self, data: bytes) -> None:
-        del data
+def _handler(relay: RefusingRelay) -> type[http.server.BaseHTTPRequestHandler]:
+    class Relay(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the storage clients expect
+
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                chunks = []
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                    pass
+                return b"".join(chunks)
+            return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+        def _relay(self) -> None:
+            body = self._body()
+            if relay.refuses(self.command, self.path):
+                self._send(403, [("Content-Type", "application/json")], _FORBIDDEN)
+                return
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+            upstream = http.client.HTTPConnection(*relay.upstream, timeout=60)
+            try:
+                upstream.request(self.command, self.path, body=body if body or self.command in _WRITES else None,
+                                 headers=headers)
+                response = upstream.getresponse()
+                content = response.read()
+                self._send(response.status, [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP
+                                             and k.lower() != "content-length"], content)
+            finally:
+                upstream.close()
+
+        def _send(self, status: int, headers: list[tuple[str, str]], content: bytes) -> None:
+            self.send_response_only(status)
+            for key, value in headers:
+                self.send_header(key, value)
+            if self.command != "HEAD":
+                self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(content)
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _relay
+
+        def log_message(self, *args) -> None:
+            pass
+
+    return Relay
 
 
-def _forbidden() -> bytes:
-    body = json.dumps({"error": {"code": 403, "message": "dog-jax-test@example.iam.gserviceaccount.com does not "
-                                 "have storage.objects.create access to the Google Cloud Storage object. "
-                                 "Permission 'storage.objects.create' denied on resource (or it may not exist).",
-                                 "errors": [{"reason": "forbidden", "domain": "global"}]}}).encode()
-    head = [(b"Content-Type", b"application/json"), (b"Content-Length", str(len(body)).encode())]
-    return _join(b"HTTP/1.1 403 Forbidden", head) + body
+_FORBIDDEN = json.dumps({"error": {
+    "code": 403, "errors": [{"reason": "forbidden", "domain": "global"}],
+    "message": "dog-jax-test@example.iam.gserviceaccount.com does not have storage.objects.create access to the "
+               "Google Cloud Storage object. Permission 'storage.objects.create' denied on resource (or it may not "
+               "exist)."}}).encode()
