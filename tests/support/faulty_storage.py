@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
+import sys
 import threading
 import urllib.parse
 
@@ -32,8 +33,7 @@ class RefusingRelay:
         self._lock = threading.Lock()
         self._marker: str | None = None
         self._allowance = 0
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _handler(self))
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         threading.Thread(target=self._server.serve_forever, name="refusing-relay", daemon=True).start()
@@ -64,6 +64,15 @@ class RefusingRelay:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up (e.g. a train.py run ended at once by a storage failure) is no error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _handler(relay: RefusingRelay) -> type[http.server.BaseHTTPRequestHandler]:
