@@ -66,7 +66,8 @@ def _fail(message: str) -> int:
 def check_configs(runs: list[Run]) -> None:
     """Builds every distinct config with its overrides and validates it, so that a typo stops the
     sweep before hours of training instead of at its 17th run. Raises SweepError."""
-    from dog_jax.train.config import ConfigError, validate
+    from dog_jax.train.config import ConfigError
+    from dog_jax.train.run_spec import check
 
     seen = set()
     for run in runs:
@@ -91,7 +92,7 @@ def check_configs(runs: list[Run]) -> None:
                 if leaf not in node:
                     raise ConfigError(f"override {field!r} is not a config field")
                 node[leaf] = value
-            validate(config, device_count=1)
+            check(config, device_count=1)
         except (ConfigError, KeyError, TypeError, ValueError) as error:
             raise SweepError(f"{run.label}: {error}") from None
 

@@ -205,18 +205,11 @@ def _require(condition: bool, message: str) -> None:
 
 
 def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int = 1) -> None:
-    """Checks values that would otherwise fail deep inside training; raises :class:`ConfigError`."""
-    from dog_jax import models  # local: keeps this module importable from config files cheaply.
+    """Checks the values that would otherwise fail deep inside training; raises :class:`ConfigError`.
 
-    if config.model not in models.list_models():
-        try:
-            models.get_model_config(config.model)
-        except ValueError as error:
-            raise ConfigError(f"config.model: {error}") from None
-    try:
-        models.get_model_config(config.model, **architecture_overrides(config))
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"config.model_overrides: {error}") from None
+    The model fields (``model``, ``model_overrides``, ``dw_param``, the patch against ``image_size``)
+    are checked where they are resolved: ``dog_jax.train.run_spec.check`` runs this, then resolves them.
+    """
     allowed_inits = ("reference",) + tuple(INITIALIZER_NAMES)
     _require(config.dw_init in allowed_inits,
              f"config.dw_init={config.dw_init!r} is unknown; use one of {', '.join(allowed_inits)}.")
@@ -249,9 +242,6 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
              "Set config.num_epochs > 0 or config.num_train_steps > 0.")
     _require(isinstance(config.image_size, int) and config.image_size >= 8,
              f"config.image_size={config.image_size!r} must be an int >= 8.")
-    patch = dict(config.model_overrides).get("patch_size", models.get_model_config(config.model).patch_size)
-    _require(config.image_size >= patch, f"config.image_size={config.image_size} is smaller than the model's "
-             f"patch size {patch}; raise image_size or lower model_overrides.patch_size.")
     _require(0.0 < config.eval_crop_pct <= 1.0, f"config.eval_crop_pct={config.eval_crop_pct} must be in (0, 1].")
 
     opt = config.optimizer
@@ -290,15 +280,3 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     _require(config.nonfinite_policy in NONFINITE_POLICIES,
              f"config.nonfinite_policy={config.nonfinite_policy!r}; use one of {', '.join(NONFINITE_POLICIES)}.")
 
-
-def architecture_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """``create_model`` overrides: ``model_overrides`` plus ``dw_param`` when it is not "free".
-
-    A "free" run leaves ``dw_param`` out, so configs and checkpoints written before the field existed
-    read the same. Configs saved without the field count as "free".
-    """
-    overrides = config.model_overrides.to_dict()
-    dw_param = config.get("dw_param", "free")
-    if dw_param != "free":
-        overrides["dw_param"] = dw_param
-    return overrides
