@@ -153,6 +153,47 @@ def dw_init_from_args(args: dict[str, object]) -> str:
     return str(args.get("dw_init", args.get("init", "reference")))
 
 
+def convnext_codebase_recipe(args: Mapping[str, object], *, model: str, demo_model: str, drop_path_rate: float,
+                             grad_clip_norm: float, demo_depths: tuple[int, ...]) -> ml_collections.ConfigDict:
+    """The ImageNet recipe of the ConvNeXt code base, which HorNet's training code is built on, at the
+    paper's 50 epochs (``configs/convnext.py`` and ``configs/hornet.py`` give its sources): AdamW lr 4e-3
+    at batch 4096, weight decay 0.05, cosine to 1e-6 after a warm-up of 20/300 of the epochs, mixup 0.8,
+    CutMix 1.0, eval crop 0.875, model EMA 0.9999, 7x7 depthwise kernels.
+
+    Args:
+      args: the parsed config string (``dw_init``/``init``, ``model``, ``demo``, ``epochs``).
+      model, demo_model: the registered model of the full run and of ``demo`` (``model=`` overrides both).
+      drop_path_rate, grad_clip_norm: what the two families' recipes set differently.
+      demo_depths: the blocks per stage of the ``demo`` model (widths 32-256, patch 4, 32 px demo data).
+    """
+    c = base_config()
+    c.model = args.get("model", model)
+    # kernel_size is listed so that --config.model_overrides.kernel_size=<k> works (locked config).
+    c.model_overrides = ml_collections.ConfigDict({"kernel_size": 7})
+    c.dw_init = dw_init_from_args(args)
+    c.drop_path_rate = drop_path_rate
+    c.batch_size = 4096
+    c.num_epochs = args.get("epochs", 50.0)
+    c.eval_crop_pct = 0.875
+    c.optimizer.learning_rate = 4e-3
+    c.optimizer.weight_decay = 0.05
+    c.optimizer.schedule = "cosine"
+    c.optimizer.warmup_epochs = 20 * c.num_epochs / 300
+    c.optimizer.min_learning_rate = 1e-6
+    c.optimizer.grad_clip_norm = grad_clip_norm
+    c.augment.mixup_alpha = 0.8
+    c.augment.cutmix_alpha = 1.0
+    c.ema_decay = 0.9999
+    if args.get("demo"):
+        c.model = args.get("model", demo_model)
+        c.model_overrides = ml_collections.ConfigDict(
+            {"depths": demo_depths, "dims": (32, 64, 128, 256), "patch_size": 4, "kernel_size": 7})
+        apply_demo_recipe(c, epochs=args.get("epochs", 3.0))
+        c.optimizer.learning_rate = 4e-3
+        c.optimizer.warmup_epochs = 0.3
+    return c
+
+
 def parse_config_string(arg: str | None, allowed: dict[str, type]) -> dict[str, object]:
     """Parses ``"key=value,key2=value2,flag"`` (the part after ``:`` in ``--config=file.py:...``).
 
