@@ -162,12 +162,7 @@ def test_timm_architecture_routes():
     # ... so the paper's ConvMixer (not in timm) and changed sizes use dog_jax_convmixer.
     architecture, args, _ = timm_architecture(_model("convmixer_768_32", depth=2))
     assert architecture == "dog_jax_convmixer" and args["depth"] == 2 and args["activation"] == "relu"
-    assert timm_architecture(_model("convmixer_512_12"))[0] == "dog_jax_convmixer"
-    register_timm_models()
-    register_timm_models()  # idempotent
-    built = timm.create_model("dog_jax_convmixer", dim=8, depth=1, kernel_size=3, patch_size=2,
-                              activation="relu")
-    assert isinstance(built.blocks[0][2], torch.nn.ReLU)
+    assert timm_architecture(_model("convmixer_512_12"))[0] == "dog_jax_convmixer"  # tests/test_timm_models.py
     with pytest.raises(ValueError, match="mlp_ratio=2 cannot be exported for timm"):
         timm_architecture(_model("convnext_atto", mlp_ratio=2))
 
