@@ -110,8 +110,8 @@ def test_tpu_steps_have_no_dog_jax_call_and_no_all_gather(family, tmp_path):
     assert report["memory_bytes_per_device"] == max(train["memory_bytes"], evaluation["memory_bytes"])
     # fits = the compiled step + the next batch (4 32x32 images, labels and masks per device, in the
     # dtypes the pipeline delivers) + the 0.25 GiB of a v5e chip that XLA leaves to the runtime
-    batch = aot._batch_structs(Mesh(np.asarray(tpu_topology.topology_devices("v5e:2x2")), ("data",)), 16, 32,
-                               eval_batch=True)
+    batch = aot._batch_structs(Mesh(np.asarray(tpu_topology.topology_devices("v5e:2x2")), ("data",)), 16,
+                               (32, 32, 3), eval_batch=True)
     assert report["input_buffer_bytes"] == 4 * sum(np.dtype(leaf.dtype).itemsize * int(np.prod(leaf.shape[1:]))
                                                    for leaf in batch.values())
     assert report["reserve_bytes"] == 2**28
