@@ -25,46 +25,19 @@ min(0.9999, (1+t)/(10+t)) so that 50 epochs do not leave ~21 % of the random ini
 best checkpoint is still chosen by the model's own top-1.
 "reference" init is the original trunc-normal(0.02) of every conv; the paper's "Kaiming"
 baseline is ambiguous here (``dw_init=kaiming`` gives He normal on the depthwise kernels only).
+
+``demo``: a 4-stage ConvNeXt (``convnext_atto`` unless ``model=``) with 7x7 kernels, depths 1-1-2-1,
+widths 32-256, patch 4, on the built-in 32 px dataset. The recipe is shared with configs/hornet.py:
+``dog_jax.train.config.convnext_codebase_recipe``.
 """
 
 import ml_collections
 
-from dog_jax.train.config import (DW_INIT_KEYS, apply_demo_recipe, base_config, dw_init_from_args,
-                                  parse_config_string)
+from dog_jax.train.config import DW_INIT_KEYS, convnext_codebase_recipe, parse_config_string
 
 _ARGS = {**DW_INIT_KEYS, "model": str, "demo": bool, "epochs": float}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_config_string(arg, _ARGS)
-    c = base_config()
-    c.model = args.get("model", "convnext_tiny")
-    # kernel_size is listed so that --config.model_overrides.kernel_size=<k> works (locked config).
-    c.model_overrides = ml_collections.ConfigDict({"kernel_size": 7})
-    c.dw_init = dw_init_from_args(args)
-    c.drop_path_rate = 0.1
-    c.batch_size = 4096
-    c.num_epochs = args.get("epochs", 50.0)
-    c.eval_crop_pct = 0.875
-    c.optimizer.learning_rate = 4e-3
-    c.optimizer.weight_decay = 0.05
-    c.optimizer.schedule = "cosine"
-    c.optimizer.warmup_epochs = 20 * c.num_epochs / 300
-    c.optimizer.min_learning_rate = 1e-6
-    c.optimizer.grad_clip_norm = 0.0
-    c.augment.mixup_alpha = 0.8
-    c.augment.cutmix_alpha = 1.0
-    c.ema_decay = 0.9999
-    if args.get("demo"):
-        _demo(c, args)
-    return c
-
-
-def _demo(c: ml_collections.ConfigDict, args: dict) -> None:
-    """A 4-stage ConvNeXt with 7x7 kernels (widths 32-256, patch 4) on the built-in 32 px dataset."""
-    c.model = args.get("model", "convnext_atto")
-    c.model_overrides = ml_collections.ConfigDict(
-        {"depths": (1, 1, 2, 1), "dims": (32, 64, 128, 256), "patch_size": 4, "kernel_size": 7})
-    apply_demo_recipe(c, epochs=args.get("epochs", 3.0))
-    c.optimizer.learning_rate = 4e-3
-    c.optimizer.warmup_epochs = 0.3
+    return convnext_codebase_recipe(parse_config_string(arg, _ARGS), model="convnext_tiny", demo_model="convnext_atto",
+                                    drop_path_rate=0.1, grad_clip_norm=0.0, demo_depths=(1, 1, 2, 1))

@@ -22,45 +22,20 @@ min(0.9999, (1+t)/(10+t)) so that 50 epochs do not leave ~21 % of the random ini
 (docs/experiments.md), the setting of the
 ConvNeXt code base HorNet's training code is built on (not checked against HorNet's own
 commands), evaluated beside the model (``eval_ema_top1``).
+
+``demo``: a 4-stage HorNet, one block per stage, 7x7 gnconv (widths 32-256, patch 4, orders 2-5), on
+the built-in 32 px dataset. The recipe is shared with configs/convnext.py:
+``dog_jax.train.config.convnext_codebase_recipe``.
 """
 
 import ml_collections
 
-from dog_jax.train.config import (DW_INIT_KEYS, apply_demo_recipe, base_config, dw_init_from_args,
-                                  parse_config_string)
+from dog_jax.train.config import DW_INIT_KEYS, convnext_codebase_recipe, parse_config_string
 
 _ARGS = {**DW_INIT_KEYS, "model": str, "demo": bool, "epochs": float}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_config_string(arg, _ARGS)
-    c = base_config()
-    c.model = args.get("model", "hornet_tiny_7x7")
-    # kernel_size is listed so that --config.model_overrides.kernel_size=<k> works (locked config).
-    c.model_overrides = ml_collections.ConfigDict({"kernel_size": 7})
-    c.dw_init = dw_init_from_args(args)
-    c.drop_path_rate = 0.2
-    c.batch_size = 4096
-    c.num_epochs = args.get("epochs", 50.0)
-    c.eval_crop_pct = 0.875
-    c.optimizer.learning_rate = 4e-3
-    c.optimizer.weight_decay = 0.05
-    c.optimizer.schedule = "cosine"
-    c.optimizer.warmup_epochs = 20 * c.num_epochs / 300
-    c.optimizer.min_learning_rate = 1e-6
-    c.optimizer.grad_clip_norm = 5.0
-    c.augment.mixup_alpha = 0.8
-    c.augment.cutmix_alpha = 1.0
-    c.ema_decay = 0.9999
-    if args.get("demo"):
-        _demo(c, args)
-    return c
-
-
-def _demo(c: ml_collections.ConfigDict, args: dict) -> None:
-    """A 4-stage HorNet, one block per stage, 7x7 gnconv (widths 32-256, patch 4, orders 2-5), 32 px demo data."""
-    c.model_overrides = ml_collections.ConfigDict(
-        {"depths": (1, 1, 1, 1), "dims": (32, 64, 128, 256), "patch_size": 4, "kernel_size": 7})
-    apply_demo_recipe(c, epochs=args.get("epochs", 3.0))
-    c.optimizer.learning_rate = 4e-3
-    c.optimizer.warmup_epochs = 0.3
+    return convnext_codebase_recipe(parse_config_string(arg, _ARGS), model="hornet_tiny_7x7",
+                                    demo_model="hornet_tiny_7x7", drop_path_rate=0.2, grad_clip_norm=5.0,
+                                    demo_depths=(1, 1, 1, 1))

@@ -8,9 +8,10 @@ names (then ``--config`` names the model and data, e.g. a converted timm ConvNeX
     python -m dog_jax.evaluate --checkpoint=convnext_tiny.safetensors \\
         --config=configs/convnext.py:model=convnext_tiny --config.data_dir=/data/tfds --out=eval.json
 
-The data go through the trainer's eval pipeline (``dog_jax.data.eval_dataset``: centre crop of
-``eval_crop_pct`` at ``image_size``, ImageNet mean/std) and the trainer's jitted eval step and loop
-(``steps.make_eval_step``, ``loop.evaluate``), so a workdir's metrics equal the trainer's own eval.
+The data go through the trainer's own eval input (``run_setup.eval_stream``: centre crop of
+``eval_crop_pct`` at ``image_size``, ImageNet mean/std), the model's compute dtype from its
+``run_spec.ModelSpec``, and the trainer's jitted eval step and loop (``steps.make_eval_step``,
+``loop.evaluate``), so a workdir's metrics equal the trainer's own eval.
 Writes the metrics as JSON: ``--out``, default ``<workdir>/eval/<split>_step<N>[_ema].json`` for a
 workdir, with the evaluation's provenance record (``provenance``: code, libraries, native kernels,
 "auto" choices of the eval forward pass, devices; ``dog_jax.provenance``) and, for a workdir, the
@@ -37,26 +38,27 @@ __all__ = ["default_output", "evaluate_checkpoint"]
 
 
 def _load_weights(checkpoint: str, config: ml_collections.ConfigDict | None, *, step: int | None, ema: bool,
-                  num_classes_of_data) -> tuple[Any, Any, ml_collections.ConfigDict, dict[str, Any]]:
-    """(model, EMA model or None, config, description) for a workdir or a checkpoint file.
+                  num_classes_of_data) -> tuple[Any, Any, ml_collections.ConfigDict, Any, dict[str, Any]]:
+    """(model, EMA model or None, config, its ``run_spec.ModelSpec``, description) for a workdir or a
+    checkpoint file.
 
     A workdir whose run has an EMA gives both (the trainer evaluates both), unless ``ema`` asks for
     the EMA alone.
     """
     from dog_jax import convert
-    from dog_jax.train import restore
+    from dog_jax.train import restore, run_spec
 
     if run_path(checkpoint).is_dir():
         run = restore.find_checkpoint(checkpoint, step)
-        model = restore.inference_model(run.config, run.num_classes)
+        model = run.model.abstract(run.num_classes, inference=True)
         restore.fill_model(model, restore.read_weights(run, ema=ema), str(run.step_dir))
         ema_model = None
         if run.has_ema and not ema:
-            ema_model = restore.inference_model(run.config, run.num_classes)
+            ema_model = run.model.abstract(run.num_classes, inference=True)
             restore.fill_model(ema_model, restore.read_weights(run, ema=True), str(run.step_dir))
-        return model, ema_model, run.config, {"checkpoint": str(run.workdir), "step": run.step,
-                                              "weights": "ema" if ema else "trained",
-                                              "training_provenance": run.provenance or None}
+        return model, ema_model, run.config, run.model, {"checkpoint": str(run.workdir), "step": run.step,
+                                                         "weights": "ema" if ema else "trained",
+                                                         "training_provenance": run.provenance or None}
     if not run_path(checkpoint).exists():
         raise CheckpointError(f"{checkpoint}: no such file or directory.")
     if config is None:
@@ -65,13 +67,14 @@ def _load_weights(checkpoint: str, config: ml_collections.ConfigDict | None, *, 
     if step is not None or ema:
         raise CheckpointError(f"{checkpoint}: --step and --ema select a workdir's checkpoint; a file has "
                               "one set of weights.")
-    model = restore.inference_model(config, num_classes_of_data(config))
+    spec = run_spec.model_spec(config)
+    model = spec.abstract(num_classes_of_data(config), inference=True)
     try:
         report = convert.load_torch_checkpoint(model, checkpoint)
     except convert.StateDictMismatchError as error:
         raise CheckpointError(f"{checkpoint}: {error}") from None
     described = {"checkpoint": str(checkpoint), "step": None, "weights": f"file ({report.naming} names)"}
-    return model, None, config, described
+    return model, None, config, spec, described
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: ml_collections.ConfigDict | None = None,
@@ -102,11 +105,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: ml_collections
       a file without one, a classifier size that differs from the dataset's classes).
     """
     import jax
-    import jax.numpy as jnp
 
     from dog_jax import data, provenance
     from dog_jax.train import config as config_lib
-    from dog_jax.train import loop, sharding, steps
+    from dog_jax.train import loop, run_setup, sharding, steps
 
     if config is not None and run_path(checkpoint).is_dir():
         raise config_lib.ConfigError(f"{checkpoint} is a workdir, which evaluates with its own config; drop "
@@ -119,7 +121,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: ml_collections
             builders[key] = data.get_builder(c.dataset, c.get("data_dir"), manual_dir=c.get("manual_dir"))
         return builders[key]
 
-    model, ema_model, config, described = _load_weights(
+    model, ema_model, config, spec, described = _load_weights(
         os.fspath(checkpoint), config, step=step, ema=ema,
         num_classes_of_data=lambda c: data.num_classes(builder_for(c)))
     builder = builder_for(config)
@@ -137,25 +139,19 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: ml_collections
                                      f"pass --batch_size={max(1, batch_size // devices) * devices}.")
 
     mesh = sharding.create_mesh()
-    compute_dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
     parts, params, batch_stats = steps.split_model(model)
     weights = {"params": params, "batch_stats": batch_stats}
     if ema_model is not None:
         _, ema_params, ema_batch_stats = steps.split_model(ema_model)
         weights["ema"] = {"params": ema_params, "batch_stats": ema_batch_stats}
     weights = jax.device_put(weights, sharding.replicated(mesh))
-    eval_step = steps.make_eval_step(parts, compute_dtype=compute_dtype, mesh=mesh)
-    examples = data.split_size(builder, split)
+    eval_step = steps.make_eval_step(parts, compute_dtype=spec.compute_dtype, mesh=mesh)
     local_batch = batch_size // processes
-    source = data.local_source(builder, split, shard_index=jax.process_index(), shard_count=processes,
-                               drop_remainder=False)
-    eval_ds = data.eval_dataset(source, local_batch_size=local_batch, image_size=config.image_size,
-                                crop_pct=config.eval_crop_pct,
-                                num_batches=data.eval_num_batches(examples, processes, local_batch))
+    eval_ds = run_setup.eval_stream(builder, split, local_batch_size=local_batch, image_size=config.image_size,
+                                    crop_pct=config.eval_crop_pct)
     metrics = loop.evaluate(weights, eval_step, parts.rng_state, eval_ds, mesh)
-    channels = config_lib.architecture_overrides(config).get("in_chans", 3)
-    choices = provenance.auto_choices(model, (local_batch // jax.local_device_count(), config.image_size,
-                                              config.image_size, channels), compute_dtype, target=mesh, train=False)
+    shape = (local_batch // jax.local_device_count(), config.image_size, config.image_size, spec.in_chans)
+    choices = provenance.auto_choices(model, shape, spec.compute_dtype, target=mesh, train=False)
     return {**metrics, **described, "model": config.model, "dataset": config.dataset, "split": split,
             "image_size": config.image_size, "crop_pct": config.eval_crop_pct, "batch_size": batch_size,
             "provenance": provenance.record(choices)}

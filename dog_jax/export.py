@@ -42,6 +42,8 @@ from dog_jax.storage import run_path
 if TYPE_CHECKING:
     import ml_collections
 
+    from dog_jax.train.run_spec import ModelSpec
+
 require("dog_jax.export", "train", "tensorflow", "tensorflow_datasets", "orbax", "ml_collections")
 
 __all__ = ["export_model", "hub_config", "main", "timm_architecture"]
@@ -59,12 +61,12 @@ def _json_value(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def timm_architecture(model_name: str, model_config: Any) -> tuple[str, dict[str, Any], str]:
+def timm_architecture(model: ModelSpec) -> tuple[str, dict[str, Any], str]:
     """``(architecture, model_args, naming)`` of an exported model.
 
     Args:
-      model_name: the registered dog_jax name (``config.model``).
-      model_config: its architecture dataclass with the run's overrides (``get_model_config``).
+      model: the run's model (``dog_jax.train.run_spec.ModelSpec``): its registered name, the
+        registered size and the architecture with the run's overrides.
 
     Returns:
       ``architecture``: the timm model name (or ``dog_jax_convmixer`` for ConvMixer sizes timm does
@@ -75,15 +77,15 @@ def timm_architecture(model_name: str, model_config: Any) -> tuple[str, dict[str
     Raises:
       ValueError: an override timm's ConvNeXt has no argument for (``mlp_ratio``).
     """
-    free = dataclasses.replace(model_config, dw_param="free")
+    model_name, default = model.name, model.registered
+    free = dataclasses.replace(model.architecture, dw_param="free")
     if isinstance(free, models.ConvMixerConfig):
-        if model_name in TIMM_CONVMIXERS and free == models.get_model_config(model_name):
+        if model_name in TIMM_CONVMIXERS and free == default:
             return model_name, {}, "timm"
         from_fields = ("kernel_size", "patch_size", "activation", "in_chans")
         return "dog_jax_convmixer", {"dim": free.width, "depth": free.depth,
                                      **{name: getattr(free, name) for name in from_fields}}, "timm"
     if isinstance(free, models.ConvNeXtConfig):
-        default = models.get_model_config(model_name)
         if free.mlp_ratio != default.mlp_ratio:
             raise ValueError(f"mlp_ratio={free.mlp_ratio} cannot be exported for timm: its ConvNeXt has no "
                              "mlp_ratio argument (it is always 4).")
@@ -116,11 +118,13 @@ def _pretrained_cfg(config: ml_collections.ConfigDict, model_config: Any, num_cl
     }
 
 
-def hub_config(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
-    """The ``config.json`` of an export (timm's hub format plus a ``dog_jax`` entry)."""
-    overrides = config.model_overrides.to_dict()
-    model_config = models.get_model_config(config.model, **overrides)
-    architecture, model_args, naming = timm_architecture(config.model, model_config)
+def hub_config(config: ml_collections.ConfigDict, model: ModelSpec, num_classes: int) -> dict[str, Any]:
+    """The ``config.json`` of an export (timm's hub format plus a ``dog_jax`` entry) of the run with
+    ``config`` and its ``model``."""
+    # A basis run's kernels are exported materialised: the file is a free-kernel model's.
+    overrides = {key: value for key, value in model.overrides.items() if key != "dw_param"}
+    model_config = model.architecture
+    architecture, model_args, naming = timm_architecture(model)
     dims = getattr(model_config, "dims", None)
     hub = {"architecture": architecture, "num_classes": num_classes,
            "num_features": dims[-1] if dims else model_config.width}
@@ -261,7 +265,8 @@ def export_model(workdir: str | os.PathLike, out: str | os.PathLike, *, step: in
     from dog_jax.train.restore import find_checkpoint, restore_model
 
     checkpoint = find_checkpoint(workdir, step)
-    hub = hub_config(checkpoint.config, checkpoint.num_classes)  # before restoring: fails fast on mlp_ratio
+    # Before restoring: fails fast on mlp_ratio.
+    hub = hub_config(checkpoint.config, checkpoint.model, checkpoint.num_classes)
     hub["dog_jax"]["provenance"] = {"training": checkpoint.provenance.get("provenance"),
                                     "training_earlier": checkpoint.provenance.get("provenance_earlier", []),
                                     "export": provenance.record()}

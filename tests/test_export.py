@@ -12,6 +12,7 @@ torch = require("torch", "torch is not installed", TORCH)
 timm = require("timm", "timm is not installed", TORCH)
 
 import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
@@ -19,7 +20,8 @@ from dog_jax import models  # noqa: E402
 from dog_jax.convert import load_torch_checkpoint  # noqa: E402
 from dog_jax.export import export_model, timm_architecture  # noqa: E402
 from dog_jax.timm_models import register_timm_models  # noqa: E402
-from dog_jax.train import CheckpointError, restore_model  # noqa: E402
+from dog_jax.train import CheckpointError, base_config, restore_model  # noqa: E402
+from dog_jax.train.run_spec import model_spec  # noqa: E402
 from tests.support import subprocesses  # noqa: E402
 from tests.support.console import third_party_info_lines  # noqa: E402
 from tests.support.workdirs import saved_workdir, tiny_family_config  # noqa: E402
@@ -140,30 +142,29 @@ def test_export_hornet_official_names_reload_into_dog_jax(tmp_path):
     np.testing.assert_allclose(np.asarray(_logits(reloaded, x)), np.asarray(_logits(model, x)), rtol=1e-5, atol=1e-5)
 
 
+def _model(name, **overrides):
+    """The run spec's model of a config naming ``name`` with ``overrides``."""
+    config = base_config()
+    config.model = name
+    config.model_overrides = ml_collections.ConfigDict(overrides)
+    return model_spec(config)
+
+
 def test_timm_architecture_routes():
     # Registered sizes export under their own name without model_args.
-    atto = models.get_model_config("convnext_atto")
-    assert timm_architecture("convnext_atto", atto) == ("convnext_atto", {}, "timm")
-    assert timm_architecture("convmixer_768_32", models.get_model_config("convmixer_768_32")) == (
-        "convmixer_768_32", {}, "timm")
+    assert timm_architecture(_model("convnext_atto")) == ("convnext_atto", {}, "timm")
+    assert timm_architecture(_model("convmixer_768_32")) == ("convmixer_768_32", {}, "timm")
     for name in models.list_models("convnext"):
         assert timm.is_model(name), name  # every dog_jax ConvNeXt name is a timm architecture
     # The trap: timm's ConvMixer entrypoints fix their sizes, model_args cannot change them ...
     with pytest.raises(TypeError, match="multiple values for keyword argument 'dim'"):
         timm.create_model("convmixer_768_32", dim=16)
     # ... so the paper's ConvMixer (not in timm) and changed sizes use dog_jax_convmixer.
-    architecture, args, _ = timm_architecture("convmixer_768_32",
-                                              models.get_model_config("convmixer_768_32", depth=2))
+    architecture, args, _ = timm_architecture(_model("convmixer_768_32", depth=2))
     assert architecture == "dog_jax_convmixer" and args["depth"] == 2 and args["activation"] == "relu"
-    paper = models.get_model_config("convmixer_512_12")
-    assert timm_architecture("convmixer_512_12", paper)[0] == "dog_jax_convmixer"
-    register_timm_models()
-    register_timm_models()  # idempotent
-    built = timm.create_model("dog_jax_convmixer", dim=8, depth=1, kernel_size=3, patch_size=2,
-                              activation="relu")
-    assert isinstance(built.blocks[0][2], torch.nn.ReLU)
+    assert timm_architecture(_model("convmixer_512_12"))[0] == "dog_jax_convmixer"  # tests/test_timm_models.py
     with pytest.raises(ValueError, match="mlp_ratio=2 cannot be exported for timm"):
-        timm_architecture("convnext_atto", models.get_model_config("convnext_atto", mlp_ratio=2))
+        timm_architecture(_model("convnext_atto", mlp_ratio=2))
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 and how a resumed run keeps the records of earlier starts made by other code."""
 
 import json
-import shutil
 import subprocess
 
 import jax
@@ -13,24 +12,14 @@ from flax import nnx
 from dog_jax import models, provenance
 from dog_jax.ops.auto import Target
 from dog_jax.train.run_provenance import earlier_starts, split_config_json
-from tests.support.requires import require
-
-
-def _git(repo, *args):
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+from tests.support.git import committed_repo
 
 
 @pytest.fixture
 def checkout(tmp_path):
     """A git repository holding a package ``dog_jax`` (just its __init__.py), committed."""
-    require(shutil.which("git") is not None, "git is not installed", "apt-get install git")
     repo = tmp_path / "repo"
-    (repo / "dog_jax").mkdir(parents=True)
-    (repo / "dog_jax" / "__init__.py").write_text("")
-    (repo / ".gitignore").write_text("*.so\n")
-    _git(repo, "init", "-q")
-    _git(repo, "add", ".")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    committed_repo(repo, {"dog_jax/__init__.py": "", ".gitignore": "*.so\n"})
     return repo
 
 

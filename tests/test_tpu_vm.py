@@ -7,7 +7,6 @@ import os
 import shlex
 import signal
 import stat
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dog_jax.tpu_vm import cli, slices, worker
+from tests.support.git import committed_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["--config=configs/convnext.py:dw_init=dog", "--workdir=gs://b/runs/x"]
@@ -44,14 +44,9 @@ def _error(capsys, *argv) -> str:
 def checkout(tmp_path, monkeypatch):
     """A committed git repository as the current directory; returns its HEAD."""
     repo = tmp_path / "repo"
-    repo.mkdir()
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    (repo / "train.py").write_text("")
-    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "c"]):
-        subprocess.run(["git", *args], cwd=repo, env=env, check=True)
+    head = committed_repo(repo, {"train.py": ""})
     monkeypatch.chdir(repo)
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    return head
 
 
 @pytest.mark.parametrize("name, accelerator_type, image, workers", [

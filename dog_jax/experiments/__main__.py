@@ -63,10 +63,22 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _publish_refusal(args: argparse.Namespace, rows: list) -> str | None:
+    """Why ``--publish`` would publish results that cannot name the code that made them (uncommitted
+    changes in the tree or, with ``rows``, in the runs); None when it may publish or is not asked to."""
+    if args.publish is None or args.allow_dirty:
+        return None
+    from dog_jax.experiments.publish import unpublishable
+
+    problem = unpublishable(rows)
+    return f"--publish: {problem}; commit first, or pass --allow-dirty." if problem else None
+
+
 def check_configs(runs: list[Run]) -> None:
     """Builds every distinct config with its overrides and validates it, so that a typo stops the
     sweep before hours of training instead of at its 17th run. Raises SweepError."""
-    from dog_jax.train.config import ConfigError, validate
+    from dog_jax.train.config import ConfigError
+    from dog_jax.train.run_spec import check
 
     seen = set()
     for run in runs:
@@ -91,7 +103,7 @@ def check_configs(runs: list[Run]) -> None:
                 if leaf not in node:
                     raise ConfigError(f"override {field!r} is not a config field")
                 node[leaf] = value
-            validate(config, device_count=1)
+            check(config, device_count=1)
         except (ConfigError, KeyError, TypeError, ValueError) as error:
             raise SweepError(f"{run.label}: {error}") from None
 
@@ -111,12 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         return _fail(f"no runs selected (of {len(all_runs)}); check --only / --shard.")
     print(f"Sweep {args.sweep}: {len(runs)} of {len(all_runs)} runs selected, root {resolved(root)}", flush=True)
-    if args.publish is not None and not args.allow_dirty:
-        from dog_jax.experiments.publish import unpublishable
+    refusal = _publish_refusal(args, [])  # the tree now: before hours of training (the runs are checked after)
+    if refusal:
+        return _fail(refusal)
+    train_script = None
+    if not args.collect or args.publish is not None:  # train.py runs the runs; publish names it in commands.md
+        from dog_jax.experiments.runner import locate_train_script
 
-        problem = unpublishable([])  # the tree now: before hours of training (the runs are checked after)
-        if problem:
-            return _fail(f"--publish: {problem}; commit first, or pass --allow-dirty.")
+        try:
+            train_script = args.train_script or locate_train_script(args.sweep)
+        except FileNotFoundError as error:
+            return _fail(str(error))
 
     failed = False
     if not args.collect:
@@ -124,12 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             check_configs(runs)
         except SweepError as error:
             return _fail(str(error))
-        from dog_jax.experiments.runner import locate_train_script, run_sweep, subprocess_train, train_command
+        from dog_jax.experiments.runner import run_sweep, subprocess_train, train_command
 
-        try:
-            train_script = args.train_script or locate_train_script(args.sweep)
-        except FileNotFoundError as error:
-            return _fail(str(error))
         if args.dry_run:
             for run in runs:
                 print(f"[{run_status(run.workdir):7s}] {run.key}\n    " + shlex.join(train_command(run, train_script)))
@@ -149,12 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     # Collect over the whole sweep (not just this shard): the table shows every run's status.
     collected = collect(all_runs, sweep, root, title=f"Results of {Path(args.sweep).name}",  # local: sweep file
                         curves=not args.no_curves)
-    if args.publish is not None and not args.allow_dirty:
-        from dog_jax.experiments.publish import unpublishable
-
-        problem = unpublishable(collected["rows"])  # before the analysis: minutes not spent in vain
-        if problem:
-            return _fail(f"--publish: {problem}; commit first, or pass --allow-dirty.")
+    refusal = _publish_refusal(args, collected["rows"])  # before the analysis: minutes not spent in vain
+    if refusal:
+        return _fail(refusal)
     # A shard's machine skips the sweep's default analysis: the final --collect does it once for all.
     if args.analysis if args.analysis is not None else (sweep.analysis and shard is None):
         from dog_jax.experiments.kernel_report import analyse_sweep
@@ -162,13 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         analyse_sweep(all_runs, root, during=sweep.analysis_during)
     if args.publish is not None:
         from dog_jax.experiments.publish import publish
-        from dog_jax.experiments.runner import locate_train_script
 
-        try:
-            script = args.train_script or locate_train_script(args.sweep)
-        except FileNotFoundError as error:
-            return _fail(str(error))
-        publish(all_runs, root, args.publish, train_script=script, during=sweep.analysis_during,
+        publish(all_runs, root, args.publish, train_script=train_script, during=sweep.analysis_during,
                 rows=collected["rows"],
                 sweep_command=shlex.join(["python", "-m", "dog_jax.experiments", str(args.sweep),
                                           "--workdir-root", str(root)]),

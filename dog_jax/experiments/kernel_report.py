@@ -41,8 +41,8 @@ def export_init_kernels(run: Run) -> epath.Path:
     import ml_collections
 
     from dog_jax import models
-    from dog_jax.train.loop import create_model_from_config
     from dog_jax.train.run_provenance import split_config_json
+    from dog_jax.train.run_spec import model_spec
 
     path = run_path(run.workdir) / INIT_FILE
     if path.is_file():
@@ -52,7 +52,7 @@ def export_init_kernels(run: Run) -> epath.Path:
     num_classes = (read_summary(run.workdir) or {}).get("num_classes", 1000)
     # The trainer's own model constructor, built eagerly on the CPU (the trainer runs it under jit).
     with jax.default_device(jax.devices("cpu")[0]):
-        model = create_model_from_config(config, num_classes)
+        model = model_spec(config).create(num_classes)
         arrays = {"/".join(str(p) for p in module_path) + "/kernel": np.asarray(layer.kernel[...])
                   for module_path, layer in models.iter_depthwise_convs(model)}
     buffer = io.BytesIO()

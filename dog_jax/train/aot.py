@@ -2,12 +2,12 @@
 
 ``python train.py --config=... --aot_topology=v5e-16 [--aot_report=FILE.json]`` lowers and
 compiles the *same* train step and eval step a run of that config would use (model, optimizer,
-EMA, mixup/CutMix, precision, shardings, donation: everything comes from
-``run_setup.make_step_functions`` over a mesh of the slice's devices) for TPU devices that libtpu
-describes without owning them, and reports what XLA's TPU compiler says: memory per device, FLOPs
-and bytes per step, the collectives, and whether any dog_jax custom call slipped in. Nothing runs
-and no data is read (the dataset's class count and split sizes come from tfds metadata or, for
-ImageNet, from the published sizes).
+EMA, mixup/CutMix, precision, shardings, donation: everything comes from the run's
+``run_spec.RunSpec`` through ``run_setup.make_step_functions`` over a mesh of the slice's devices)
+for TPU devices that libtpu describes without owning them, and reports what XLA's TPU compiler says:
+memory per device, FLOPs and bytes per step, the collectives, and whether any dog_jax custom call
+slipped in. Nothing runs and no data is read (the dataset's class count and split sizes come from
+tfds metadata or, for ImageNet, from the published sizes).
 
 "Fits" counts what a run holds on each chip: the compiled step, the batches the training loop
 keeps on the device besides the step's own, and the HBM the program may not use
@@ -42,8 +42,7 @@ from jax.sharding import Mesh
 
 from dog_jax import data, provenance, storage
 from dog_jax.ops.auto import record_choices
-from dog_jax.train import config as config_lib
-from dog_jax.train import aot_memory, gpu_topology, hlo_bytes, run_setup, sharding, steps, tpu_topology
+from dog_jax.train import aot_memory, gpu_topology, hlo_bytes, run_setup, run_spec, sharding, steps, tpu_topology
 
 # Published split sizes for datasets whose tfds metadata is only known once prepared
 # (ILSVRC-2012: 1,281,167 training and 50,000 validation images).
@@ -114,53 +113,46 @@ def analyse(compiled, compile_seconds: float) -> StepCost:
                     dog_jax_custom_calls=len(_DOG_JAX_CALL.findall(hlo)), compile_seconds=compile_seconds)
 
 
-def _dataset_facts(config: ml_collections.ConfigDict) -> tuple[int, int | None, int | None]:
-    """(num_classes, train examples or None, eval examples or None) without reading or preparing data."""
+def dataset_facts(config: ml_collections.ConfigDict) -> run_spec.DataFacts:
+    """The dataset's classes and split sizes without reading or preparing data (sizes None where unknown)."""
     builder = data.get_builder(config.dataset, config.data_dir, manual_dir=config.manual_dir, prepare=False)
     sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
     sizes = sizes or KNOWN_SPLIT_SIZES.get(config.dataset.split("/")[0], {})
-    return data.num_classes(builder), sizes.get(config.train_split), sizes.get(config.eval_split)
+    return run_spec.DataFacts(num_classes=data.num_classes(builder), train_examples=sizes.get(config.train_split),
+                              eval_examples=sizes.get(config.eval_split))
 
 
-def _plan(config: ml_collections.ConfigDict, num_classes: int, train_examples: int | None) -> run_setup.RunPlan:
-    """The run plan; without known split sizes the schedule gets one nominal epoch of 1000 steps
-    (the compiled program depends on the schedule's constants only, not on its length)."""
-    steps_per_epoch = max(1, train_examples // config.batch_size) if train_examples else 1000
-    total = config.num_train_steps or max(1, int(round(config.num_epochs * steps_per_epoch)))
-    return run_setup.RunPlan(
-        num_classes=num_classes, train_examples=train_examples or 0, eval_examples=0,
-        steps_per_epoch=steps_per_epoch, total_steps=total,
-        warmup_steps=int(round(config.optimizer.warmup_epochs * steps_per_epoch)), eval_every=steps_per_epoch,
-        checkpoint_every=steps_per_epoch, local_batch_size=config.batch_size)
+def resolve(config: ml_collections.ConfigDict, device_count: int) -> run_spec.RunSpec:
+    """The run spec of ``config`` on ``device_count`` devices of one process, its data facts from the
+    dataset's metadata (:func:`dataset_facts`). Raises ConfigError for a wrong value."""
+    model = run_spec.check(config, device_count=device_count, process_count=1)
+    return run_spec.resolve(config, model, dataset_facts(config), device_count=device_count, process_count=1)
 
 
-def _batch_structs(mesh: Mesh, global_batch: int, image_size: int, *, eval_batch: bool) -> dict[str, Any]:
+def _batch_structs(mesh: Mesh, global_batch: int, image_shape: tuple[int, int, int], *,
+                   eval_batch: bool) -> dict[str, Any]:
     """Abstract global batches as the input pipeline delivers them (``sharding.global_batch``)."""
     spec = sharding.batch_sharded(mesh)
-    batch = {"image": jax.ShapeDtypeStruct((global_batch, image_size, image_size, 3), jnp.float32, sharding=spec),
+    batch = {"image": jax.ShapeDtypeStruct((global_batch, *image_shape), jnp.float32, sharding=spec),
              "label": jax.ShapeDtypeStruct((global_batch,), jnp.int32, sharding=spec)}
     if eval_batch:
         batch["mask"] = jax.ShapeDtypeStruct((global_batch,), jnp.float32, sharding=spec)
     return batch
 
 
-def compile_steps(config: ml_collections.ConfigDict, devices: list, global_batch: int, *,
+def compile_steps(spec: run_spec.RunSpec, devices: list, *,
                   which: tuple[str, ...] = ("train", "eval")) -> dict[str, StepCost]:
-    """Compiles the config's train and/or eval step (``which``) for ``devices`` at ``global_batch``."""
-    config = config.copy_and_resolve_references()
-    config.batch_size = global_batch
-    num_classes, train_examples, _ = _dataset_facts(config)
-    plan = _plan(config, num_classes, train_examples)
+    """Compiles the run's train and/or eval step (``which``) for ``devices`` at its global batch."""
     mesh = Mesh(np.asarray(devices), (sharding.DATA_AXIS,))
-    tx, schedule = run_setup.make_optimizer(config, plan)
+    tx, schedule = run_setup.make_optimizer(spec)
     parts, state = steps.abstract_init_train_state(
-        lambda: run_setup.create_model_from_config(config, num_classes), tx, mesh, ema=config.ema_decay > 0)
-    train_step, eval_step = run_setup.make_step_functions(config, plan, parts, tx, schedule, mesh)
+        lambda: spec.model.create(spec.plan.num_classes), tx, mesh, ema=spec.config.ema_decay > 0)
+    train_step, eval_step = run_setup.make_step_functions(spec, parts, tx, schedule, mesh)
     available = {"train": (train_step, False), "eval": (eval_step, True)}
     costs = {}
     for name in which:
         step_fn, eval_batch = available[name]
-        batch = _batch_structs(mesh, global_batch, config.image_size, eval_batch=eval_batch)
+        batch = _batch_structs(mesh, spec.plan.global_batch, spec.image_shape, eval_batch=eval_batch)
         start = time.perf_counter()
         try:
             compiled = step_fn.lower(state, batch, parts.rng_state).compile()
@@ -179,7 +171,7 @@ def searched_memory(cost: StepCost, capacity: int) -> int:
     return max(cost.memory_bytes, capacity + 1) if cost.out_of_memory else cost.memory_bytes
 
 
-def largest_fitting_batch(config: ml_collections.ConfigDict, devices: list, capacity: int, *,
+def largest_fitting_batch(spec: run_spec.RunSpec, devices: list, capacity: int, *,
                           known: dict[int, int], multiple: int = 8, input_bytes_per_example: int = 0) -> int:
     """The largest per-device batch (a multiple of ``multiple``) whose train step fits in
     ``capacity`` bytes, found by compiling; 0 if not even ``multiple`` fits.
@@ -202,7 +194,7 @@ def largest_fitting_batch(config: ml_collections.ConfigDict, devices: list, capa
             slope = (known[fails] - known[low]) / (fails - low)
             guess = low + (capacity - known[low]) / slope if slope > 0 else (fits + fails) / 2
         probe = min(max(int(guess) // multiple * multiple, fits + multiple), fails - multiple)
-        cost = compile_steps(config, devices, probe * len(devices), which=("train",))["train"]
+        cost = compile_steps(spec.at_batch_size(probe * len(devices)), devices, which=("train",))["train"]
         known[probe] = searched_memory(cost, capacity) + input_bytes_per_example * probe
         logging.info("  per-device batch %d: %s%.2f GiB", probe, "more than " if cost.out_of_memory else "",
                      cost.memory_bytes / 2**30)
@@ -222,12 +214,12 @@ def target_devices(topology: str) -> tuple[list, tpu_topology.ChipSpec]:
     return devices, tpu_topology.chip_spec(devices[0].device_kind)
 
 
-def _batch_bytes(config: ml_collections.ConfigDict, devices: list, global_batch: int) -> int:
-    """One batch on one device, in the dtype it travels in (``_batch_structs``): the eval batch, which
-    is the training batch plus a mask, so that one figure bounds both loops."""
+def _batch_bytes(spec: run_spec.RunSpec, devices: list) -> int:
+    """One batch of the run on one device, in the dtype it travels in (``_batch_structs``): the eval
+    batch, which is the training batch plus a mask, so that one figure bounds both loops."""
     mesh = Mesh(np.asarray(devices), (sharding.DATA_AXIS,))
-    return aot_memory.per_device_bytes(_batch_structs(mesh, global_batch, config.image_size, eval_batch=True),
-                                       len(devices))
+    return aot_memory.per_device_bytes(_batch_structs(mesh, spec.plan.global_batch, spec.image_shape,
+                                                      eval_batch=True), len(devices))
 
 
 def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, Any]:
@@ -236,33 +228,32 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
     devices, chip = target_devices(topology)
     kind = devices[0].device_kind
     n = len(devices)
-    config_lib.validate(config, device_count=n, process_count=1)
-    per_device = config.batch_size // n
-    logging.info("AOT: compiling %s (%s, dw_init=%s, precision=%s) for %s: %d x %s, global batch %d (%d per device)",
-                 config.model, config_lib.architecture_overrides(config) or "no overrides", config.dw_init,
-                 config.precision, topology, n, kind, config.batch_size, per_device)
+    spec = resolve(config, n)
+    config, model, plan = spec.config, spec.model, spec.plan
+    per_device = plan.global_batch // n
+    logging.info("AOT: compiling %s (dw_init=%s, precision=%s) for %s: %d x %s, global batch %d (%d per device)",
+                 model.describe(), model.dw_init, config.precision, topology, n, kind, plan.global_batch, per_device)
     # The train step first: when it does not fit, the eval step's compile (minutes at paper scale)
     # would change nothing, so it is skipped and the search for a fitting batch starts at once.
     with record_choices() as choices:
-        train = compile_steps(config, devices, config.batch_size, which=("train",))["train"]
-        evaluation = (compile_steps(config, devices, config.batch_size, which=("eval",))["eval"]
+        train = compile_steps(spec, devices, which=("train",))["train"]
+        evaluation = (compile_steps(spec, devices, which=("eval",))["eval"]
                       if searched_memory(train, chip.hbm_bytes) <= chip.hbm_bytes else None)
     memory = max(train.memory_bytes, evaluation.memory_bytes if evaluation else 0)
     # Both loops hold the same number of batches on the device (eval batches: same size, plus a mask).
-    batch_bytes = _batch_bytes(config, devices, config.batch_size)
+    batch_bytes = _batch_bytes(spec, devices)
     live = aot_memory.live_memory(memory, batch_bytes, reserve_bytes=chip.reserve_bytes,
                                   capacity_bytes=chip.hbm_bytes, refused=bool(train.out_of_memory))
-    num_classes, train_examples, _ = _dataset_facts(config)
     roofline = (None if train.out_of_memory or train.flops is None else  # refused, or no cost analysis (GPU)
                 max(train.flops / chip.peak_bf16_flops, train.bytes_accessed / chip.hbm_bytes_per_second))
     hosts = chip.hosts(n)
     report = {
         "topology": topology, "device_kind": kind,
         "libtpu_topology": None if gpu_topology.is_gpu_name(topology) else tpu_topology.libtpu_name(topology),
-        "num_devices": n, "num_hosts": hosts, "model": config.model,
-        "model_overrides": config_lib.architecture_overrides(config), "precision": config.precision,
-        "remat": bool(config.get("remat", False)), "image_size": config.image_size, "num_classes": num_classes,
-        "global_batch": config.batch_size, "per_device_batch": per_device,
+        "num_devices": n, "num_hosts": hosts, "model": model.name,
+        "model_overrides": model.overrides, "precision": config.precision,
+        "remat": model.remat, "image_size": config.image_size, "num_classes": plan.num_classes,
+        "global_batch": plan.global_batch, "per_device_batch": per_device,
         "hbm_bytes_per_device": chip.hbm_bytes, "memory_bytes_per_device": memory,
         # What a run holds per device: the compiled step + the loop's other batches + the reserve.
         "compiled_bytes": live["compiled_bytes"], "input_buffer_bytes": live["input_buffer_bytes"],
@@ -285,20 +276,19 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
                                     "jax-cuda13-plugin": _version("jax-cuda13-plugin")},
                        "auto_choices": {op: dict(impls) for op, impls in choices.items()}},
     }
-    if train_examples and roofline:
-        steps_per_epoch = train_examples // config.batch_size
-        report.update({"train_examples": train_examples, "steps_per_epoch": steps_per_epoch,
-                       "roofline_epoch_seconds": roofline * steps_per_epoch,
-                       "roofline_run_seconds": roofline * steps_per_epoch * config.num_epochs,
+    if plan.train_examples and roofline:
+        report.update({"train_examples": plan.train_examples, "steps_per_epoch": plan.steps_per_epoch,
+                       "roofline_epoch_seconds": roofline * plan.steps_per_epoch,
+                       "roofline_run_seconds": roofline * plan.steps_per_epoch * config.num_epochs,
                        "num_epochs": config.num_epochs,
-                       "images_per_second_per_host_at_roofline": config.batch_size / roofline / hosts})
+                       "images_per_second_per_host_at_roofline": plan.global_batch / roofline / hosts})
     if not report["fits"]:
         budget = chip.hbm_bytes - chip.reserve_bytes
         per_example = (aot_memory.DEVICE_BATCHES - 1) * batch_bytes // per_device
         known = {per_device: searched_memory(train, budget) + per_example * per_device}
         start = time.perf_counter()
         report["largest_fitting_per_device_batch"] = largest_fitting_batch(
-            config, devices, budget, known=known, input_bytes_per_example=per_example)
+            spec, devices, budget, known=known, input_bytes_per_example=per_example)
         report["search_compile_seconds"] = time.perf_counter() - start
         report["probed_memory_bytes"] = {str(b): m for b, m in sorted(known.items())}
     return report

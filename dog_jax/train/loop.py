@@ -2,8 +2,10 @@
 
 What happens, in order:
 
-1. validate the config against the devices (one-line :class:`ConfigError` on bad values);
-2. open the dataset (preparing it if needed) and derive steps from epochs;
+1. check the config against the devices and resolve its model (``run_spec.check``: one-line
+   :class:`ConfigError` on bad values, before any data is read); take the workdir's lease;
+2. open the dataset (preparing it if needed) and resolve the run (``run_spec.resolve``: steps from
+   epochs, batches, data shards): the :class:`~dog_jax.train.run_spec.RunSpec` everything below reads;
 3. build model + optimizer state replicated over the mesh (``steps.init_train_state``);
 4. if ``<workdir>/checkpoints`` holds a checkpoint, restore the latest into the current
    shardings (any device count: one line says what changes) and continue from its step
@@ -37,12 +39,9 @@ from absl import logging
 from dog_jax import provenance as dog_provenance
 from dog_jax import storage
 from dog_jax.train import checkpoint as checkpoint_lib
-from dog_jax.train import config as config_lib
 from dog_jax.train import lease as lease_lib
-from dog_jax.train import failure_report, reporting, run_provenance, run_setup, sharding, steps
+from dog_jax.train import failure_report, reporting, run_provenance, run_setup, run_spec, sharding, steps
 from dog_jax.train.preemption import Preempted, StopPolicy
-# Re-exported: checkpoint readers rebuild the model with these.
-from dog_jax.train.run_setup import RunPlan, create_model_from_config, depthwise_initializer, model_info  # noqa: F401
 
 # Batches on a device at once: the running step's own and the next one. The loops below wait for the
 # step before last after dispatching a step; without that, asynchronous dispatch would let the host
@@ -104,8 +103,7 @@ def _without_step(entry: dict[str, Any]) -> dict[str, Any]:
 class _Run:
     """Everything the training loop works with (built by :func:`_set_up`)."""
 
-    config: ml_collections.ConfigDict
-    plan: RunPlan
+    spec: run_spec.RunSpec
     mesh: Any
     parts: steps.ModelParts
     state: Any
@@ -119,12 +117,11 @@ class _Run:
     start_step: int
     resumed: bool
     num_params: int
-    shard_count: int
     provenance: dict[str, Any]  # run_provenance: this start's record and those of earlier starts
 
-    def info(self, step: int) -> dict[str, Any]:
-        return model_info(self.config, self.plan.num_classes, step, devices=jax.device_count(),
-                          data_shards=self.shard_count)
+    @property
+    def plan(self) -> run_spec.RunPlan:
+        return self.spec.plan
 
     def is_eval_step(self, step: int) -> bool:
         return step % self.plan.eval_every == 0 or step == self.plan.total_steps
@@ -146,31 +143,31 @@ def _load_history(reporter: reporting.Reporter, ckpt: checkpoint_lib.Checkpointe
                         "histories restart at the resumed step.", step)
 
 
-def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: StopPolicy) -> _Run:
-    """Steps 1-4 of the module docstring, up to and including the first training batch."""
+def _set_up(config: ml_collections.ConfigDict, model: run_spec.ModelSpec, workdir: str, stop: StopPolicy) -> _Run:
+    """Steps 2-4 of the module docstring, up to and including the first training batch."""
     mesh = sharding.create_mesh()
     logging.info("Devices: %d x %s over %d process(es); mesh %s", jax.device_count(), jax.devices()[0].platform,
                  jax.process_count(), dict(mesh.shape))
-    builder, plan = run_setup.open_dataset(config)
+    builder, facts = run_setup.open_dataset(config)  # 2.
+    spec = run_spec.resolve(config, model, facts, device_count=jax.device_count(), process_count=jax.process_count())
+    plan = spec.plan
+    logging.info("Data: %s, %d train / %d eval examples, %d classes; %d steps (%d per epoch) at global batch %d",
+                 config.dataset, plan.train_examples, plan.eval_examples, plan.num_classes, plan.total_steps,
+                 plan.steps_per_epoch, plan.global_batch)
     stop.check_local(0)
-    parts, state, train_step, eval_step = run_setup.make_steps(config, plan, mesh)
+    parts, state, train_step, eval_step = run_setup.make_steps(spec, mesh)  # 3.
     num_params = sum(x.size for x in jax.tree.leaves(state["params"]))
-    # The registry name alone misleads when overrides resize the model (the demo configs do).
-    overrides = config_lib.architecture_overrides(config)
-    described = config.model + (" with " + ", ".join(f"{k}={v}" for k, v in overrides.items()) if overrides else "")
-    logging.info("Model: %s (%s parameters), dw_init=%s, precision=%s", described, f"{num_params:,}",
-                 config.dw_init, config.precision)
+    logging.info("Model: %s (%s parameters), dw_init=%s, precision=%s", model.describe(), f"{num_params:,}",
+                 model.dw_init, config.precision)
 
-    shard_count = config.data_shards or mesh.size  # default: one data shard per device
     ckpt = checkpoint_lib.Checkpointer(storage.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
                                        timeout_s=config.get("checkpoint_timeout_s", 900))
     with contextlib.ExitStack() as on_error:  # a stop or an error in here closes what was opened
         on_error.callback(ckpt.close)
-        start_step, state, resumed = run_setup.restore(ckpt, state, model_info(config, plan.num_classes, 0),
-                                                   shard_count, fixed_shards=bool(config.data_shards))
+        start_step, state, resumed = run_setup.restore(ckpt, state, spec)  # 4.
         stop.check_local(start_step)
         config_file = storage.join(workdir, "config.json")
-        record = run_provenance.run_record(config, plan.num_classes, mesh)
+        record = run_provenance.run_record(spec, mesh)
         # A resume keeps the records of earlier starts made by other code (config.json is rewritten).
         earlier = run_provenance.earlier_starts(config_file, record) if resumed else []
         provenance = {"provenance": record, **({"provenance_earlier": earlier} if earlier else {})}
@@ -178,9 +175,9 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: StopPolicy) -
             logging.warning("This run continues %d start(s) made by other code (%s); config.json and "
                             "summary.json keep their records.", len(earlier),
                             ", ".join(dog_provenance.code_label(start) for start in earlier))
-        reporting.write_json(config_file, {**config.to_dict(), **provenance})
-        train_ds, eval_ds = run_setup.input_streams(config, builder, plan, mesh, shard_count, start_step)
-        reporter = reporting.Reporter(workdir, total_steps=plan.total_steps, global_batch_size=config.batch_size,
+        reporting.write_json(config_file, {**spec.config.to_dict(), **provenance})
+        train_ds, eval_ds = run_setup.input_streams(spec, builder, mesh, start_step)
+        reporter = reporting.Reporter(workdir, total_steps=plan.total_steps, global_batch_size=plan.global_batch,
                                       nonfinite_policy=config.nonfinite_policy)
         on_error.callback(reporter.close)
         if resumed:  # best eval and histories continue across a resume
@@ -189,10 +186,10 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: StopPolicy) -
         # The first batch fills the shuffle buffers: part of the set-up that a stop interrupts at once.
         first_batch = next(train_iter) if start_step < plan.total_steps else None
         on_error.pop_all()
-    return _Run(config=config, plan=plan, mesh=mesh, parts=parts, state=state, ckpt=ckpt, reporter=reporter,
+    return _Run(spec=spec, mesh=mesh, parts=parts, state=state, ckpt=ckpt, reporter=reporter,
                 train_step=train_step, eval_step=eval_step, train_iter=train_iter, eval_ds=eval_ds,
                 first_batch=first_batch, start_step=start_step, resumed=resumed, num_params=int(num_params),
-                shard_count=shard_count, provenance=provenance)
+                provenance=provenance)
 
 
 def _redo_pending_evaluation(run: _Run, stop: StopPolicy) -> None:
@@ -232,12 +229,12 @@ def _train(run: _Run, stop: StopPolicy, run_start: float) -> tuple[int, bool, fl
                 compile_time = time.perf_counter() - run_start
                 logging.info("First step done (compile + data warm-up) %.1f s after start", compile_time)
                 reporter.start(step)
-            if step % run.config.log_every_steps == 0 or step == plan.total_steps:
+            if step % run.spec.config.log_every_steps == 0 or step == plan.total_steps:
                 reporter.flush_train(step)
             eval_metrics = run.evaluate(step, stop) if run.is_eval_step(step) else None
             if step % plan.checkpoint_every == 0 or step == plan.total_steps or eval_metrics:
                 reporter.check_finite()  # never checkpoint a NaN state
-                if ckpt.save(step, run.state, run.info(step), metrics=eval_metrics,
+                if ckpt.save(step, run.state, run.spec.model_info(step), metrics=eval_metrics,
                              history=reporter.history_snapshot()):
                     logging.info("Checkpoint of step %d: being written in the background", step)
             if step < plan.total_steps and stop.after_step(step):
@@ -245,59 +242,10 @@ def _train(run: _Run, stop: StopPolicy, run_start: float) -> tuple[int, bool, fl
     except Preempted:
         if step > run.start_step:  # else the checkpoint this run resumed from (or none) is the latest
             reporter.check_finite()
-            ckpt.save(step, run.state, run.info(step), history=reporter.history_snapshot())
+            ckpt.save(step, run.state, run.spec.model_info(step), history=reporter.history_snapshot())
         logging.info("Stop requested: checkpointed step %d in %s; rerun to resume.", step, ckpt.directory)
         return step, True, compile_time
     return step, False, compile_time
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       stop_requested: Callable[[int], bool] | None = None, takeover_lease: bool = False
-                       ) -> dict[str, Any]:
-    """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the summary.
-
-    Args:
-      config: a validated-on-entry training config (``configs/*.py``).
-      workdir: run directory; rerunning with the same directory resumes.
-      stop_requested: optional ``f(step) -> bool`` polled after every step and before every
-        evaluation batch (with several processes: every ``log_every_steps`` steps and every
-        evaluation batch, agreed over all of them); when it returns True the run checkpoints
-        the last completed step and returns early with ``summary["interrupted"] = True`` (a
-        later call resumes from there and redoes an interrupted evaluation). A
-        :class:`~dog_jax.train.preemption.StopOnSignal` also interrupts the set-up (dataset
-        preparation, restore, the first batch) at once.
-      takeover_lease: take the workdir's lease even if its holder looks alive (``train.py
-        --takeover_lease``, once that run is known to be dead; :mod:`dog_jax.train.lease`).
-
-    Raises:
-      Preempted: a stop was requested before the first training step of this call (nothing
-        new to checkpoint; ``train.py`` exits with code 75).
-      ConfigError, DatasetError: bad config / dataset (one-line messages).
-      LeaseHeld: another run holds the workdir's lease (a CheckpointError; ``train.py`` exits 73).
-      CheckpointError: workdir not writable; its checkpoints are of another model or all damaged.
-      NonFiniteError: NaN/inf loss or gradient with ``config.nonfinite_policy == "stop"``.
-    """
-    run_start = time.perf_counter()
-    stop = StopPolicy(stop_requested, config.log_every_steps)
-    with contextlib.ExitStack() as lease:  # released at the end, on a stop and on errors
-        with stop.before_first_step(0):
-            config_lib.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
-            storage.configure()  # before any client touches a gs:// workdir or data dir (idempotent)
-            workdir = storage.absolute(workdir)
-            checkpoint_lib.check_writable(workdir)  # local or gs://; fails now, not at the first checkpoint.
-            # One writer per workdir: before anything is written (LeaseHeld if another run holds it).
-            held = lease.enter_context(lease_lib.acquire(workdir, timeout_s=config.get("lease_timeout_s", 600),
-                                                         heartbeat_s=config.get("lease_heartbeat_s", 60),
-                                                         takeover=takeover_lease))
-            logging.info("Run %s: config.json, checkpoints/, tensorboard/ and summary.json go there", workdir)
-            run = _set_up(config, workdir, stop)
-            run.ckpt.guard = held  # no checkpoint write once another job holds the lease (or it is gone)
-        step, summary = _run(run, workdir, stop, run_start)
-    logging.info("Done: step %d, eval top1 %.4f (best %.4f at step %s), wall %s", step,
-                 summary["final_eval"].get("eval_top1", float("nan")),
-                 summary["best_eval"].get("eval_top1", float("nan")), summary["best_eval"].get("step"),
-                 reporting.format_duration(summary["wall_time_s"]))
-    return summary
 
 
 def _run(run: _Run, workdir: str, stop: StopPolicy, run_start: float) -> tuple[int, dict[str, Any]]:
@@ -336,8 +284,57 @@ def _summary(run: _Run, step: int, interrupted: bool, compile_time: float | None
         "best_eval": reporting.best_eval(reporter.history),  # over the whole run, resumed parts included
         "best_checkpoint_step": run.ckpt.best_step(),
         "eval_history": reporter.history, "train_history": reporter.train_history,
-        "skipped_steps": reporter.skipped_steps, "nonfinite_policy": run.config.nonfinite_policy,
+        "skipped_steps": reporter.skipped_steps, "nonfinite_policy": run.spec.config.nonfinite_policy,
         "wall_time_s": wall_time, "compile_time_s": compile_time, "num_params": run.num_params,
         "num_classes": run.plan.num_classes, "devices": jax.device_count(), "processes": jax.process_count(),
-        "config": run.config.to_dict(), **run.provenance,
+        "config": run.spec.config.to_dict(), **run.provenance,
     }
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       stop_requested: Callable[[int], bool] | None = None, takeover_lease: bool = False
+                       ) -> dict[str, Any]:
+    """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the summary.
+
+    Args:
+      config: a validated-on-entry training config (``configs/*.py``).
+      workdir: run directory; rerunning with the same directory resumes.
+      stop_requested: optional ``f(step) -> bool`` polled after every step and before every
+        evaluation batch (with several processes: every ``log_every_steps`` steps and every
+        evaluation batch, agreed over all of them); when it returns True the run checkpoints
+        the last completed step and returns early with ``summary["interrupted"] = True`` (a
+        later call resumes from there and redoes an interrupted evaluation). A
+        :class:`~dog_jax.train.preemption.StopOnSignal` also interrupts the set-up (dataset
+        preparation, restore, the first batch) at once.
+      takeover_lease: take the workdir's lease even if its holder looks alive (``train.py
+        --takeover_lease``, once that run is known to be dead; :mod:`dog_jax.train.lease`).
+
+    Raises:
+      Preempted: a stop was requested before the first training step of this call (nothing
+        new to checkpoint; ``train.py`` exits with code 75).
+      ConfigError, DatasetError: bad config / dataset (one-line messages).
+      LeaseHeld: another run holds the workdir's lease (a CheckpointError; ``train.py`` exits 73).
+      CheckpointError: workdir not writable; its checkpoints are of another model or all damaged.
+      NonFiniteError: NaN/inf loss or gradient with ``config.nonfinite_policy == "stop"``.
+    """
+    run_start = time.perf_counter()
+    stop = StopPolicy(stop_requested, config.log_every_steps)
+    with contextlib.ExitStack() as lease:  # released at the end, on a stop and on errors
+        with stop.before_first_step(0):  # 1.-4. (module docstring); a stop in here ends the run at once
+            model = run_spec.check(config, device_count=jax.device_count(), process_count=jax.process_count())
+            storage.configure()  # before any client touches a gs:// workdir or data dir (idempotent)
+            workdir = storage.absolute(workdir)
+            checkpoint_lib.check_writable(workdir)  # local or gs://; fails now, not at the first checkpoint.
+            # One writer per workdir: before anything is written (LeaseHeld if another run holds it).
+            held = lease.enter_context(lease_lib.acquire(workdir, timeout_s=config.get("lease_timeout_s", 600),
+                                                         heartbeat_s=config.get("lease_heartbeat_s", 60),
+                                                         takeover=takeover_lease))
+            logging.info("Run %s: config.json, checkpoints/, tensorboard/ and summary.json go there", workdir)
+            run = _set_up(config, model, workdir, stop)
+            run.ckpt.guard = held  # no checkpoint write once another job holds the lease (or it is gone)
+        step, summary = _run(run, workdir, stop, run_start)  # 5.
+    logging.info("Done: step %d, eval top1 %.4f (best %.4f at step %s), wall %s", step,
+                 summary["final_eval"].get("eval_top1", float("nan")),
+                 summary["best_eval"].get("eval_top1", float("nan")), summary["best_eval"].get("step"),
+                 reporting.format_duration(summary["wall_time_s"]))
+    return summary

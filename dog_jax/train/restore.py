@@ -24,8 +24,8 @@ from flax import nnx
 
 from dog_jax.checkpoints import CheckpointError, flatten_names, latest_step_dir, restore_pytree
 from dog_jax.storage import run_path
-from dog_jax.train.loop import create_model_from_config
 from dog_jax.train.run_provenance import split_config_json
+from dog_jax.train.run_spec import ModelSpec, model_spec
 
 __all__ = ["RunCheckpoint", "find_checkpoint", "read_weights", "restore_model"]
 
@@ -41,6 +41,7 @@ class RunCheckpoint:
       config: the run's config (``config.json``), with model / overrides / dw_param taken from
         the checkpoint's own model JSON (what its parameters were built with).
       info: the checkpoint's model JSON (``model``, ``model_overrides``, ``num_classes``, ...).
+      model: the model ``config`` builds, resolved (``run_spec.model_spec``).
       provenance: which code trained the run (``config.json``'s ``provenance`` and, for a run
         resumed by other code, ``provenance_earlier``; ``dog_jax.train.run_provenance``); {} for
         workdirs written before runs recorded it.
@@ -51,6 +52,7 @@ class RunCheckpoint:
     step_dir: epath.Path
     config: ml_collections.ConfigDict
     info: dict[str, Any]
+    model: ModelSpec
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
@@ -99,7 +101,7 @@ def find_checkpoint(workdir: str | epath.Path, step: int | None = None) -> RunCh
     config.model = info["model"]
     config.model_overrides = ml_collections.ConfigDict(overrides)
     return RunCheckpoint(workdir=workdir, step=int(info.get("step", step_dir.name)), step_dir=step_dir,
-                         config=config, info=info, provenance=provenance)
+                         config=config, info=info, model=model_spec(config), provenance=provenance)
 
 
 def read_weights(checkpoint: RunCheckpoint, *, ema: bool = False) -> dict[str, Any]:
@@ -119,14 +121,6 @@ def read_weights(checkpoint: RunCheckpoint, *, ema: bool = False) -> dict[str, A
     state = restore_pytree(checkpoint.step_dir / "state", keys=("ema",) if ema else ("params", "batch_stats"))
     weights = state["ema"] if ema else state
     return {"params": weights["params"], "batch_stats": weights.get("batch_stats") or {}}
-
-
-def inference_model(config: ml_collections.ConfigDict, num_classes: int) -> nnx.Module:
-    """The config's model without allocating or initialising it (``nnx.eval_shape``), drop path off."""
-    config = config.copy_and_resolve_references()
-    with config.unlocked():
-        config.drop_path_rate = 0.0  # inference never drops paths; its RNG state is not in checkpoints
-    return nnx.eval_shape(lambda: create_model_from_config(config, num_classes))
 
 
 def fill_model(model: nnx.Module, weights: dict[str, Any], source: str) -> None:
@@ -174,7 +168,7 @@ def restore_model(workdir: str | epath.Path, *, step: int | None = None,
         checkpoint (one line each).
     """
     checkpoint = find_checkpoint(workdir, step)
-    model = inference_model(checkpoint.config, checkpoint.num_classes)
+    model = checkpoint.model.abstract(checkpoint.num_classes, inference=True)
     fill_model(model, read_weights(checkpoint, ema=ema), str(checkpoint.step_dir))
     model.eval()
     return model, checkpoint.config

@@ -10,13 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import jax.numpy as jnp
-import ml_collections
-from flax import nnx
-
 from dog_jax import provenance
 from dog_jax.storage import run_path
-from dog_jax.train import config as config_lib
+from dog_jax.train.run_spec import RunSpec
 
 KEYS = ("provenance", "provenance_earlier")
 # What makes two starts different code; devices are not code (a resume on other devices is allowed,
@@ -24,17 +20,12 @@ KEYS = ("provenance", "provenance_earlier")
 _CODE_KEYS = ("code", "packages", "native_kernels", "auto_choices")
 
 
-def run_record(config: ml_collections.ConfigDict, num_classes: int, mesh) -> dict[str, Any]:
+def run_record(spec: RunSpec, mesh) -> dict[str, Any]:
     """:func:`dog_jax.provenance.record` with the auto choices of the run's model in train mode, traced
-    abstractly for ``mesh`` at the run's compute dtype, image size and per-device batch."""
-    from dog_jax.train.run_setup import create_model_from_config
-
-    model = nnx.eval_shape(lambda: create_model_from_config(config, num_classes))
-    dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
-    channels = config_lib.architecture_overrides(config).get("in_chans", 3)
-    per_device = max(1, config.batch_size // mesh.size)
-    choices = provenance.auto_choices(model, (per_device, config.image_size, config.image_size, channels), dtype,
-                                      target=mesh)
+    abstractly for ``mesh`` at the run's compute dtype, image shape and per-device batch."""
+    model = spec.model.abstract(spec.plan.num_classes)
+    per_device = max(1, spec.plan.global_batch // mesh.size)
+    choices = provenance.auto_choices(model, (per_device, *spec.image_shape), spec.model.compute_dtype, target=mesh)
     return provenance.record(choices)
 
 

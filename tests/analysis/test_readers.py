@@ -58,7 +58,7 @@ def test_npz_torch_and_safetensors_give_the_same_kernels(tmp_path):
     assert extract_depthwise_kernels(tmp_path / "m.pth", layers=r"^nothing") == []
 
 
-def test_orbax_manager_root_latest_step_and_optimizer_state_skipped(tmp_path, monkeypatch):
+def test_orbax_kernels_of_the_latest_step_without_the_optimizer_state(tmp_path):
     import jax.numpy as jnp
     import orbax.checkpoint as ocp
 
@@ -76,17 +76,12 @@ def test_orbax_manager_root_latest_step_and_optimizer_state_skipped(tmp_path, mo
         mgr.save(10, args=ocp.args.StandardSave(state(old)))
         mgr.save(20, args=ocp.args.StandardSave(state(new)))
         mgr.wait_until_finished()
-    (tmp_path / "ckpt" / "30.orbax-checkpoint-tmp-123").mkdir()  # an unfinished save is ignored
-
+    # Which directory the reader reads (root, step, item; unfinished saves): tests/test_checkpoints.py.
     ckpt = read_checkpoint(tmp_path / "ckpt")
-    assert ckpt.format == "orbax" and ckpt.path.name == "20"
     layers = extract_depthwise_kernels(ckpt)
     assert [layer.name for layer in layers] == ["default/params/block/dwconv/kernel"]
     np.testing.assert_allclose(layers[0].kernels, new, rtol=1e-2, atol=1e-2)
-    # A step directory works as well, also given relative to the working directory.
     assert extract_depthwise_kernels(tmp_path / "ckpt" / "10")[0].kernels.shape == (8, 5, 5)
-    monkeypatch.chdir(tmp_path)
-    np.testing.assert_allclose(extract_depthwise_kernels("ckpt/20")[0].kernels, new, rtol=1e-2, atol=1e-2)
 
 
 def test_orbax_trainer_layout_from_the_run_directory(tmp_path):

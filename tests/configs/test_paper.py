@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from dog_jax.train import config as config_lib
+from dog_jax.train import run_spec
 from tests.support import subprocesses
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +56,7 @@ def test_rows_change_only_the_depthwise_init(name, model, dw_init, gamma_range, 
     assert c.dog.balanced is True  # every row uses the paper's exact half/half split
     if model.startswith("convmixer"):
         assert c.model_overrides.kernel_size == 9 and c.batch_size == 640
-    config_lib.validate(c, device_count=8)
+    run_spec.check(c, device_count=8)
 
 
 def test_modifiers_demo_cifar10_family_epochs():
@@ -69,7 +70,7 @@ def test_modifiers_demo_cifar10_family_epochs():
     assert convnext.model == "convnext_atto" and convnext.dog.norm == "he"
     assert p.get_config("baseline_trunc_normal_02,family=hornet").model == "hornet_tiny_7x7"
     for name in p.EXPERIMENTS:
-        config_lib.validate(p.get_config(f"{name},demo"), device_count=1)
+        run_spec.check(p.get_config(f"{name},demo"), device_count=1)
     info = p.experiment_info("table1_convnext_dog,demo")
     assert info["paper_top1"] is None and info["paper_row_top1"] == 76.74 and info["scale"] == "demo"
 

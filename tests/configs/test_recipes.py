@@ -5,6 +5,7 @@ itself: tests/train/test_config.py)."""
 import pytest
 
 from dog_jax.train import config as config_lib
+from dog_jax.train import run_spec
 from tests.support.configs import load
 
 
@@ -19,7 +20,7 @@ def test_defaults_are_the_papers_imagenet_setting(name, model, batch, lr, epochs
     assert c.dataset == "imagenet2012" and c.image_size == 224 and c.dw_init == "reference"
     assert c.augment.rand_augment == "rand-m9-mstd0.5-inc1" and c.augment.random_erasing == 0.25
     assert c.augment.label_smoothing == 0.1
-    config_lib.validate(c, device_count=8)
+    run_spec.check(c, device_count=8)
 
 
 def test_recipe_details():
@@ -40,7 +41,7 @@ def test_config_strings(name):
     assert dog.dog.balanced is True  # the paper's split: exactly half of each layer on-centre
     demo = load(name, "demo")
     assert demo.dataset == "dog_jax_demo" and demo.image_size == 32
-    config_lib.validate(demo, device_count=1)
+    run_spec.check(demo, device_count=1)
     assert load(name, "demo,dw_init=dog,epochs=1").num_epochs == 1.0
     with pytest.raises(config_lib.ConfigError, match="Unknown config-string key 'bogus'"):
         load(name, "bogus=1")

@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 from dog_jax.experiments.sweep import load_sweep, plan_runs
-from dog_jax.train import config as config_lib
-from dog_jax.train.config import architecture_overrides, validate
+from dog_jax.train.run_spec import check
 from tests.support.configs import ROOT, load
 
 SWEEPS = Path(ROOT, "configs", "sweeps")
@@ -22,7 +21,7 @@ def test_every_sweep_file_resolves_to_valid_configs():
             config = load(os.path.basename(file)[:-3], arg or None)
             for key, value in entry.overrides.items():
                 config[key] = value
-            config_lib.validate(config, device_count=1)
+            check(config, device_count=1)
 
 
 def test_basis_sweep_plans_free_and_basis_runs_whose_configs_validate(tmp_path):
@@ -37,8 +36,8 @@ def test_basis_sweep_plans_free_and_basis_runs_whose_configs_validate(tmp_path):
         config = module.get_config(run.config_arg)
         for key, value in run.overrides.items():
             config[key] = value
-        validate(config, device_count=1)
+        model = check(config, device_count=1)
         assert config.dataset == "dog_jax_demo"
         seen.add((config.model, config.dw_init, config.dw_param))
-        assert architecture_overrides(config).get("dw_param", "free") == config.dw_param
+        assert model.overrides.get("dw_param", "free") == model.architecture.dw_param == config.dw_param
     assert len(seen) == 8

@@ -12,8 +12,9 @@ from dog_jax.data import demo_dataset
 
 
 @pytest.fixture(scope="module")
-def tiny_builder(tmp_path_factory):
-    return data.get_builder("dog_jax_demo/tiny", str(tmp_path_factory.mktemp("tfds")))
+def tiny_builder(tiny_data_dir):
+    """The builder of tests/conftest.py's tiny demo dataset (prepared there)."""
+    return data.get_builder("dog_jax_demo/tiny", tiny_data_dir)
 
 
 def test_demo_images_are_deterministic_and_classes_differ_by_structure_not_colour():

@@ -16,6 +16,15 @@ def load(name: str, arg: str | None = None):
     return module.get_config(arg)
 
 
+def resolved(config, num_classes: int = 10, *, device_count: int = 1):
+    """The ``RunSpec`` of ``config`` on a dataset of ``num_classes`` classes and unknown split sizes
+    (no data read): what the trainer saves with a checkpoint, for tests that write or compare one."""
+    from dog_jax.train import run_spec
+
+    model = run_spec.check(config, device_count=device_count)
+    return run_spec.resolve(config, model, run_spec.DataFacts(num_classes, None, None), device_count=device_count)
+
+
 def tiny_config(data_dir, **changes):
     """A ConvMixer with BatchNorm, crop/flip, random erasing and mixup/CutMix, a few steps.
 

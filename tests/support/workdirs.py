@@ -3,7 +3,7 @@
 ``saved_workdir`` builds the train state as ``train_and_evaluate`` does (``steps.init_train_state``),
 perturbs every parameter and BatchNorm statistic (a fresh ConvNeXt's layer scale of 1e-6 would hide
 its blocks from an output comparison), and saves it with the trainer's ``Checkpointer`` and
-``model_info``, plus the ``config.json`` the trainer writes: a workdir without a training run.
+``RunSpec.model_info``, plus the ``config.json`` the trainer writes: a workdir without a training run.
 """
 
 import json
@@ -14,8 +14,7 @@ import numpy as np
 
 from dog_jax.train import optim, sharding, steps
 from dog_jax.train.checkpoint import Checkpointer
-from dog_jax.train.loop import create_model_from_config, model_info
-from tests.support.configs import load
+from tests.support.configs import load, resolved
 
 
 def tiny_family_config(family: str, *, dw_param: str = "free", ema_decay: float = 0.0):
@@ -35,9 +34,10 @@ def tiny_family_config(family: str, *, dw_param: str = "free", ema_decay: float 
 
 def saved_workdir(workdir: str, config, *, num_classes: int = 10, step: int = 3, seed: int = 0) -> dict:
     """Writes ``workdir`` (checkpoint at ``step`` + config.json); returns the saved state on the host."""
+    spec = resolved(config, num_classes)
     tx = optim.create_optimizer(learning_rate=optim.UNIT_LEARNING_RATE, weight_decay=0.05)
     mesh = sharding.create_mesh()
-    _, state = steps.init_train_state(lambda: create_model_from_config(config, num_classes), tx, mesh,
+    _, state = steps.init_train_state(lambda: spec.model.create(num_classes), tx, mesh,
                                       ema=config.ema_decay > 0)
     rng = np.random.default_rng(seed)
     host = jax.device_get(state)
@@ -54,7 +54,7 @@ def saved_workdir(workdir: str, config, *, num_classes: int = 10, step: int = 3,
             host[key] = jax.tree.map(perturb, host[key])
     state = jax.device_put(host, sharding.replicated(mesh))
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=3, asynchronous=False)
-    checkpointer.save(step, state, model_info(config, num_classes, step))
+    checkpointer.save(step, state, spec.model_info(step, run_facts=False))
     checkpointer.wait()
     checkpointer.close()
     with open(os.path.join(workdir, "config.json"), "w") as f:

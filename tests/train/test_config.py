@@ -6,6 +6,7 @@ import re
 import pytest
 
 from dog_jax.train import config as config_lib
+from dog_jax.train import run_spec
 from tests.support.configs import load
 
 
@@ -36,5 +37,5 @@ def test_bad_values_give_one_clear_line(changes, message):
             parent = parent[key]
         parent[leaf] = value
     with pytest.raises(config_lib.ConfigError, match=re.escape(message)) as info:
-        config_lib.validate(c, device_count=8)
+        run_spec.check(c, device_count=8)
     assert "\n" not in str(info.value)

@@ -18,8 +18,7 @@ from dog_jax import data, initializers
 from dog_jax.train import CheckpointError, optim, sharding, steps, train_and_evaluate
 from dog_jax.train import checkpoint as checkpoint_lib
 from dog_jax.train import config as config_lib
-from dog_jax.train.loop import model_info
-from tests.support.configs import ROOT, load
+from tests.support.configs import ROOT, load, resolved
 from tests.support.checkpoints import assert_bitwise_equal, load_state
 from tests.support.models import tiny_convmixer as _tiny_convmixer
 
@@ -50,7 +49,7 @@ def _json_round_trip(value):
 @pytest.mark.parametrize("file, arg", _every_config_string())
 def test_saved_config_is_recognised_as_the_same_run(file, arg):
     config = load(file, arg)
-    live = model_info(config, num_classes=10, step=0)
+    live = resolved(config).model_info(0)
     saved = _json_round_trip(live)  # what the checkpoint's model/ item gives back
     checkpoint_lib._check_same_architecture(saved, live, step=20, directory="W/checkpoints")
     # The whole config too (config.json / summary.json), for any other comparison of the two.
@@ -65,11 +64,11 @@ def test_comparable_normalises_only_representation():
 
 def test_another_model_is_still_refused_in_one_line():
     config = load("convnext", "demo")
-    saved = _json_round_trip(model_info(config, num_classes=10, step=0))
+    saved = _json_round_trip(resolved(config).model_info(0))
     other = load("convnext", "demo")
     other.model_overrides.dims = (32, 64, 128, 512)
     with pytest.raises(CheckpointError) as error:
-        checkpoint_lib._check_same_architecture(saved, model_info(other, num_classes=10, step=0), 20, "W/ck")
+        checkpoint_lib._check_same_architecture(saved, resolved(other).model_info(0), 20, "W/ck")
     message = str(error.value)
     assert "\n" not in message and "is of another model" in message and "[32, 64, 128, 256]" in message
     assert "[32, 64, 128, 512]" in message and "use a new --workdir" in message

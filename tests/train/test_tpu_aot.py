@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 from dog_jax.ops import depthwise_conv2d, layer_norm
 from dog_jax.ops.auto import Target, compile_target, record_choices
 from dog_jax.ops.native.library import NATIVE_AVAILABLE
-from dog_jax.train import aot, run_setup, tpu_topology
+from dog_jax.train import aot, run_spec, tpu_topology
 from tests.support import train_cli
 from tests.support.configs import ROOT
 from tests.support.requires import LIBTPU, requires
@@ -110,8 +110,8 @@ def test_tpu_steps_have_no_dog_jax_call_and_no_all_gather(family, tmp_path):
     assert report["memory_bytes_per_device"] == max(train["memory_bytes"], evaluation["memory_bytes"])
     # fits = the compiled step + the next batch (4 32x32 images, labels and masks per device, in the
     # dtypes the pipeline delivers) + the 0.25 GiB of a v5e chip that XLA leaves to the runtime
-    batch = aot._batch_structs(Mesh(np.asarray(tpu_topology.topology_devices("v5e:2x2")), ("data",)), 16, 32,
-                               eval_batch=True)
+    batch = aot._batch_structs(Mesh(np.asarray(tpu_topology.topology_devices("v5e:2x2")), ("data",)), 16,
+                               (32, 32, 3), eval_batch=True)
     assert report["input_buffer_bytes"] == 4 * sum(np.dtype(leaf.dtype).itemsize * int(np.prod(leaf.shape[1:]))
                                                    for leaf in batch.values())
     assert report["reserve_bytes"] == 2**28
@@ -129,7 +129,7 @@ def test_tpu_steps_have_no_dog_jax_call_and_no_all_gather(family, tmp_path):
 def test_the_same_model_on_a_cpu_target_uses_cpu_paths(family, tmp_path):
     """The contrast that makes the TPU test meaningful: "auto" does change with the target."""
     config = tiny_config(family, tmp_path)
-    model = run_setup.create_model_from_config(config, 10)
+    model = run_spec.model_spec(config).create(10)
     x = jax.ShapeDtypeStruct((4, 32, 32, 3), jnp.float32)
     with compile_target(Target("cpu", 1)), record_choices() as on_cpu:
         nnx.eval_shape(lambda m, x: m(x), model, x)  # nnx: BatchNorm updates its statistics
@@ -156,8 +156,15 @@ def test_largest_fitting_batch_search_settles_on_the_boundary(monkeypatch):
     """The search's arithmetic on a known memory curve (a compile per probe, counted)."""
     probes = []
 
-    def fake_compile(config, devices, global_batch, which=("train", "eval")):
-        per_device = global_batch // len(devices)
+    class AtBatch:  # stands in for a RunSpec: the fake compile reads only its global batch
+        def __init__(self, global_batch=0):
+            self.plan = dataclasses.make_dataclass("Plan", ["global_batch"])(global_batch)
+
+        def at_batch_size(self, global_batch):
+            return AtBatch(global_batch)
+
+    def fake_compile(spec, devices, which=("train", "eval")):
+        per_device = spec.plan.global_batch // len(devices)
         probes.append(per_device)
         memory = 1000 + 37 * per_device + (per_device // 64) * 50  # linear, with a small kink
         return {"train": aot.StepCost(memory, 0, 0, 0, 0, 1.0, 1.0, {}, 0, 0.0)}
@@ -166,10 +173,10 @@ def test_largest_fitting_batch_search_settles_on_the_boundary(monkeypatch):
     devices = [object()] * 4
     memory = {256: 1000 + 37 * 256 + 4 * 50}
     capacity = 1000 + 37 * 100 + 50
-    largest = aot.largest_fitting_batch(None, devices, capacity, known=memory)
+    largest = aot.largest_fitting_batch(AtBatch(), devices, capacity, known=memory)
     assert largest == max(b for b in range(8, 257, 8) if 1000 + 37 * b + (b // 64) * 50 <= capacity)
     assert len(probes) <= 4
-    assert aot.largest_fitting_batch(None, devices, 500, known={256: memory[256]}) == 0
+    assert aot.largest_fitting_batch(AtBatch(), devices, 500, known={256: memory[256]}) == 0
 
 
 def test_xla_refusing_a_step_for_lack_of_hbm_is_read_as_does_not_fit():
@@ -193,7 +200,8 @@ def test_train_py_names_the_largest_batch_that_fits(monkeypatch, tmp_path):
     train.py exits with one line naming the largest batch found by compiling, the report written and
     the eval step (moot) not compiled."""
     config = tiny_config("convmixer", tmp_path)
-    fitting = aot.compile_steps(config, tpu_topology.topology_devices("v5e:2x2"), 4 * 24, which=("train",))
+    config.batch_size = 4 * 24
+    fitting = aot.compile_steps(aot.resolve(config, 4), tpu_topology.topology_devices("v5e:2x2"), which=("train",))
     capacity = fitting["train"].memory_bytes  # per-device batch 24 fits exactly, 64 does not
     real = tpu_topology.CHIPS["TPU v5 lite"]
     monkeypatch.setitem(tpu_topology.CHIPS, "TPU v5 lite", dataclasses.replace(real, hbm_bytes=capacity))
@@ -242,7 +250,7 @@ def test_remat_gives_the_same_gradients_and_batch_statistics(family, tmp_path):
     x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
     results = []
     for remat in (False, True):
-        parts, params, stats = split_model(set_remat(run_setup.create_model_from_config(config, 10), remat))
+        parts, params, stats = split_model(set_remat(run_spec.model_spec(config).create(10), remat))
 
         def loss(params, stats, rng, parts=parts):
             model = nnx.merge(parts.train_graph, params, stats, rng)
