@@ -98,7 +98,7 @@ def timm_architecture(model: ModelSpec) -> tuple[str, dict[str, Any], str]:
 def _pretrained_cfg(config: ml_collections.ConfigDict, model_config: Any, num_classes: int,
                     naming: str) -> dict[str, Any]:
     """timm's ``pretrained_cfg``: what the model expects as input (the run's eval pipeline)."""
-    from dog_jax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+    from dog_jax.data.device_augment import IMAGENET_MEAN, IMAGENET_STD
 
     size = config.image_size
     if isinstance(model_config, models.ConvMixerConfig):

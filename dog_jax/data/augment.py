@@ -1,12 +1,14 @@
-"""Per-example image operations for tf.data: decode + crop, flip, normalisation, random erasing.
+"""Per-example image operations for tf.data: decode + crop, flip, uint8 rounding, erasing boxes.
 
 Every random op is *stateless*: it takes a ``seed`` int32/int64 tensor of shape (2,), and
 the pipeline derives that seed from (run seed, process, example position in the stream).
 The same step of the same run therefore always sees the same augmented pixels, which is
 what makes bit-exact resume possible (no hidden RNG state inside tf.data or Keras layers).
 
-Images flow as float32 (H, W, 3) in [0, 255] until :func:`normalize`, which maps them to
-(x - mean) / std with timm's ImageNet constants. RandAugment lives in ``randaugment.py``.
+The crops come out as float32 (H, W, 3) in [0, 255]; :func:`to_uint8` rounds them to the uint8
+pixels the pipelines deliver. Normalisation (mean/std) and the random-erasing fill run on the
+device, inside the jitted steps (``device_augment.py``); here :func:`erasing_box` only draws
+where each image is erased. RandAugment lives in ``randaugment.py``.
 
 Differences from timm's ``transforms_imagenet_train`` / ``transforms_imagenet_eval``
 (documented in docs/training.md as well):
@@ -24,12 +26,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
 import tensorflow as tf
-
-# timm's IMAGENET_DEFAULT_MEAN / _STD, in [0, 255] units.
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 def _decode_window(image_bytes: tf.Tensor, window_fn) -> tf.Tensor:
@@ -114,45 +111,37 @@ def random_flip_left_right(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image), image.shape)
 
 
-def normalize(image: tf.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
-              std: Sequence[float] = IMAGENET_STD) -> tf.Tensor:
-    """Maps float [0, 255] pixels to (x - mean) / std per channel (float32).
+def to_uint8(image: tf.Tensor) -> tf.Tensor:
+    """float [0, 255] pixels -> uint8, rounded half to even (``tf.round``) after clipping.
 
-    With a static image shape the per-channel constants are expanded to the full image shape
-    and the division becomes a multiplication by 1/std (within 1 ulp of the division):
-    TensorFlow's broadcasting element-wise kernels are several times slower per element than
-    same-shape ones (docs/performance.md, "Input pipeline"), and this runs on every image.
+    The pipelines call it once, right after the crop's resize: the only step whose output is not
+    integer-valued (RandAugment's ops round their own results), so this is the one rounding the
+    uint8 batches add.
     """
-    image = tf.cast(image, tf.float32)
-    mean = np.asarray(mean, np.float32)
-    inverse_std = (1.0 / np.asarray(std, np.float64)).astype(np.float32)
-    if image.shape.is_fully_defined():
-        shape = image.shape.as_list()
-        mean, inverse_std = np.broadcast_to(mean, shape).copy(), np.broadcast_to(inverse_std, shape).copy()
-    return (image - tf.constant(mean)) * tf.constant(inverse_std)
+    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
 
-def random_erasing(image: tf.Tensor, seed: tf.Tensor, *, probability: float = 0.25,
-                   area_range: Sequence[float] = (0.02, 1 / 3),
-                   log_ratio_range: Sequence[float] = (math.log(0.3), math.log(1 / 0.3)),
-                   attempts: int = 10) -> tf.Tensor:
-    """timm ``RandomErasing(mode='pixel', max_count=1)`` on a normalised image.
+def erasing_box(seed: tf.Tensor, height: int, width: int, *, probability: float = 0.25,
+                area_range: Sequence[float] = (0.02, 1 / 3),
+                log_ratio_range: Sequence[float] = (math.log(0.3), math.log(1 / 0.3)),
+                attempts: int = 10) -> tf.Tensor:
+    """Where timm ``RandomErasing(mode='pixel', max_count=1)`` erases an (H, W) image, if at all.
 
-    With probability ``probability`` one rectangle is replaced by per-pixel N(0, 1) noise
-    (in normalised units, as timm). Its area is a uniform fraction of the image in
-    ``area_range`` and its log aspect ratio uniform in ``log_ratio_range``; the first of
-    ``attempts`` draws that fits inside the image is used, none if no draw fits.
+    With probability ``probability`` one rectangle is erased. Its area is a uniform fraction of
+    the image in ``area_range`` and its log aspect ratio uniform in ``log_ratio_range``; the first
+    of ``attempts`` draws that fits inside the image is used, none if no draw fits. The fill
+    (per-pixel N(0, 1) noise in normalised units, as timm) is drawn on the device by the train
+    step (``device_augment.erase``): it lives in normalised space, which uint8 batches cannot carry.
 
     Args:
-      image: float32 (H, W, C), already normalised.
       seed: (2,) int tensor.
+      height, width: the image's size in pixels.
 
     Returns:
-      float32 (H, W, C).
+      int32 (4,): ``(top, left, box height, box width)``; ``(0, 0, 0, 0)`` when nothing is erased.
     """
     seeds = tf.random.experimental.stateless_split(seed, 6)
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
-    area = tf.cast(height * width, tf.float32)
+    area = float(height * width)
     target = area * tf.random.stateless_uniform([attempts], seeds[0], *area_range)
     ratio = tf.exp(tf.random.stateless_uniform([attempts], seeds[1], *log_ratio_range))
     h = tf.cast(tf.round(tf.sqrt(target * ratio)), tf.int32)
@@ -165,12 +154,4 @@ def random_erasing(image: tf.Tensor, seed: tf.Tensor, *, probability: float = 0.
     top = tf.minimum(tf.cast(u[0] * tf.cast(height - h + 1, tf.float32), tf.int32), height - h)
     left = tf.minimum(tf.cast(u[1] * tf.cast(width - w + 1, tf.float32), tf.int32), width - w)
     apply = (tf.random.stateless_uniform([], seeds[3]) < probability) & tf.reduce_any(fits)
-
-    def erase():
-        # Noise is drawn for the box only and spliced in: drawing it for the whole image and
-        # selecting with a mask was most of the pipeline's time (docs/performance.md, "Input pipeline").
-        noise = tf.random.stateless_normal(tf.stack([h, w, tf.shape(image)[2]]), seeds[4], dtype=image.dtype)
-        band = tf.concat([image[top:top + h, :left], noise, image[top:top + h, left + w:]], axis=1)
-        return tf.concat([image[:top], band, image[top + h:]], axis=0)
-
-    return tf.ensure_shape(tf.cond(apply, erase, lambda: image), image.shape)
+    return tf.where(apply, tf.stack([top, left, h, w]), tf.zeros([4], tf.int32))

@@ -9,7 +9,13 @@ the device(s) at the matching position of the mesh. Each shard is its own stream
 
 A process reads only the shards of its own devices and interleaves them block by block
 (``shard_batch_size`` examples from each, in shard order), then decodes + random-crops,
-flips, applies RandAugment, normalises, random-erases and batches.
+rounds to uint8, flips, applies RandAugment, draws the random-erasing box and batches.
+
+Batches carry **uint8 pixels** (:data:`IMAGE_DTYPE`; :func:`batch_spec` lists every entry):
+a quarter of float32's bytes from host to device and in the device's input buffers. The
+jitted steps normalise them and fill the erasing boxes with noise (``device_augment.py``),
+then mixup / CutMix (``mixing.py``). The one rounding this adds is the crop's resize output
+to integers (``augment.to_uint8``); with RandAugment on, the float pipeline rounded there too.
 
 * Shuffle *then* repeat: every example of a shard is seen once per epoch before the next.
 * A shard's order depends only on (seed, d, epoch), and each example's augmentation only on
@@ -31,6 +37,7 @@ import math
 import os
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from dog_jax.data import augment, randaugment
@@ -51,6 +58,32 @@ class TrainAugmentation:
 
 # Batches buffered on the host ahead of the training step.
 PREFETCH_BATCHES = 2
+
+#: dtype of the images of every batch the pipelines deliver (train and eval): pixels in [0, 255],
+#: normalised on the device by the steps.
+IMAGE_DTYPE = np.dtype(np.uint8)
+
+
+def batch_spec(image_size: int, *, train: bool, random_erasing: bool = False
+               ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Per-example shape and dtype of every entry of the pipelines' batches (leading batch axis left out).
+
+    Train: ``image`` uint8 (S, S, 3), ``label`` int32, and with random erasing ``erase_box`` int32
+    (4,) (``augment.erasing_box``). Eval: ``image``, ``label`` and ``mask`` float32 (0 = padding).
+    What the AOT compile (``dog_jax.train.aot``) lowers the steps for, and what memory reports count.
+    """
+    spec = {"image": ((image_size, image_size, 3), IMAGE_DTYPE), "label": ((), np.dtype(np.int32))}
+    if train and random_erasing:
+        spec["erase_box"] = ((4,), np.dtype(np.int32))
+    if not train:
+        spec["mask"] = ((), np.dtype(np.float32))
+    return spec
+
+
+def batch_bytes(batch_size: int, image_size: int, *, train: bool, random_erasing: bool = False) -> int:
+    """Bytes of one batch of ``batch_size`` examples as the pipelines deliver it (all entries)."""
+    spec = batch_spec(image_size, train=train, random_erasing=random_erasing)
+    return batch_size * sum(math.prod(shape) * dtype.itemsize for shape, dtype in spec.values())
 
 
 def _parallel_calls() -> int:
@@ -119,7 +152,8 @@ def train_dataset(sources: Sequence[Source], *, shard_indices: Sequence[int], sh
       cache: keep the encoded shards in memory after their first epoch (small datasets).
 
     Returns:
-      Dataset of ``{'image': float32 (B, S, S, 3) normalised, 'label': int32 (B,)}`` with
+      Dataset of ``{'image': uint8 (B, S, S, 3), 'label': int32 (B,)}`` plus ``'erase_box': int32
+      (B, 4)`` when ``augmentation.random_erasing`` > 0 (:func:`batch_spec`), with
       ``B = len(sources) * shard_batch_size``: ``shard_batch_size`` rows from each shard, in
       the order of ``shard_indices`` (what ``jax.make_array_from_process_local_data`` expects).
     """
@@ -143,19 +177,22 @@ def train_dataset(sources: Sequence[Source], *, shard_indices: Sequence[int], sh
         choice = tf.data.Dataset.range(len(streams) * shard_batch_size).map(lambda i: i // shard_batch_size)
         stream = tf.data.Dataset.choose_from_datasets(streams, choice.repeat())
 
+    size = augmentation.image_size
+
     def preprocess(shard, position, example):
         seeds = tf.random.experimental.stateless_split(_example_seed(seed, shard, position), 4)
-        image = augment.decode_and_random_crop(example["image"], seeds[0], augmentation.image_size,
+        image = augment.decode_and_random_crop(example["image"], seeds[0], size,
                                                area_range=augmentation.crop_area_range,
                                                ratio_range=augmentation.crop_ratio_range)
+        image = augment.to_uint8(image)
         if augmentation.flip:
             image = augment.random_flip_left_right(image, seeds[1])
         if spec is not None:
-            image = randaugment.rand_augment(tf.round(image), seeds[2], spec)
-        image = augment.normalize(image)
+            image = randaugment.rand_augment(image, seeds[2], spec)
+        batch = {"image": image, "label": example["label"]}
         if augmentation.random_erasing > 0:
-            image = augment.random_erasing(image, seeds[3], probability=augmentation.random_erasing)
-        return {"image": image, "label": example["label"]}
+            batch["erase_box"] = augment.erasing_box(seeds[3], size, size, probability=augmentation.random_erasing)
+        return batch
 
     stream = stream.map(preprocess, num_parallel_calls=_parallel_calls(), deterministic=True)
     stream = stream.batch(len(streams) * shard_batch_size, drop_remainder=True)
@@ -172,19 +209,19 @@ def eval_dataset(source: Source, *, local_batch_size: int, num_batches: int, ima
     """Finite, deterministic eval batches, padded to exactly ``num_batches``.
 
     Returns:
-      Dataset of ``{'image': float32 (B, S, S, 3), 'label': int32 (B,), 'mask': float32 (B,)}``;
+      Dataset of ``{'image': uint8 (B, S, S, 3), 'label': int32 (B,), 'mask': float32 (B,)}``;
       ``mask`` is 0 for padding examples, which must not count in the metrics.
     """
 
     def preprocess(example):
-        image = augment.normalize(augment.decode_and_center_crop(example["image"], image_size, crop_pct))
+        image = augment.to_uint8(augment.decode_and_center_crop(example["image"], image_size, crop_pct))
         return {"image": image, "label": example["label"], "mask": tf.constant(1.0, tf.float32)}
 
     stream = source.dataset.map(preprocess, num_parallel_calls=_parallel_calls(), deterministic=True)
     if cache:
         stream = stream.cache()
     padding = tf.data.Dataset.from_tensors({
-        "image": tf.zeros([image_size, image_size, 3], tf.float32),
+        "image": tf.zeros([image_size, image_size, 3], tf.uint8),
         "label": tf.constant(0, tf.int32),
         "mask": tf.constant(0.0, tf.float32),
     }).repeat()

@@ -20,7 +20,9 @@ or bicubic at random); rotation/shear use TF's pixel-centre convention, PIL's di
 half a pixel; enhance ops are computed in float and rounded once per op (PIL rounds in
 integer arithmetic, off by at most 1 grey level).
 
-Images are float32 (H, W, 3) with integer values in [0, 255] (i.e. uint8 content).
+The ops compute on float32 (H, W, 3) images with integer values in [0, 255] and round their own
+results; :func:`rand_augment` takes and returns the pipeline's uint8 pixels (float32 integer-valued
+images work too and stay float32), so the uint8 conversions are exact.
 """
 
 from __future__ import annotations
@@ -215,7 +217,12 @@ def apply_op_by_name(image: tf.Tensor, name: str, magnitude: float, sign: float 
 
 
 def rand_augment(image: tf.Tensor, seed: tf.Tensor, spec: RandAugmentSpec) -> tf.Tensor:
-    """timm RandAugment on float32 (H, W, 3) [0, 255] integer-valued pixels; same shape out."""
+    """timm RandAugment on (H, W, 3) [0, 255] pixels: uint8, or float32 with integer values.
+
+    Returns the same shape and dtype (every op's result is integer-valued in [0, 255], so the
+    cast back to uint8 is exact).
+    """
+    dtype = image.dtype
     image = tf.round(tf.cast(image, tf.float32))
     seeds = tf.random.experimental.stateless_split(seed, spec.num_layers)
     for layer in range(spec.num_layers):
@@ -230,4 +237,4 @@ def rand_augment(image: tf.Tensor, seed: tf.Tensor, spec: RandAugmentSpec) -> tf
                         lambda image=image, index=index, level=level, sign=sign:
                             _apply_op(index, image, level, sign),
                         lambda image=image: image)
-    return image
+    return tf.cast(image, dtype)

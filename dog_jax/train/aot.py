@@ -34,13 +34,13 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
 from dog_jax import data, provenance, storage
+from dog_jax.data import pipeline
 from dog_jax.ops.auto import record_choices
 from dog_jax.train import aot_memory, gpu_topology, hlo_bytes, run_setup, run_spec, sharding, steps, tpu_topology
 
@@ -129,15 +129,14 @@ def resolve(config: ml_collections.ConfigDict, device_count: int) -> run_spec.Ru
     return run_spec.resolve(config, model, dataset_facts(config), device_count=device_count, process_count=1)
 
 
-def _batch_structs(mesh: Mesh, global_batch: int, image_shape: tuple[int, int, int], *,
-                   eval_batch: bool) -> dict[str, Any]:
-    """Abstract global batches as the input pipeline delivers them (``sharding.global_batch``)."""
+def _batch_structs(mesh: Mesh, global_batch: int, image_size: int, *, eval_batch: bool,
+                   random_erasing: bool) -> dict[str, Any]:
+    """Abstract global batches as the input pipeline delivers them (``pipeline.batch_spec``: uint8
+    images; ``sharding.global_batch``)."""
     spec = sharding.batch_sharded(mesh)
-    batch = {"image": jax.ShapeDtypeStruct((global_batch, *image_shape), jnp.float32, sharding=spec),
-             "label": jax.ShapeDtypeStruct((global_batch,), jnp.int32, sharding=spec)}
-    if eval_batch:
-        batch["mask"] = jax.ShapeDtypeStruct((global_batch,), jnp.float32, sharding=spec)
-    return batch
+    entries = pipeline.batch_spec(image_size, train=not eval_batch, random_erasing=random_erasing)
+    return {name: jax.ShapeDtypeStruct((global_batch, *shape), dtype, sharding=spec)
+            for name, (shape, dtype) in entries.items()}
 
 
 def compile_steps(spec: run_spec.RunSpec, devices: list, *,
@@ -152,7 +151,8 @@ def compile_steps(spec: run_spec.RunSpec, devices: list, *,
     costs = {}
     for name in which:
         step_fn, eval_batch = available[name]
-        batch = _batch_structs(mesh, spec.plan.global_batch, spec.image_shape, eval_batch=eval_batch)
+        batch = _batch_structs(mesh, spec.plan.global_batch, spec.config.image_size, eval_batch=eval_batch,
+                               random_erasing=spec.config.augment.random_erasing > 0)
         start = time.perf_counter()
         try:
             compiled = step_fn.lower(state, batch, parts.rng_state).compile()
@@ -215,11 +215,14 @@ def target_devices(topology: str) -> tuple[list, tpu_topology.ChipSpec]:
 
 
 def _batch_bytes(spec: run_spec.RunSpec, devices: list) -> int:
-    """One batch of the run on one device, in the dtype it travels in (``_batch_structs``): the eval
-    batch, which is the training batch plus a mask, so that one figure bounds both loops."""
+    """One batch of the run on one device, in the dtypes it travels in (``_batch_structs``: uint8
+    images): the larger of the training batch (with its erasing boxes) and the eval batch (with its
+    mask), so that one figure bounds both loops."""
     mesh = Mesh(np.asarray(devices), (sharding.DATA_AXIS,))
-    return aot_memory.per_device_bytes(_batch_structs(mesh, spec.plan.global_batch, spec.image_shape,
-                                                      eval_batch=True), len(devices))
+    erasing = spec.config.augment.random_erasing > 0
+    return max(aot_memory.per_device_bytes(_batch_structs(mesh, spec.plan.global_batch, spec.config.image_size,
+                                                          eval_batch=evaluation, random_erasing=erasing), len(devices))
+               for evaluation in (False, True))
 
 
 def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, Any]:

@@ -11,8 +11,13 @@ donated, sharded and checkpointed as one pytree::
 
 The model's structure (``nnx.GraphDef``) is static: one graph for training
 (BatchNorm batch statistics, drop path on) and one for evaluation. Random numbers are
-derived from the step: mixup/cutmix use ``fold_in(key(seed), step)`` and each drop-path
-stream uses ``fold_in(its initial key, step)``, so nothing random is carried in the state.
+derived from the step: mixup/cutmix use ``fold_in(key(seed), step)``, the random-erasing
+noise ``fold_in(erasing key, step)`` and each drop-path stream ``fold_in(its initial key,
+step)``, so nothing random is carried in the state.
+
+Batches arrive as the input pipelines deliver them (``dog_jax.data.pipeline.batch_spec``):
+uint8 pixels, normalised inside the step (``dog_jax.data.device_augment``), in the same jitted
+program as the model.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh
 
+from dog_jax.data import device_augment
 from dog_jax.data.mixing import MixConfig, mix_batch
 from dog_jax.ops.auto import compile_target, target_of
 from dog_jax.train import sharding
@@ -145,8 +152,12 @@ def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedul
 
     ``rng_state`` is ``parts.rng_state`` (an argument, not a closure, so that it stays a
     sharded global array in multi-process runs).
-    ``batch``: ``{"image": float32 (B, H, W, 3), "label": int32 (B,)}`` sharded over
-    ``"data"``; the state is donated. Metrics (replicated float32 scalars): ``loss``
+    ``batch``: ``{"image": uint8 (B, H, W, 3), "label": int32 (B,)}`` sharded over ``"data"``,
+    plus ``"erase_box"`` int32 (B, 4) when the pipeline draws random-erasing boxes; the state is
+    donated. In the step, before the model: normalisation (``device_augment.model_images``: uint8
+    pixels are normalised; floating images are taken as normalised already), the erasing fill
+    (``device_augment.erase``), mixup / CutMix, then the cast to ``compute_dtype``.
+    Metrics (replicated float32 scalars): ``loss``
     (mixed-target cross-entropy), ``accuracy`` (top-1 against the un-mixed labels),
     ``grad_norm`` (before clipping), ``learning_rate`` (applied to this update),
     ``nonfinite`` (1.0 if the loss or any gradient was NaN/inf, else 0.0).
@@ -166,6 +177,9 @@ def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedul
     constant decay, which at 0.9999 over a 50-epoch run keeps ~21 % of the random init.
     """
     mix_key = jax.random.key(seed)
+    # The erasing noise's own stream. Steps are int32 >= 0, so folding in 2**32 - 1 gives a key that
+    # is no step's mixing key fold_in(key(seed), step).
+    erase_key = jax.random.fold_in(mix_key, np.uint32(2**32 - 1))
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], rng_state: Any):
         with compile_target(mesh):  # "auto" ops choose for the mesh's platform (dog_jax.ops.auto)
@@ -173,8 +187,10 @@ def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedul
 
     def _train_step(state: TrainState, batch: dict[str, jax.Array], rng_state: Any):
         step = state["step"]
-        images, targets = mix_batch(jax.random.fold_in(mix_key, step), batch["image"], batch["label"],
-                                    num_classes, mix)
+        images = device_augment.model_images(batch["image"])
+        if "erase_box" in batch:
+            images = device_augment.erase(jax.random.fold_in(erase_key, step), images, batch["erase_box"])
+        images, targets = mix_batch(jax.random.fold_in(mix_key, step), images, batch["label"], num_classes, mix)
         images = images.astype(compute_dtype)
         step_rngs = _rng_for_step(rng_state, step)
 
@@ -217,7 +233,8 @@ def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedul
 def make_eval_step(parts: ModelParts, *, compute_dtype: Any, mesh: Mesh):
     """Returns ``eval_step(state, batch, rng_state) -> sums``, jitted.
 
-    ``batch`` adds ``"mask"`` float32 (B,) (0 for padding). Returns replicated float32
+    ``batch``: ``{"image": uint8 (B, H, W, 3), "label": int32 (B,), "mask": float32 (B,)}``
+    (mask 0 for padding); images are normalised as in the train step. Returns replicated float32
     sums over unmasked examples: ``loss`` (plain cross-entropy), ``top1``, ``top5``, ``count``.
     """
 
@@ -227,7 +244,7 @@ def make_eval_step(parts: ModelParts, *, compute_dtype: Any, mesh: Mesh):
 
     def _eval_step(state: TrainState, batch: dict[str, jax.Array], rng_state: Any):
         model = nnx.merge(parts.eval_graph, state["params"], state["batch_stats"], rng_state)
-        logits = model(batch["image"].astype(compute_dtype)).astype(jnp.float32)
+        logits = model(device_augment.model_images(batch["image"]).astype(compute_dtype)).astype(jnp.float32)
         labels, mask = batch["label"], batch["mask"]
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         k = min(5, logits.shape[-1])
