@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from dog_jax import data, provenance  # noqa: E402
+from dog_jax.data import device_augment  # noqa: E402
 from dog_jax.evaluate import evaluate_checkpoint  # noqa: E402
 from dog_jax.export import export_model  # noqa: E402
 from dog_jax.train import CheckpointError, ConfigError, train_and_evaluate  # noqa: E402
@@ -84,7 +85,8 @@ def _timm_oracle(model, eval_ds):
     correct1 = correct5 = loss = count = 0.0
     for batch in eval_ds.as_numpy_iterator():
         with torch.no_grad():
-            logits = model(torch.from_numpy(batch["image"].transpose(0, 3, 1, 2).copy()))
+            images = np.asarray(device_augment.normalize(batch["image"]))  # what the eval step feeds the model
+            logits = model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
         labels = torch.from_numpy(batch["label"].astype(np.int64))
         mask = torch.from_numpy(batch["mask"].copy())
         top5 = logits.topk(5, dim=-1).indices

@@ -1,4 +1,5 @@
-"""Augmentation ops: timm semantics, eagerly and inside tf.data; on-device mixup/CutMix."""
+"""Augmentation ops: timm semantics, eagerly and inside tf.data; on-device normalisation, erasing
+fill and mixup/CutMix."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dog_jax.data import augment, mixing, randaugment
+from dog_jax.data import augment, device_augment, mixing, randaugment
 
 
 def _image(seed=0, size=32):
@@ -71,18 +72,36 @@ def test_rand_augment_is_a_function_of_the_seed():
 
 def test_ops_inside_tf_data_match_eager():
     spec = randaugment.parse_rand_augment("rand-m9-mstd0.5-inc1")
-    images = np.stack([_image(i).numpy() for i in range(4)])
+    images = np.stack([_image(i).numpy() for i in range(4)]).astype(np.uint8)
 
     def pipeline(index, image):
         seed = tf.stack([tf.constant(3, tf.int64), index])
-        out = randaugment.rand_augment(image, seed, spec)
-        out = augment.normalize(out)
-        return augment.random_erasing(out, seed, probability=0.5)
+        return randaugment.rand_augment(image, seed, spec), augment.erasing_box(seed, 32, 32, probability=0.5)
 
     dataset = tf.data.Dataset.from_tensor_slices(images).enumerate().map(pipeline, num_parallel_calls=2)
-    graph = np.stack(list(dataset.as_numpy_iterator()))
-    eager = np.stack([pipeline(tf.constant(i, tf.int64), tf.constant(images[i])).numpy() for i in range(4)])
-    np.testing.assert_allclose(graph, eager, rtol=1e-6, atol=1e-5)
+    graph = list(dataset.as_numpy_iterator())
+    for i, (image, box) in enumerate(graph):
+        eager_image, eager_box = pipeline(tf.constant(i, tf.int64), tf.constant(images[i]))
+        assert image.dtype == np.uint8
+        np.testing.assert_array_equal(image, eager_image.numpy())
+        np.testing.assert_array_equal(box, eager_box.numpy())
+
+
+def test_rand_augment_on_uint8_equals_the_float_path_exactly():
+    """The pipeline feeds uint8 pixels; the ops compute in float32 and every result is
+    integer-valued, so uint8 in/out gives the float path's values bit for bit."""
+    spec = randaugment.parse_rand_augment("rand-m9-mstd0.5-inc1")
+    for s in range(16):
+        image = _image(s)
+        as_float = randaugment.rand_augment(image, tf.constant([4, s]), spec).numpy()
+        as_uint8 = randaugment.rand_augment(tf.cast(image, tf.uint8), tf.constant([4, s]), spec)
+        assert as_uint8.dtype == tf.uint8
+        np.testing.assert_array_equal(as_uint8.numpy().astype(np.float32), as_float)
+
+
+def test_to_uint8_rounds_half_to_even_and_clips():
+    pixels = tf.constant([-3.0, 0.4, 0.5, 1.5, 2.5, 254.5, 254.6, 300.0])
+    np.testing.assert_array_equal(augment.to_uint8(pixels).numpy(), [0, 0, 0, 2, 2, 254, 255, 255])
 
 
 def test_random_crop_decodes_only_the_window_and_resizes():
@@ -107,13 +126,21 @@ def test_center_crop_takes_the_central_fraction():
         augment.decode_and_center_crop(tf.io.encode_png(image), 20, 1.5)
 
 
+def _box_mask(box, height, width):
+    top, left, h, w = (int(v) for v in box)
+    mask = np.zeros((height, width), bool)
+    mask[top:top + h, left:left + w] = True
+    return mask
+
+
 def test_random_erasing_area_and_probability():
-    image = tf.zeros((32, 32, 3))
-    erased = [augment.random_erasing(image, tf.constant([5, s]), probability=0.25).numpy() for s in range(200)]
-    fractions = np.array([np.mean(e != 0) for e in erased])
+    boxes = [augment.erasing_box(tf.constant([5, s]), 32, 32, probability=0.25).numpy() for s in range(200)]
+    fractions = np.array([_box_mask(box, 32, 32).mean() for box in boxes])
     applied = fractions > 0
     assert 0.15 < applied.mean() < 0.35
     assert fractions[applied].max() <= 1 / 3 + 0.05 and fractions[applied].min() >= 0.01
+    # Not erased: the all-zero box, which the device fill leaves alone.
+    assert all(not box.any() for box, erased in zip(boxes, applied) if not erased)
 
 
 def test_smooth_one_hot_matches_timm():
@@ -150,24 +177,25 @@ def test_mixing_disabled_only_smooths():
 
 
 def test_random_erasing_noise_is_standard_normal_inside_the_box_only():
-    """The erased box gets N(0, 1) noise (drawn for the box only, not for the whole image), the
-    rest of the image is untouched, and about half the images (probability 0.5) are erased."""
-    image = tf.constant(np.random.default_rng(0).normal(size=(40, 48, 3)).astype(np.float32))
-    inside, applied = [], 0
-    for s in range(300):
-        seed = tf.constant([11, s])
-        out = augment.random_erasing(image, seed, probability=0.5).numpy()
-        # The same seed on an all-NaN image marks the box: only its pixels come out finite.
-        box = np.isfinite(augment.random_erasing(tf.fill(image.shape, np.nan), seed, probability=0.5).numpy())
-        np.testing.assert_array_equal(out[~box], image.numpy()[~box])
-        assert not np.any(out[box] == image.numpy()[box])
-        inside.append(out[box])
-        applied += bool(box.any())
-    assert 0.4 < applied / 300 < 0.6
-    noise = np.concatenate(inside)
+    """The device fill puts N(0, 1) noise inside each image's box (drawn on the host), leaves the
+    rest untouched, leaves images without a box alone, and is a pure function of the key."""
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.normal(size=(300, 40, 48, 3)).astype(np.float32))
+    boxes = np.stack([augment.erasing_box(tf.constant([11, s]), 40, 48, probability=0.5).numpy()
+                      for s in range(300)])
+    out = np.asarray(device_augment.erase(jax.random.key(7), images, jnp.asarray(boxes)))
+    again = np.asarray(device_augment.erase(jax.random.key(7), images, jnp.asarray(boxes)))
+    np.testing.assert_array_equal(out, again)
+    masks = np.stack([_box_mask(box, 40, 48) for box in boxes])
+    np.testing.assert_array_equal(out[~masks], np.asarray(images)[~masks])
+    assert not np.any(out[masks] == np.asarray(images)[masks])
+    assert 0.4 < masks.any(axis=(1, 2)).mean() < 0.6
+    noise = out[masks].ravel()
     assert noise.size > 10_000
     assert abs(noise.mean()) < 0.03 and abs(noise.std() - 1.0) < 0.03
     assert abs(np.mean(np.abs(noise) < 1.0) - 0.6827) < 0.02
+    other = np.asarray(device_augment.erase(jax.random.key(8), images, jnp.asarray(boxes)))
+    assert not np.array_equal(other[masks], out[masks])
 
 
 def test_flip_is_a_fair_coin_and_exact():
@@ -180,11 +208,19 @@ def test_flip_is_a_fair_coin_and_exact():
 
 
 def test_normalize_equals_the_division_within_an_ulp():
-    pixels = np.random.default_rng(1).integers(0, 256, (17, 23, 3)).astype(np.float32)
-    expected = (pixels - np.float32(augment.IMAGENET_MEAN)) / np.float32(augment.IMAGENET_STD)
-    for image in (tf.constant(pixels), tf.function(lambda x: x, input_signature=[
-            tf.TensorSpec([None, None, 3], tf.float32)])(tf.constant(pixels))):
-        np.testing.assert_allclose(augment.normalize(image).numpy(), expected, rtol=3e-7, atol=1e-6)
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 17, 23, 3)).astype(np.uint8)
+    expected = (pixels.astype(np.float32) - np.float32(device_augment.IMAGENET_MEAN)) / np.float32(
+        device_augment.IMAGENET_STD)
+    for normalize in (device_augment.normalize, jax.jit(device_augment.normalize)):
+        got = normalize(jnp.asarray(pixels))
+        assert got.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=3e-7, atol=1e-6)
+    # The steps' entry point: uint8 is normalised, floats pass unchanged, anything else is refused.
+    np.testing.assert_array_equal(device_augment.model_images(jnp.asarray(pixels)), device_augment.normalize(pixels))
+    floats = jnp.asarray(expected)
+    assert device_augment.model_images(floats) is floats
+    with pytest.raises(TypeError, match="uint8 pixels or normalised floats, got int32"):
+        device_augment.model_images(jnp.asarray(pixels, jnp.int32))
 
 
 @pytest.mark.parametrize("name", ["Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"])

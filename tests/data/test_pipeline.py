@@ -51,13 +51,16 @@ def _train(builder, start_step=0, seed=0):
 
 def test_train_stream_is_a_function_of_the_step(tiny_builder):
     batches = [b for _, b in zip(range(8), _train(tiny_builder).as_numpy_iterator())]  # 8 steps > 1 epoch of 5.
-    assert batches[0]["image"].shape == (40, 24, 24, 3) and batches[0]["image"].dtype == np.float32
-    assert batches[0]["label"].dtype == np.int32
+    # Exactly the entries, shapes and dtypes of batch_spec (what the AOT compile lowers for): uint8 pixels.
+    spec = data.batch_spec(24, train=True, random_erasing=True)
+    assert {key: (value.shape[1:], value.dtype) for key, value in batches[0].items()} == spec
+    assert batches[0]["image"].dtype == np.uint8 and batches[0]["image"].shape == (40, 24, 24, 3)
+    assert data.batch_bytes(40, 24, train=True, random_erasing=True) == sum(v.nbytes for v in batches[0].values())
     # Resume mid-epoch and in the next epoch: identical pixels and labels.
     for start in (3, 6):
         resumed = next(_train(tiny_builder, start_step=start).as_numpy_iterator())
-        np.testing.assert_array_equal(resumed["image"], batches[start]["image"])
-        np.testing.assert_array_equal(resumed["label"], batches[start]["label"])
+        for key in ("image", "label", "erase_box"):  # the erasing boxes too: the fill's only host part
+            np.testing.assert_array_equal(resumed[key], batches[start][key])
     # Shuffle then repeat: the first epoch (5 batches) is a permutation of the 200 examples.
     source = data.local_source(tiny_builder, "train[:200]", shard_index=0, shard_count=1, drop_remainder=True)
     source_labels = np.array([ex["label"] for ex in source.dataset.as_numpy_iterator()])
@@ -121,6 +124,8 @@ def test_eval_stream_covers_every_example_once_with_padding(tiny_builder):
     assert num_batches == 3
     batches = list(data.eval_dataset(source, local_batch_size=128, num_batches=num_batches, image_size=32,
                                      crop_pct=1.0).as_numpy_iterator())
+    spec = data.batch_spec(32, train=False)
+    assert {key: (value.shape[1:], value.dtype) for key, value in batches[0].items()} == spec
     masks = np.concatenate([b["mask"] for b in batches])
     assert len(batches) == 3 and masks.sum() == 300 and masks[:300].all() and not masks[300:].any()
     again = list(data.eval_dataset(source, local_batch_size=128, num_batches=num_batches, image_size=32,
