@@ -1,8 +1,9 @@
 """Input-pipeline throughput per CPU core: dog_jax's tf.data pipelines vs timm's transforms.
 
 Runs the trainer's own tf.data training pipeline (``dog_jax.data.train_dataset``: JPEG decode
-fused with the random-resized crop, flip, RandAugment rand-m9-mstd0.5-inc1, normalisation,
-random erasing 0.25, batching) and timm's training transform (``create_transform(224,
+fused with the random-resized crop, rounding to uint8, flip, RandAugment rand-m9-mstd0.5-inc1,
+random-erasing boxes 0.25, batching; normalisation and the erasing fill run on the device, in the
+train step) and timm's training transform (``create_transform(224,
 is_training=True, auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25)`` on PIL-decoded images,
 collated into batches as its DataLoader does) over the same in-memory JPEGs, alternating the
 two so both see the same machine state. The JPEGs' sizes follow ImageNet's typical range (short
@@ -18,8 +19,12 @@ Usage::
     python benchmarks/input_pipeline.py --no-timm --threads 2 --shards 1 8   # one shard vs 8 interleaved
 
 Prints images per CPU-second (process CPU time over all threads: the throughput of one fully
-used core, comparable across machines and robust to other load) for each side, their ratio,
-and the wall-clock rate of dog_jax's training pipeline at each thread count with its scaling
+used core, comparable across machines and robust to other load) for each side, their ratio;
+the host->device bytes of one batch as the pipeline delivers it (uint8) beside the float32
+batch it delivered before (normalised on the host; built here from the same pixels, the only
+place that format still exists) and the time ``sharding.global_batch`` takes to put each on
+the local JAX device (on a CPU backend a host memory copy; the link that matters is a real
+accelerator's); and the wall-clock rate of dog_jax's training pipeline at each thread count with its scaling
 efficiency (rate / (threads x 1-thread rate)). Because that wall-clock scaling also measures
 whatever else runs on the machine, the table adds the scheduler's view of the pipeline's own
 threads (Linux): how much of the time its workers were runnable rather than blocked on the
@@ -54,7 +59,7 @@ import tensorflow as tf
 from dog_jax.data import Source, TrainAugmentation, augment, eval_dataset, randaugment, train_dataset
 
 # Cumulative stages of the per-example training map, for --profile.
-STAGES = ("decode+crop+resize", "flip", "RandAugment", "normalise", "erasing", "batching")
+STAGES = ("decode+crop+resize", "round to uint8", "flip", "RandAugment", "erasing box", "batching")
 
 
 def generate_jpegs(count: int, seed: int = 0) -> list[bytes]:
@@ -185,6 +190,44 @@ def _time_batches(iterator, *, batch_size: int, batches: int, warmup: int) -> tu
     return images / (time.perf_counter() - start), images / (time.process_time() - cpu_start)
 
 
+def transfer_rows(jpegs: list[bytes], *, batch_size: int, repeats: int,
+                  rand_augment: str = "rand-m9-mstd0.5-inc1") -> list[str]:
+    """Host->device cost of one training batch: as the pipeline delivers it (uint8 pixels, labels,
+    erasing boxes) beside the float32 batch the pipeline delivered before (the same pixels
+    normalised on the host, labels): bytes, and the median time of ``sharding.global_batch`` (what
+    the training loop calls) until the arrays are on the local devices, the two alternated."""
+    import jax
+
+    from dog_jax.data import device_augment
+    from dog_jax.train import sharding
+
+    labels = np.arange(len(jpegs), dtype=np.int32) % 1000
+    examples = tf.data.Dataset.from_tensor_slices({"image": jpegs, "label": labels})
+    dataset = train_dataset([Source(examples, len(jpegs))], shard_indices=[0], shard_batch_size=batch_size, seed=0,
+                            augmentation=TrainAugmentation(image_size=224, rand_augment=rand_augment), cache=True)
+    batch = next(dataset.as_numpy_iterator())
+    before = {"image": np.asarray(device_augment.normalize(batch["image"])), "label": batch["label"]}
+    mesh = sharding.create_mesh()
+    times = {"float32": [], "uint8": []}
+    for _ in range(repeats):
+        for name, host_batch in (("float32", before), ("uint8", batch)):
+            start = time.perf_counter()
+            jax.block_until_ready(sharding.global_batch(host_batch, mesh))
+            times[name].append(time.perf_counter() - start)
+    sizes = {"float32": sum(v.nbytes for v in before.values()), "uint8": sum(v.nbytes for v in batch.values())}
+    median = {name: statistics.median(values) for name, values in times.items()}
+    device = f"{jax.device_count()} x {jax.devices()[0].platform}"
+    rows = [f"host->device, one batch of {batch_size} at 224 px (sharding.global_batch to {device}; median of "
+            f"{repeats}, alternated):"]
+    for name, label in (("float32", "float32 images, normalised on the host (before)"),
+                        ("uint8", "uint8 images + erasing boxes (now)")):
+        rows.append(f"  {label:50s} {sizes[name] / 1e6:7.2f} MB | {median[name] * 1e3:7.2f} ms | "
+                    f"{sizes[name] / median[name] / 1e9:6.2f} GB/s")
+    rows.append(f"  before / now: {sizes['float32'] / sizes['uint8']:.2f}x the bytes, "
+                f"{median['float32'] / median['uint8']:.2f}x the time")
+    return rows
+
+
 def timm_transforms(interpolation: str = "bicubic"):
     """timm's training transform for the same recipe, and its eval transform (crop 0.875).
 
@@ -242,13 +285,13 @@ def profile_stages(jpegs: list[bytes], *, images: int = 512) -> list[tuple[str, 
             seeds = tf.random.experimental.stateless_split(tf.stack([index, tf.constant(1, tf.int64)]), 4)
             image = augment.decode_and_random_crop(image_bytes, seeds[0], 224)
             if depth > 1:
-                image = augment.random_flip_left_right(image, seeds[1])
+                image = augment.to_uint8(image)
             if depth > 2:
-                image = randaugment.rand_augment(tf.round(image), seeds[2], spec)
+                image = augment.random_flip_left_right(image, seeds[1])
             if depth > 3:
-                image = augment.normalize(image)
+                image = randaugment.rand_augment(image, seeds[2], spec)
             if depth > 4:
-                image = augment.random_erasing(image, seeds[3], probability=0.25)
+                return image, augment.erasing_box(seeds[3], 224, 224, probability=0.25)
             return image
         return preprocess
 
@@ -284,6 +327,8 @@ def main() -> None:
                         help="data shards read by this process (one per local device by default in training), "
                              "e.g. --shards 1 8 to compare; must divide --batch_size")
     parser.add_argument("--no-timm", dest="timm", action="store_false", help="dog_jax only")
+    parser.add_argument("--transfer_repeats", type=int, default=20,
+                        help="timed host->device copies of each batch format (0 = skip that table)")
     parser.add_argument("--profile", action="store_true",
                         help="only the per-stage cost of the training map (ms per image, 1 thread)")
     parser.add_argument("--timm_interpolation", default="bicubic", choices=["bicubic", "bilinear"],
@@ -319,6 +364,10 @@ def main() -> None:
               f"ratio {median['dog_train'] / median['timm_train']:.2f}x")
         print(f"  eval  | dog_jax {median['dog_eval']:7.1f} | timm {median['timm_eval']:7.1f} | "
               f"ratio {median['dog_eval'] / median['timm_eval']:.2f}x")
+    if args.transfer_repeats:
+        for line in transfer_rows(jpegs, batch_size=args.batch_size, repeats=args.transfer_repeats,
+                                  rand_augment=args.rand_augment):
+            print(line)
     print_scaling(jpegs, thread_counts=args.threads, shard_counts=args.shards, rounds=args.rounds,
                   batch_size=args.batch_size, batches=args.scaling_batches, warmup=args.warmup,
                   rand_augment=args.rand_augment)

@@ -48,6 +48,9 @@ is locked by ``ml_collections``):
                                   shards in RAM
 ``nonfinite_policy``               NaN/inf loss or gradient: "stop" (error naming the step)
                                   or "skip" (leave the state unchanged, count the step)
+``profile_steps``                 "FIRST:LAST": a ``jax.profiler`` trace of those training steps
+                                  into ``<workdir>/profile/`` ("" = none; ``train/profiling.py``)
+``profile_all_processes``         trace on every process, not only process 0
 ``seed``                          model init, data order, augmentation, mixing, drop path
 ================================  ==========================================================
 """
@@ -114,6 +117,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.lease_timeout_s = 600
     c.lease_heartbeat_s = 60
     c.nonfinite_policy = "stop"
+    c.profile_steps = ""
+    c.profile_all_processes = False
     c.seed = 0
     return c
 
@@ -320,4 +325,9 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
              f"config.lease_heartbeat_s={config.get('lease_heartbeat_s')}, which must be > 0 (seconds).")
     _require(config.nonfinite_policy in NONFINITE_POLICIES,
              f"config.nonfinite_policy={config.nonfinite_policy!r}; use one of {', '.join(NONFINITE_POLICIES)}.")
+    from dog_jax.train.profiling import parse_profile_steps  # local: imports jax, which config files need not
+    try:
+        parse_profile_steps(config.get("profile_steps", ""))
+    except ValueError as error:
+        raise ConfigError(f"config.{error}") from None
 

@@ -20,7 +20,8 @@ at any moment: before the first training step the run ends at once with
 in flight, or between two evaluation batches, with a checkpoint of the last completed step.
 
 Files in ``workdir``: ``config.json`` (the resolved config), ``checkpoints/``,
-``tensorboard/``, ``summary.json``. Both JSON files carry the run's provenance record (which code,
+``tensorboard/``, ``summary.json``, and ``profile/`` with ``config.profile_steps``
+(:mod:`dog_jax.train.profiling`). Both JSON files carry the run's provenance record (which code,
 libraries, native kernels, "auto" choices and devices made it: ``dog_jax.train.run_provenance``).
 """
 
@@ -40,7 +41,7 @@ from dog_jax import provenance as dog_provenance
 from dog_jax import storage
 from dog_jax.train import checkpoint as checkpoint_lib
 from dog_jax.train import lease as lease_lib
-from dog_jax.train import failure_report, reporting, run_provenance, run_setup, run_spec, sharding, steps
+from dog_jax.train import failure_report, profiling, reporting, run_provenance, run_setup, run_spec, sharding, steps
 from dog_jax.train.preemption import Preempted, StopPolicy
 
 # Batches on a device at once: the running step's own and the next one. The loops below wait for the
@@ -206,21 +207,26 @@ def _redo_pending_evaluation(run: _Run, stop: StopPolicy) -> None:
     run.ckpt.add_metrics(step, metrics)
 
 
-def _train(run: _Run, stop: StopPolicy, run_start: float) -> tuple[int, bool, float | None]:
+def _train(run: _Run, stop: StopPolicy, run_start: float, profile: profiling.ProfileWindow
+           ) -> tuple[int, bool, float | None]:
     """The training loop from ``run.start_step``; returns (last step, interrupted?, compile time).
 
     ``run.state`` is updated in place. A stop (after a step, or Preempted between evaluation
     batches) checkpoints the last completed step and returns with interrupted = True.
+    ``profile`` traces the steps of ``config.profile_steps`` (closed on any way out).
     """
     plan, reporter, ckpt = run.plan, run.reporter, run.ckpt
-    step, compile_time, batch, in_flight = run.start_step, None, run.first_batch, []
+    step, compile_time, batch, metrics, in_flight = run.start_step, None, run.first_batch, None, []
     try:
         _redo_pending_evaluation(run, stop)
         while step < plan.total_steps:
-            batch = next(run.train_iter) if batch is None else batch
-            run.state, metrics = run.train_step(run.state, sharding.global_batch(batch, run.mesh),
-                                                run.parts.rng_state)
+            profile.before_step(step + 1, metrics)
+            with profile.annotate(step + 1):
+                batch = next(run.train_iter) if batch is None else batch
+                run.state, metrics = run.train_step(run.state, sharding.global_batch(batch, run.mesh),
+                                                    run.parts.rng_state)
             step, batch = step + 1, None
+            profile.after_step(step, metrics)
             reporter.add(step, metrics)
             in_flight = _bound_in_flight(in_flight, metrics)
             ckpt.poll()  # a lost lease or a failed background write stops the run now, not at the next save
@@ -245,6 +251,8 @@ def _train(run: _Run, stop: StopPolicy, run_start: float) -> tuple[int, bool, fl
             ckpt.save(step, run.state, run.spec.model_info(step), history=reporter.history_snapshot())
         logging.info("Stop requested: checkpointed step %d in %s; rerun to resume.", step, ckpt.directory)
         return step, True, compile_time
+    finally:
+        profile.close()
     return step, False, compile_time
 
 
@@ -252,7 +260,8 @@ def _run(run: _Run, workdir: str, stop: StopPolicy, run_start: float) -> tuple[i
     """Step 5 of the module docstring: trains, waits for the last checkpoint, writes ``summary.json``."""
     storage_failed = False
     try:
-        step, interrupted, compile_time = _train(run, stop, run_start)
+        step, interrupted, compile_time = _train(run, stop, run_start,
+                                                 profiling.ProfileWindow.from_config(run.spec.config, workdir))
         run.ckpt.wait()  # an asynchronous write in flight is completed before returning (and exiting)
         summary = _summary(run, step, interrupted, compile_time, time.perf_counter() - run_start)
         reporting.write_json(storage.join(workdir, "summary.json"), summary)

@@ -73,3 +73,13 @@ def test_measure_threads_runs_the_training_pipeline():
     jpegs = input_pipeline.generate_jpegs(4)
     run = input_pipeline.measure_threads(jpegs, threads=1, batch_size=2, batches=1, warmup=1, rand_augment="")
     assert len(run.runnable) == 1 and math.isfinite(run.wall_rate) and math.isfinite(run.cpu_rate)
+
+
+def test_transfer_rows_compare_the_uint8_batch_with_the_float32_one():
+    """The host->device table: bytes are exact (uint8 images + labels + erasing boxes against float32
+    images + labels); the times are measurements and only have to be there."""
+    rows = input_pipeline.transfer_rows(input_pipeline.generate_jpegs(2), batch_size=2, repeats=2, rand_augment="")
+    float32_bytes, uint8_bytes = 2 * 224 * 224 * 3 * 4 + 2 * 4, 2 * 224 * 224 * 3 + 2 * 4 + 2 * 4 * 4
+    assert f"{float32_bytes / 1e6:7.2f} MB" in rows[1] and "before" in rows[1]
+    assert f"{uint8_bytes / 1e6:7.2f} MB" in rows[2] and "now" in rows[2]
+    assert rows[3].startswith(f"  before / now: {float32_bytes / uint8_bytes:.2f}x the bytes")
