@@ -9,9 +9,9 @@ names (then ``--config`` names the model and data, e.g. a converted timm ConvNeX
         --config=configs/convnext.py:model=convnext_tiny --config.data_dir=/data/tfds --out=eval.json
 
 The data go through the trainer's own eval input (``run_setup.eval_stream``: centre crop of
-``eval_crop_pct`` at ``image_size``, ImageNet mean/std), the model's compute dtype from its
-``run_spec.ModelSpec``, and the trainer's jitted eval step and loop (``steps.make_eval_step``,
-``loop.evaluate``), so a workdir's metrics equal the trainer's own eval.
+``eval_crop_pct`` at ``image_size``, uint8), the model's compute dtype from its
+``run_spec.ModelSpec``, and the trainer's jitted eval step (ImageNet mean/std on the device) and
+loop (``steps.make_eval_step``, ``loop.evaluate``), so a workdir's metrics equal the trainer's own eval.
 Writes the metrics as JSON: ``--out``, default ``<workdir>/eval/<split>_step<N>[_ema].json`` for a
 workdir, with the evaluation's provenance record (``provenance``: code, libraries, native kernels,
 "auto" choices of the eval forward pass, devices; ``dog_jax.provenance``) and, for a workdir, the
