@@ -81,11 +81,14 @@ def test_a_run_in_a_bucket_then_evaluate_export_and_analyse_it(bucket, gcs_serve
     from dog_jax.train.restore import restore_model
 
     data_dir, workdir = f"{bucket}/tensorflow_datasets", f"{bucket}/runs/tiny"
-    result = _train(tmp_path, data_dir, workdir)
+    result = _train(tmp_path, data_dir, workdir, profile_steps="2:3")
     assert result.returncode == 0, result.stderr[-3000:]
     written = _objects(gcs_server, workdir)
     assert {"config.json", "summary.json", "checkpoints/4/state/_METADATA", "checkpoints/2/model/metadata"} <= written
     assert any(name.startswith("tensorboard/events.out.tfevents.") for name in written), sorted(written)
+    # The profiler window's trace, copied into the bucket (traced into a local scratch folder first).
+    assert any(name.startswith("profile/plugins/profile/train_steps_2-3/") and name.endswith(".xplane.pb")
+               for name in written), sorted(written)
     assert any(name.startswith("dog_jax_demo/tiny/") for name in _objects(gcs_server, data_dir))
     summary = storage.read_text(f"{workdir}/summary.json")
     assert '"final_step": 4' in summary

@@ -27,6 +27,9 @@ from tests.support.configs import load
     ({"nonfinite_policy": "ignore"}, "use one of stop, skip"),
     ({"data_shards": -1}, "config.data_shards=-1 must be an int >= 0 (0 = one per device)"),
     ({"data_shards": 3}, "is not divisible by config.data_shards=3; use a divisor of the batch size"),
+    ({"profile_steps": "5:3"}, "config.profile_steps='5:3' must be 'FIRST:LAST' with 1 <= FIRST <= LAST"),
+    ({"profile_steps": "0:3"}, "config.profile_steps='0:3' must be 'FIRST:LAST'"),
+    ({"profile_steps": "100"}, "config.profile_steps='100' must be 'FIRST:LAST'"),
 ])
 def test_bad_values_give_one_clear_line(changes, message):
     c = load("convmixer")
@@ -39,3 +42,11 @@ def test_bad_values_give_one_clear_line(changes, message):
     with pytest.raises(config_lib.ConfigError, match=re.escape(message)) as info:
         run_spec.check(c, device_count=8)
     assert "\n" not in str(info.value)
+
+
+def test_profile_steps_are_parsed():
+    from dog_jax.train.profiling import parse_profile_steps
+
+    assert parse_profile_steps("") is None and parse_profile_steps("100:105") == (100, 105)
+    assert parse_profile_steps(" 7 : 7 ") == (7, 7)
+    config_lib.validate(load("convmixer"), device_count=8)  # the default: no profile
