@@ -18,21 +18,21 @@ Usage::
     python benchmarks/input_pipeline.py --rounds 5      # more alternations, steadier medians
     python benchmarks/input_pipeline.py --no-timm --threads 2 --shards 1 8   # one shard vs 8 interleaved
 
-Prints images per CPU-second (process CPU time over all threads: the throughput of one fully
-used core, comparable across machines and robust to other load) for each side, their ratio;
-the host->device bytes of one batch as the pipeline delivers it (uint8) beside the float32
-batch it delivered before (normalised on the host; built here from the same pixels, the only
-place that format still exists) and the time ``sharding.global_batch`` takes to put each on
-the local JAX devices. Only an accelerator's time measures a host->device link. On a CPU backend
-it is host memory bookkeeping: the float32 batch of 64 (38.5 MB) lands above glibc's largest
-``mmap`` threshold (32 MB), so every copy faults in fresh pages, while the 9.6 MB uint8 batch
-reuses heap memory -- a 10-200x gap, not 4x; with ``MALLOC_MMAP_THRESHOLD_`` raised above the
-batch the float32 copy fell from 245 to 0.5 ms in one scratch run; and the wall-clock rate of dog_jax's training pipeline at each thread count with its scaling
-efficiency (rate / (threads x 1-thread rate)). Because that wall-clock scaling also measures
-whatever else runs on the machine, the table adds the scheduler's view of the pipeline's own
-threads (Linux): how much of the time its workers were runnable rather than blocked on the
-pipeline, the consuming thread's CPU share, and from these an idle-machine scaling estimate
-(see ``print_scaling``).
+Prints images per CPU-second (process CPU time over all threads: the throughput of one fully used
+core, comparable across machines and robust to other load) for each side, their ratio; the
+host->device bytes of one batch as the pipeline delivers it (uint8) beside the float32 batch it
+delivered before (normalised on the host; built here from the same pixels, the only place that
+format still exists) and the time ``sharding.global_batch`` takes to put each on the local JAX
+devices. Only an accelerator's time measures a host->device link. On a CPU backend it is host
+memory bookkeeping: the float32 batch of 64 (38.5 MB) lands above glibc's largest ``mmap``
+threshold (32 MB), so every copy faults in fresh pages, while the 9.6 MB uint8 batch reuses heap
+memory -- a 10-200x gap, not 4x; with ``MALLOC_MMAP_THRESHOLD_`` raised above the batch the float32
+copy fell from 245 to 0.5 ms in one scratch run. Last, the wall-clock rate of dog_jax's training
+pipeline at each thread count with its scaling efficiency (rate / (threads x 1-thread rate)).
+Because that wall-clock scaling also measures whatever else runs on the machine, the table adds the
+scheduler's view of the pipeline's own threads (Linux): how much of the time its workers were
+runnable rather than blocked on the pipeline, the consuming thread's CPU share, and from these an
+idle-machine scaling estimate (see ``print_scaling``).
 """
 
 from __future__ import annotations
