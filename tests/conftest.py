@@ -104,15 +104,24 @@ def one_trace_per_run(monkeypatch):
     yield wrapped
 
 
-@pytest.fixture(scope="module")
-def tiny_data_dir(tmp_path_factory):
+@pytest.fixture(scope="session")
+def tiny_data_dir():
     """The tiny demo dataset (``dog_jax_demo/tiny``, what ``tests.support.configs.tiny_config`` trains on),
-    prepared once per test module."""
-    from dog_jax import data
+    prepared once per pytest run and shared by every worker (tests/support/shared.py): read-only."""
+    from tests.support.shared import tiny_demo_data_dir
 
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    data.get_builder("dog_jax_demo/tiny", data_dir)
-    return data_dir
+    return tiny_demo_data_dir()
+
+
+@pytest.fixture(scope="session")
+def short_reference(tiny_data_dir):
+    """``(workdir, summary)`` of the uninterrupted run of ``tiny_config(tiny_data_dir, **SHORT_RUN)``
+    (tests/support/configs.py), trained once per pytest run in the test process: what interrupted,
+    resumed and concurrent runs of that config are compared with. Read-only."""
+    from tests.support.configs import SHORT_RUN, tiny_config
+    from tests.support.shared import reference_run
+
+    return reference_run(tiny_config(tiny_data_dir, **SHORT_RUN))
 
 
 def pytest_collection_modifyitems(config, items):
