@@ -24,6 +24,12 @@ import shutil
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow imports Keras 3 when it is imported (and Keras imports scikit-learn and matplotlib),
+# unless TF_USE_LEGACY_KERAS asks for the tf_keras package instead, which is not installed: then no
+# Keras at all. Nothing in dog_jax or its tests uses tf.keras; every process the tests start (tens of
+# train.py runs) saves ~20 % of its import time. tests/analysis/test_trained_checkpoint.py runs its
+# train.py and analysis commands without it, as users do.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 if "DOG_JAX_TEST_SCRATCH" not in os.environ:
     os.environ["DOG_JAX_TEST_SCRATCH"] = tempfile.mkdtemp(prefix="dog_jax_tests_")
@@ -48,15 +54,28 @@ import pytest  # noqa: E402
 # The optional-dependency rule: the `requires` marker, and under CI=true a skipped test fails the run.
 from tests.support.requires import (  # noqa: E402, F401
     FAKE_GCS,
-    pytest_configure,
     pytest_runtest_setup,
     pytest_sessionfinish,
     pytest_terminal_summary,
     require,
 )
+from tests.support.requires import pytest_configure as _requires_configure  # noqa: E402
 
 hypothesis.settings.register_profile("dog_jax", database=None)
 hypothesis.settings.load_profile("dog_jax")
+
+
+def pytest_configure(config):
+    """The ``requires`` marker (tests/support/requires.py), and pytest-xdist's load scheduling one test
+    at a time: by default (``--dist load``, pytest-xdist 3.8) each worker first receives a block of
+    *consecutive* tests (an eighth of the suite for two workers), so the long tests, which come first
+    (:func:`pytest_collection_modifyitems`), would all land on one worker while the other ran only
+    short ones. With ``--maxschedchunk=1`` (unless given on the command line) every worker takes the
+    next test from the front of the list whenever it runs short: the long tests spread over all
+    workers and the short ones fill the gaps."""
+    _requires_configure(config)
+    if getattr(config.option, "dist", "no") == "load" and getattr(config.option, "maxschedchunk", 0) is None:
+        config.option.maxschedchunk = 1
 
 
 @pytest.fixture(autouse=True)
@@ -127,9 +146,10 @@ def short_reference(tiny_data_dir):
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``slow`` (tens of seconds each: trainer subprocesses, resumes, TPU compiles) come first.
 
-    pytest-xdist hands tests to its workers in this order: started first, the long tests overlap
-    with each other and with the short ones; left at the end of the list (where tests/train/ sorts),
-    one of them would keep a worker busy for a minute or more while the other had nothing to do.
+    pytest-xdist hands tests to its workers in this order, one at a time (:func:`pytest_configure`):
+    started first, the long tests run side by side on all workers and the short ones fill the gaps;
+    left at the end of the list (where tests/train/ sorts), one of them would keep a worker busy for
+    a minute or more while the others had nothing left to do.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: otherwise file order
 
