@@ -15,7 +15,25 @@ goes there too, and it keeps no example database.
 The scratch directory also holds a JAX persistent compilation cache: the trainer tests compile
 the same small train and eval steps in many runs and processes (reference, interrupted and resumed
 runs, train.py subprocesses); each is compiled once per pytest run. Tracing still happens in every
-run (the trace-count and signal-during-trace tests see it); only XLA's compilation is reused.
+run (the trace-count and signal-during-trace tests see it); only XLA's compilation is reused
+(tests/project/test_compilation_cache.py: a loaded step computes what a fresh compile does).
+
+The suite's time budget is 8 minutes on 2 cores, and a trainer run costs seconds of CPU in the
+test process and ~10 s more in a new process (importing TensorFlow, JAX, Flax, orbax). A new test
+that trains:
+  * trains on ``tiny_data_dir`` (the tiny demo dataset, prepared once per pytest run for all
+    workers) with ``tests.support.configs.tiny_config`` (or ``tests.support.workdirs.tiny_family_config``
+    for another family), as few steps as its point needs;
+  * gets the compilation cache for free, in this process and in any subprocess that inherits
+    ``os.environ`` (pass ``env=dict(os.environ, ...)``, never a fresh environment);
+  * compares with the ``short_reference`` fixture (the uninterrupted ``SHORT_RUN`` of
+    ``tiny_config``) when it needs an uninterrupted run of a short config, or with
+    ``tests.support.shared.reference_run(config)`` for a config of its own: one run per pytest run,
+    shared by every test and worker (never written to);
+  * runs in this process (``train_and_evaluate``, or ``tests.support.train_cli`` for train.py's
+    command line) unless a separate process is its point (signals, exit codes, device counts,
+    several processes), and makes one run serve all its assertions;
+  * is marked ``slow`` if it takes more than a few seconds, so that it starts early.
 """
 
 import atexit

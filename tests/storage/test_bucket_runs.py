@@ -156,24 +156,29 @@ def test_a_bucket_that_refuses_writes_is_one_line(forbidding_server):
     assert "\n" not in message and "is not writable" in message and "Forbidden" in message, message
 
 
-# train.py's main, whose checkpoint write of step 4 waits until the file GO exists: the test stops the
-# storage server in the middle of the run (after step 2's checkpoint is complete), then lets it go on.
+# train.py, whose checkpoint write of step 4 waits until the file GO exists: the test stops the storage
+# server in the middle of the run (after step 2's checkpoint is complete), then lets it go on. The patch
+# is made after train.py's flag parsing, which sets up the console before TensorFlow is imported.
 _PAUSING_DRIVER = textwrap.dedent("""
     import os, sys, time
     sys.path.insert(0, {root!r})
     sys.argv = {argv!r}
     import train
-    from dog_jax.train import checkpoint
 
-    original = checkpoint.Checkpointer.save
+    def main(argv):
+        from dog_jax.train import checkpoint
 
-    def save(self, step, *args, **kwargs):
-        while step == 4 and not os.path.exists({go!r}):
-            time.sleep(0.1)
-        return original(self, step, *args, **kwargs)
+        original = checkpoint.Checkpointer.save
 
-    checkpoint.Checkpointer.save = save
-    train.app.run(train.main, flags_parser=train._parse_flags)
+        def save(self, step, *args, **kwargs):
+            while step == 4 and not os.path.exists({go!r}):
+                time.sleep(0.1)
+            return original(self, step, *args, **kwargs)
+
+        checkpoint.Checkpointer.save = save
+        return train.main(argv)
+
+    train.app.run(main, flags_parser=train._parse_flags)
 """)
 
 
