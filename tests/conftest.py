@@ -15,7 +15,25 @@ goes there too, and it keeps no example database.
 The scratch directory also holds a JAX persistent compilation cache: the trainer tests compile
 the same small train and eval steps in many runs and processes (reference, interrupted and resumed
 runs, train.py subprocesses); each is compiled once per pytest run. Tracing still happens in every
-run (the trace-count and signal-during-trace tests see it); only XLA's compilation is reused.
+run (the trace-count and signal-during-trace tests see it); only XLA's compilation is reused
+(tests/project/test_compilation_cache.py: a loaded step computes what a fresh compile does).
+
+The suite's time budget is 8 minutes on 2 cores, and a trainer run costs seconds of CPU in the
+test process and ~10 s more in a new process (importing TensorFlow, JAX, Flax, orbax). A new test
+that trains:
+  * trains on ``tiny_data_dir`` (the tiny demo dataset, prepared once per pytest run for all
+    workers) with ``tests.support.configs.tiny_config`` (or ``tests.support.workdirs.tiny_family_config``
+    for another family), as few steps as its point needs;
+  * gets the compilation cache for free, in this process and in any subprocess that inherits
+    ``os.environ`` (pass ``env=dict(os.environ, ...)``, never a fresh environment);
+  * compares with the ``short_reference`` fixture (the uninterrupted ``SHORT_RUN`` of
+    ``tiny_config``) when it needs an uninterrupted run of a short config, or with
+    ``tests.support.shared.reference_run(config)`` for a config of its own: one run per pytest run,
+    shared by every test and worker (never written to);
+  * runs in this process (``train_and_evaluate``, or ``tests.support.train_cli`` for train.py's
+    command line) unless a separate process is its point (signals, exit codes, device counts,
+    several processes), and makes one run serve all its assertions;
+  * is marked ``slow`` if it takes more than a few seconds, so that it starts early.
 """
 
 import atexit
@@ -24,6 +42,12 @@ import shutil
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow imports Keras 3 when it is imported (and Keras imports scikit-learn and matplotlib),
+# unless TF_USE_LEGACY_KERAS asks for the tf_keras package instead, which is not installed: then no
+# Keras at all. Nothing in dog_jax or its tests uses tf.keras; every process the tests start (tens of
+# train.py runs) saves ~20 % of its import time. tests/analysis/test_trained_checkpoint.py runs its
+# train.py and analysis commands without it, as users do.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 if "DOG_JAX_TEST_SCRATCH" not in os.environ:
     os.environ["DOG_JAX_TEST_SCRATCH"] = tempfile.mkdtemp(prefix="dog_jax_tests_")
@@ -48,15 +72,28 @@ import pytest  # noqa: E402
 # The optional-dependency rule: the `requires` marker, and under CI=true a skipped test fails the run.
 from tests.support.requires import (  # noqa: E402, F401
     FAKE_GCS,
-    pytest_configure,
     pytest_runtest_setup,
     pytest_sessionfinish,
     pytest_terminal_summary,
     require,
 )
+from tests.support.requires import pytest_configure as _requires_configure  # noqa: E402
 
 hypothesis.settings.register_profile("dog_jax", database=None)
 hypothesis.settings.load_profile("dog_jax")
+
+
+def pytest_configure(config):
+    """The ``requires`` marker (tests/support/requires.py), and pytest-xdist's load scheduling one test
+    at a time: by default (``--dist load``, pytest-xdist 3.8) each worker first receives a block of
+    *consecutive* tests (an eighth of the suite for two workers), so the long tests, which come first
+    (:func:`pytest_collection_modifyitems`), would all land on one worker while the other ran only
+    short ones. With ``--maxschedchunk=1`` (unless given on the command line) every worker takes the
+    next test from the front of the list whenever it runs short: the long tests spread over all
+    workers and the short ones fill the gaps."""
+    _requires_configure(config)
+    if getattr(config.option, "dist", "no") == "load" and getattr(config.option, "maxschedchunk", 0) is None:
+        config.option.maxschedchunk = 1
 
 
 @pytest.fixture(autouse=True)
@@ -104,23 +141,33 @@ def one_trace_per_run(monkeypatch):
     yield wrapped
 
 
-@pytest.fixture(scope="module")
-def tiny_data_dir(tmp_path_factory):
+@pytest.fixture(scope="session")
+def tiny_data_dir():
     """The tiny demo dataset (``dog_jax_demo/tiny``, what ``tests.support.configs.tiny_config`` trains on),
-    prepared once per test module."""
-    from dog_jax import data
+    prepared once per pytest run and shared by every worker (tests/support/shared.py): read-only."""
+    from tests.support.shared import tiny_demo_data_dir
 
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    data.get_builder("dog_jax_demo/tiny", data_dir)
-    return data_dir
+    return tiny_demo_data_dir()
+
+
+@pytest.fixture(scope="session")
+def short_reference(tiny_data_dir):
+    """``(workdir, summary)`` of the uninterrupted run of ``tiny_config(tiny_data_dir, **SHORT_RUN)``
+    (tests/support/configs.py), trained once per pytest run in the test process: what interrupted,
+    resumed and concurrent runs of that config are compared with. Read-only."""
+    from tests.support.configs import SHORT_RUN, tiny_config
+    from tests.support.shared import reference_run
+
+    return reference_run(tiny_config(tiny_data_dir, **SHORT_RUN))
 
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``slow`` (tens of seconds each: trainer subprocesses, resumes, TPU compiles) come first.
 
-    pytest-xdist hands tests to its workers in this order: started first, the long tests overlap
-    with each other and with the short ones; left at the end of the list (where tests/train/ sorts),
-    one of them would keep a worker busy for a minute or more while the other had nothing to do.
+    pytest-xdist hands tests to its workers in this order, one at a time (:func:`pytest_configure`):
+    started first, the long tests run side by side on all workers and the short ones fill the gaps;
+    left at the end of the list (where tests/train/ sorts), one of them would keep a worker busy for
+    a minute or more while the others had nothing left to do.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: otherwise file order
 

@@ -1,5 +1,6 @@
 """An orbax checkpoint written by a short real ``train.py`` run is read and analysed; the console of both."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from tests.support import subprocesses
 from tests.support.console import third_party_info_lines
 
 REPO = Path(__file__).resolve().parents[2]
+# As users run them: TensorFlow imports Keras (which the other tests' processes skip, tests/conftest.py).
+_USER_ENV = {key: value for key, value in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
 
 
 @pytest.mark.slow
@@ -23,7 +26,7 @@ def test_train_py_checkpoint_is_read(tmp_path):
            f"--workdir={workdir}", "--config.dataset=dog_jax_demo/tiny", f"--config.data_dir={tmp_path / 'tfds'}",
            "--config.num_train_steps=1", "--config.batch_size=8",
            "--config.model_overrides.width=8", "--config.model_overrides.depth=1"]
-    proc = subprocesses.run(cmd, cwd=REPO, timeout=subprocesses.TIMEOUT_S)
+    proc = subprocesses.run(cmd, cwd=REPO, env=_USER_ENV, timeout=subprocesses.TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The default console: dog_jax's lines, no other library's INFO (orbax's checkpointing, TensorFlow's notices).
     assert "Done: step 1" in proc.stderr and not third_party_info_lines(proc.stderr), proc.stderr[-3000:]
@@ -39,7 +42,7 @@ def test_train_py_checkpoint_is_read(tmp_path):
 
     out = tmp_path / "analysis"
     proc = subprocesses.run([sys.executable, "-m", "dog_jax.analysis", str(workdir), "--out", str(out), "--no-figures"],
-                            cwd=REPO, timeout=subprocesses.TIMEOUT_S)
+                            cwd=REPO, env=_USER_ENV, timeout=subprocesses.TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "depthwise 7x7: 8 kernels" in proc.stdout and not third_party_info_lines(proc.stderr), proc.stderr
     assert (out / "summary.json").exists() and (out / "clusters.csv").exists()

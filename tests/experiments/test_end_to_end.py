@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dog_jax import data, provenance
+from dog_jax import provenance
 from dog_jax.experiments.__main__ import main
 from tests.support import subprocesses
 
@@ -15,9 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_tiny_sweep_trains_collects_analyses_and_skips_on_rerun(tmp_path, capsys, monkeypatch):
-    data_dir = tmp_path / "tfds"
-    data.get_builder("dog_jax_demo/tiny", str(data_dir))
+def test_tiny_sweep_trains_collects_analyses_and_skips_on_rerun(tmp_path, capsys, monkeypatch, tiny_data_dir):
+    data_dir = tiny_data_dir
     overrides = {
         "dataset": "dog_jax_demo/tiny", "data_dir": str(data_dir), "model_overrides.width": 16,
         "model_overrides.depth": 2, "model_overrides.kernel_size": 5, "batch_size": 16, "num_train_steps": 4,

@@ -170,26 +170,56 @@ def test_a_bucket_that_refuses_writes_is_one_line(forbidding_server):
     assert "\n" not in message and "is not writable" in message and "Forbidden" in message, message
 
 
+# train.py, whose checkpoint write of step 4 waits until the file GO exists: the test stops the storage
+# server in the middle of the run (after step 2's checkpoint is complete), then lets it go on. The patch
+# is made after train.py's flag parsing, which sets up the console before TensorFlow is imported.
+_PAUSING_DRIVER = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, {root!r})
+    sys.argv = {argv!r}
+    import train
+
+    def main(argv):
+        from dog_jax.train import checkpoint
+
+        original = checkpoint.Checkpointer.save
+
+        def save(self, step, *args, **kwargs):
+            while step == 4 and not os.path.exists({go!r}):
+                time.sleep(0.1)
+            return original(self, step, *args, **kwargs)
+
+        checkpoint.Checkpointer.save = save
+        return train.main(argv)
+
+    train.app.run(main, flags_parser=train._parse_flags)
+""")
+
+
 @pytest.mark.slow
 def test_storage_that_dies_mid_run_is_one_line_and_the_same_command_resumes(tmp_path, tiny_data_dir):
-    """The storage server stops while the run writes checkpoints: the run ends within its
-    checkpoint time limit with one line (exit 74, no traceback), the last complete checkpoint is
-    intact, and the same command resumes from it once the server is back."""
+    """The storage server stops in the middle of a run that writes checkpoints (every 2 steps; it is
+    stopped once step 2's is complete, and the run held before step 4's until then): the run ends
+    within its checkpoint time limit with one line (exit 74, no traceback), the last complete
+    checkpoint is intact, and the same ``train.py`` command resumes from it once the server is back."""
     server = GcsServer(str(tmp_path / "server"))  # this test's own: it is stopped and restarted
     try:
         with emulator_environment(server.url):
             name = server.new_bucket()
-            command, env, cwd = _command(tmp_path, tiny_data_dir, f"gs://{name}/run", num_train_steps=80,
-                                         eval_every_steps=80, log_every_steps=20, checkpoint_timeout_s=10)
+            command, env, cwd = _command(tmp_path, tiny_data_dir, f"gs://{name}/run", num_train_steps=8,
+                                         eval_every_steps=8, log_every_steps=2, checkpoint_timeout_s=10)
+            go = str(tmp_path / "GO")
+            script = _PAUSING_DRIVER.format(root=ROOT, argv=["train.py", *command[2:]], go=go)
             with open(tmp_path / "stderr", "w+") as stderr:
-                process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr,
-                                           text=True)
+                process = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=cwd,
+                                           stdout=subprocess.DEVNULL, stderr=stderr, text=True)
                 try:
                     deadline = time.monotonic() + subprocesses.TIMEOUT_S
                     while "run/checkpoints/2/commit_success.txt" not in server.objects(name, "run/checkpoints/2/"):
                         assert process.poll() is None and time.monotonic() < deadline, "no checkpoint of step 2"
                         time.sleep(0.2)
                     server.stop()
+                    open(go, "w").close()
                     code, _, _ = subprocesses.finish(process, timeout=300)
                 finally:
                     subprocesses.kill_all([process])
@@ -209,7 +239,7 @@ def test_storage_that_dies_mid_run_is_one_line_and_the_same_command_resumes(tmp_
             assert result.returncode == 0, result.stderr[-3000:]
             assert f"Resumed from gs://{name}/run/checkpoints at step {last_complete}" in result.stderr, \
                 result.stderr[-3000:]
-            assert '"final_step": 80' in storage.read_text(f"gs://{name}/run/summary.json")
+            assert '"final_step": 8' in storage.read_text(f"gs://{name}/run/summary.json")
     finally:
         server.stop()
 

@@ -53,6 +53,13 @@ def tiny_config(data_dir, **changes):
     return c
 
 
+# A short run that still evaluates, checkpoints and logs more than once: 4 steps, evaluations and
+# checkpoints at steps 2 and 4, a log line (and stop poll) every step. Its uninterrupted run is
+# shared by the tests that compare an interrupted, resumed or concurrent run with it
+# (the ``short_reference`` fixture of tests/conftest.py).
+SHORT_RUN = dict(num_train_steps=4, eval_every_steps=2, checkpoint_every_steps=2, log_every_steps=1)
+
+
 def write_imagenet_metadata(data_dir, train=24, validation=24):
     """The metadata a prepared imagenet2012 would have (split sizes), so the real code path runs."""
     import tensorflow_datasets as tfds

@@ -212,10 +212,10 @@ _DRIVER = textwrap.dedent("""
 _CONFIG_FILE = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
-    from tests.support.configs import tiny_config
+    from tests.support.configs import SHORT_RUN, tiny_config
 
     def get_config():
-        return tiny_config({data_dir!r}, num_train_steps=4, eval_every_steps=4, checkpoint_every_steps=4)
+        return tiny_config({data_dir!r}, **SHORT_RUN)
 """)
 
 
@@ -230,28 +230,32 @@ def _start(tmp_path, data_dir, workdir, *extra, go=""):
 
 
 @pytest.mark.slow
-def test_a_second_launch_on_a_running_workdir_is_refused_and_the_first_ends_as_if_alone(tmp_path, tiny_data_dir):
-    shared, alone, go = str(tmp_path / "shared"), str(tmp_path / "alone"), str(tmp_path / "GO")
-    started = [_start(tmp_path, tiny_data_dir, shared, go=go), _start(tmp_path, tiny_data_dir, alone)]
+def test_a_second_launch_on_a_running_workdir_is_refused_and_the_first_ends_as_if_alone(tmp_path, tiny_data_dir,
+                                                                                        short_reference):
+    """The first run ends as if alone: its final train state is bitwise that of the same config's
+    uninterrupted run in a workdir of its own (``short_reference``, tests/conftest.py)."""
+    shared, go = str(tmp_path / "shared"), str(tmp_path / "GO")
+    started = [_start(tmp_path, tiny_data_dir, shared, go=go)]
     try:
         deadline = time.time() + subprocesses.TIMEOUT_S
         while not os.path.exists(os.path.join(shared, LEASE_FILE)):
             assert started[0].poll() is None and time.time() < deadline, started[0].communicate()[1][-3000:]
             time.sleep(0.2)
         started.append(_start(tmp_path, tiny_data_dir, shared, "--config.seed=7"))
-        code, _, err = subprocesses.finish(started[2], timeout=subprocesses.TIMEOUT_S)
+        code, _, err = subprocesses.finish(started[1], timeout=subprocesses.TIMEOUT_S)
         open(go, "w").close()
         lines = err.strip().splitlines()
         assert code == lease_lib.EXIT_LEASE_HELD, err[-3000:]
         assert len(lines) <= 8, err
         assert lines[-1].startswith(f"error: workdir {shared} is in use by job "), err
         assert f"pid {started[0].pid}" in lines[-1] and "--takeover_lease" in lines[-1], err
-        for proc in started[:2]:
-            code, _, err = subprocesses.finish(proc, timeout=subprocesses.TIMEOUT_S)
-            assert code == 0, err[-3000:]
+        code, _, err = subprocesses.finish(started[0], timeout=subprocesses.TIMEOUT_S)
+        assert code == 0, err[-3000:]
     finally:
         subprocesses.kill_all(started)
     assert not os.path.exists(os.path.join(shared, LEASE_FILE))  # released at the end
     with open(os.path.join(shared, "config.json")) as f:
         assert json.load(f)["seed"] == 0
+    alone, summary = short_reference
+    assert summary["final_step"] == 4 and summary["config"]["seed"] == 0
     assert_bitwise_equal(load_state(shared, 4), load_state(alone, 4))

@@ -16,7 +16,6 @@ import textwrap
 
 import pytest
 
-from dog_jax import data
 from tests.support import subprocesses
 from tests.support.checkpoints import assert_bitwise_equal, load_state
 from tests.support.configs import ROOT
@@ -94,7 +93,7 @@ def _steps(workdir):
 
 
 @pytest.mark.slow
-def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_path):
+def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_path, tiny_data_dir):
     """One test (not a shared fixture): under pytest-xdist a module fixture would run once per worker.
 
     Chain in one workdir, each a fresh ``train.py`` with the same command line:
@@ -105,9 +104,7 @@ def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_p
       5. the same command again, to the end.
     Two uninterrupted runs go alongside: the reference, and a second one for determinism.
     """
-    tmp = str(tmp_path)
-    data_dir = os.path.join(tmp, "tfds")
-    data.get_builder("dog_jax_demo/tiny", data_dir)
+    tmp, data_dir = str(tmp_path), tiny_data_dir
     reference_dir, again_dir, chain_dir = (os.path.join(tmp, name) for name in ("reference", "again", "chain"))
     started = [_start(tmp, data_dir, reference_dir)]
     chain = []

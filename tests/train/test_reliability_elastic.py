@@ -14,7 +14,6 @@ import textwrap
 import numpy as np
 import pytest
 
-from dog_jax import data
 from dog_jax.train import train_and_evaluate
 from dog_jax.train.run_setup import capacity_notice
 from tests.support import subprocesses
@@ -81,10 +80,9 @@ def _notices(err):
 
 
 @pytest.mark.slow
-def test_resume_on_another_device_count(tmp_path):
+def test_resume_on_another_device_count(tmp_path, tiny_data_dir):
     """Steps 1-2 on 4 devices, step 3 on 2, step 4 on 4 again (stops at 2 and 3)."""
-    data_dir = str(tmp_path / "tfds")
-    data.get_builder("dog_jax_demo/tiny", data_dir)
+    data_dir = tiny_data_dir
     workdir = str(tmp_path / "run")
     first = _start(4, data_dir, workdir, data_shards=4, stop_at=2)
     # The uninterrupted reference, on this process's single device, meanwhile.

@@ -21,15 +21,14 @@ from dog_jax.train import steps, train_and_evaluate
 from dog_jax.train.preemption import EXIT_PREEMPTED, Preempted, StopOnSignal
 from tests.support import signals, subprocesses
 from tests.support.checkpoints import assert_bitwise_equal, load_state
-from tests.support.configs import ROOT, tiny_config
+from tests.support.configs import ROOT, SHORT_RUN, tiny_config
 
 TOTAL_STEPS = 4
 
 
 def _config(data_dir):
     """4 steps; evaluation and checkpoint every 2 steps; a log line (and stop poll) every step."""
-    return tiny_config(data_dir, num_train_steps=TOTAL_STEPS, eval_every_steps=2, checkpoint_every_steps=2,
-                       log_every_steps=1)
+    return tiny_config(data_dir, **SHORT_RUN)
 
 
 def _checkpoint_steps(workdir):
@@ -39,11 +38,11 @@ def _checkpoint_steps(workdir):
     return sorted(int(name) for name in names if name.isdigit())
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_data_dir, tmp_path_factory):
-    """An uninterrupted run: (workdir, summary)."""
-    workdir = str(tmp_path_factory.mktemp("reference"))
-    return workdir, train_and_evaluate(_config(tiny_data_dir), workdir)
+@pytest.fixture
+def reference(short_reference):
+    """The uninterrupted run of :func:`_config` (shared, tests/conftest.py): (workdir, summary)."""
+    assert short_reference[1]["config"]["num_train_steps"] == TOTAL_STEPS
+    return short_reference
 
 
 def _interrupted_then_resumed(config, workdir, reference, stopped_at, after_stop=None):
