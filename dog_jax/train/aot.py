@@ -214,7 +214,7 @@ def target_devices(topology: str) -> tuple[list, tpu_topology.ChipSpec]:
     return devices, tpu_topology.chip_spec(devices[0].device_kind)
 
 
-def _batch_bytes(spec: run_spec.RunSpec, devices: list) -> int:
+def device_batch_bytes(spec: run_spec.RunSpec, devices: list) -> int:
     """One batch of the run on one device, in the dtypes it travels in (``_batch_structs``: uint8
     images): the larger of the training batch (with its erasing boxes) and the eval batch (with its
     mask), so that one figure bounds both loops."""
@@ -244,7 +244,7 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
                       if searched_memory(train, chip.hbm_bytes) <= chip.hbm_bytes else None)
     memory = max(train.memory_bytes, evaluation.memory_bytes if evaluation else 0)
     # Both loops hold the same number of batches on the device (eval batches: same size, plus a mask).
-    batch_bytes = _batch_bytes(spec, devices)
+    batch_bytes = device_batch_bytes(spec, devices)
     live = aot_memory.live_memory(memory, batch_bytes, reserve_bytes=chip.reserve_bytes,
                                   capacity_bytes=chip.hbm_bytes, refused=bool(train.out_of_memory))
     roofline = (None if train.out_of_memory or train.flops is None else  # refused, or no cost analysis (GPU)

@@ -20,7 +20,7 @@ from dog_jax import data
 from dog_jax.ops import depthwise_conv2d, layer_norm
 from dog_jax.ops.auto import Target, compile_target, record_choices
 from dog_jax.ops.native.library import NATIVE_AVAILABLE
-from dog_jax.train import aot, run_spec, tpu_topology
+from dog_jax.train import aot, aot_memory, run_spec, tpu_topology
 from tests.support import train_cli
 from tests.support.configs import ROOT
 from tests.support.requires import LIBTPU, requires
@@ -200,10 +200,15 @@ def test_train_py_names_the_largest_batch_that_fits(monkeypatch, tmp_path):
     the eval step (moot) not compiled."""
     config = tiny_config("convmixer", tmp_path)
     config.batch_size = 4 * 24
-    fitting = aot.compile_steps(aot.resolve(config, 4), tpu_topology.topology_devices("v5e:2x2"), which=("train",))
-    capacity = fitting["train"].memory_bytes  # per-device batch 24 fits exactly, 64 does not
+    spec, devices = aot.resolve(config, 4), tpu_topology.topology_devices("v5e:2x2")
+    fitting = aot.compile_steps(spec, devices, which=("train",))
+    capacity = fitting["train"].memory_bytes  # XLA's usable HBM here: per-device batch 24 fits exactly, 64 does not
+    # The chip: that, plus the loop's other batches at 24 per device (aot_memory), and no reserve.
+    input_bytes = (aot_memory.DEVICE_BATCHES - 1) * aot.device_batch_bytes(spec, devices)
+    chip_bytes = capacity + input_bytes
     real = tpu_topology.CHIPS["TPU v5 lite"]
-    monkeypatch.setitem(tpu_topology.CHIPS, "TPU v5 lite", dataclasses.replace(real, hbm_bytes=capacity))
+    monkeypatch.setitem(tpu_topology.CHIPS, "TPU v5 lite",
+                        dataclasses.replace(real, hbm_bytes=chip_bytes, usable_hbm_bytes=None))
     compile_for_real = jax.stages.Lowered.compile
 
     def compile_with_less_hbm(lowered, *args, **kwargs):
@@ -233,7 +238,8 @@ def test_train_py_names_the_largest_batch_that_fits(monkeypatch, tmp_path):
     largest = report["largest_fitting_per_device_batch"]
     assert 24 <= largest < 64 and largest % 8 == 0
     probed = {int(batch): memory for batch, memory in report["probed_memory_bytes"].items()}
-    assert probed[largest] <= capacity and min(b for b, m in probed.items() if m > capacity) == largest + 8
+    # The search files each batch's compiled memory plus its input buffers against the chip.
+    assert probed[largest] <= chip_bytes and min(b for b, m in probed.items() if m > chip_bytes) == largest + 8
     assert isinstance(message, str) and message.startswith("error: global batch 256") and "\n" not in message
     assert "XLA refused to compile it: out of HBM" in message
     assert f"largest per-device batch that fits is {largest} (--config.batch_size={4 * largest})" in message
