@@ -278,6 +278,7 @@ class Checkpointer:
     def check_writer(self) -> None:
         """Asks the guard (one storage read) whether this run may still write; a write in flight
         is then abandoned, not waited for (raises what the guard raises)."""
+        self._settle_finished_write()
         if self.guard is not None:
             try:
                 self.guard.check(self.last_complete())
@@ -295,7 +296,13 @@ class Checkpointer:
             except BaseException:
                 self.stalled = True
                 raise
-        # With several processes each would find out at its own step; the next save() agrees.
+        self._settle_finished_write()
+
+    def _settle_finished_write(self) -> None:
+        """Takes in the outcome of a write that has finished in the background (one process), so
+        that a failure found next names it as complete, not "no checkpoint is complete yet"; raises
+        :class:`StorageFailure` if that write failed. With several processes each would find out at
+        its own step, so they leave it to the next save(), where they agree."""
         if jax.process_count() == 1 and self._writing is not None and not self._manager.is_saving_in_progress():
             self.wait()
 
