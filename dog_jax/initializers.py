@@ -100,7 +100,14 @@ def on_center_kernels(gammas: jax.Array, kh: int, kw: int) -> jax.Array:
     sum_i_n = sum_i - sum_i_p
     sum_neg_i_rho_n = jnp.sum(jnp.where(centre, 0.0, -i_rho), axis=(1, 2), keepdims=True)
     denom = sum_i_n * sum_i_rho_p + sum_i_p * sum_neg_i_rho_n
-    return 0.5 * i * (rho * sum_i - sum_i_rho) / denom
+    kernel = 0.5 * i * (rho * sum_i - sum_i_rho) / denom
+    # In float32, rho * sum_i - sum_i_rho cancels: for a large kernel with a small centre (k=31,
+    # γ≈0.06) the surround's 960 pixels all err the same way and sum to −0.49998, not −0.5 (by how
+    # much depends on the CPU's exp). Rescaling each part to exactly ±0.5 removes that; in exact
+    # arithmetic both scales are 1 for every γ, so values and gradients are unchanged.
+    centre_sum = jnp.sum(jnp.where(centre, kernel, 0.0), axis=(1, 2), keepdims=True)
+    surround_sum = jnp.sum(jnp.where(centre, 0.0, kernel), axis=(1, 2), keepdims=True)
+    return kernel * jnp.where(centre, 0.5 / centre_sum, -0.5 / surround_sum)
 
 
 @functools.partial(jax.jit, static_argnames=("kh", "kw"))
