@@ -65,6 +65,7 @@ def test_micro_batches_take_rows_from_every_device():
     np.testing.assert_array_equal(micro["image"][1], batch["image"][np.array([2, 3, 6, 7])])
 
 
+@pytest.mark.slow  # two compiles of a train step
 def test_k_micro_batches_give_the_update_of_one_batch_k_times_larger():
     """ConvNeXt (LayerNorm), no drop path, no mixing: 2 steps with k = 4 micro-batches of 4 and with
     one batch of 16 give the same parameters, optimizer state and metrics to float32 rounding."""
@@ -127,6 +128,7 @@ def _step_without_accumulation(parts, tx, schedule, *, num_classes, mix, seed, m
                    out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
+@pytest.mark.slow  # two compiles of a train step
 def test_one_micro_batch_is_bitwise_the_step_without_accumulation():
     """grad_accum_steps=1 (the default) with every random stream in use -- mixup/CutMix, erasing noise,
     drop path -- and an EMA: the same bits as the step before accumulation, over 2 steps."""
