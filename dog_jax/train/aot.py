@@ -42,7 +42,9 @@ from jax.sharding import Mesh
 from dog_jax import data, provenance, storage
 from dog_jax.data import pipeline
 from dog_jax.ops.auto import record_choices
-from dog_jax.train import aot_memory, gpu_topology, hlo_bytes, run_setup, run_spec, sharding, steps, tpu_topology
+from dog_jax.train import (aot_memory, aot_search, aot_text, gpu_topology, hlo_bytes, run_setup, run_spec, sharding,
+                           steps, tpu_topology)
+from dog_jax.train.aot_text import format_report  # noqa: F401 - the report's console lines, used with aot_report
 
 # Published split sizes for datasets whose tfds metadata is only known once prepared
 # (ILSVRC-2012: 1,281,167 training and 50,000 validation images).
@@ -141,7 +143,8 @@ def _batch_structs(mesh: Mesh, global_batch: int, image_size: int, *, eval_batch
 
 def compile_steps(spec: run_spec.RunSpec, devices: list, *,
                   which: tuple[str, ...] = ("train", "eval")) -> dict[str, StepCost]:
-    """Compiles the run's train and/or eval step (``which``) for ``devices`` at its global batch."""
+    """Compiles the run's train and/or eval step (``which``) for ``devices``: the train step at the global
+    batch (with the run's gradient accumulation), the eval step at the eval batch (the micro-batch)."""
     mesh = Mesh(np.asarray(devices), (sharding.DATA_AXIS,))
     tx, schedule = run_setup.make_optimizer(spec)
     parts, state = steps.abstract_init_train_state(
@@ -151,7 +154,8 @@ def compile_steps(spec: run_spec.RunSpec, devices: list, *,
     costs = {}
     for name in which:
         step_fn, eval_batch = available[name]
-        batch = _batch_structs(mesh, spec.plan.global_batch, spec.config.image_size, eval_batch=eval_batch,
+        batch = _batch_structs(mesh, spec.plan.eval_batch if eval_batch else spec.plan.global_batch,
+                               spec.config.image_size, eval_batch=eval_batch,
                                random_erasing=spec.config.augment.random_erasing > 0)
         start = time.perf_counter()
         try:
@@ -194,7 +198,8 @@ def largest_fitting_batch(spec: run_spec.RunSpec, devices: list, capacity: int, 
             slope = (known[fails] - known[low]) / (fails - low)
             guess = low + (capacity - known[low]) / slope if slope > 0 else (fits + fails) / 2
         probe = min(max(int(guess) // multiple * multiple, fits + multiple), fails - multiple)
-        cost = compile_steps(spec.at_batch_size(probe * len(devices)), devices, which=("train",))["train"]
+        # The step without accumulation (a batch of the probe's size may not split into the run's micro-batches).
+        cost = compile_steps(spec.at_batch_size(probe * len(devices), 1), devices, which=("train",))["train"]
         known[probe] = searched_memory(cost, capacity) + input_bytes_per_example * probe
         logging.info("  per-device batch %d: %s%.2f GiB", probe, "more than " if cost.out_of_memory else "",
                      cost.memory_bytes / 2**30)
@@ -216,13 +221,34 @@ def target_devices(topology: str) -> tuple[list, tpu_topology.ChipSpec]:
 
 def device_batch_bytes(spec: run_spec.RunSpec, devices: list) -> int:
     """One batch of the run on one device, in the dtypes it travels in (``_batch_structs``: uint8
-    images): the larger of the training batch (with its erasing boxes) and the eval batch (with its
-    mask), so that one figure bounds both loops."""
+    images): the larger of the training batch (the whole global batch, with its erasing boxes, also
+    when it is accumulated) and the eval batch (the micro-batch, with its mask), so that one figure
+    bounds both loops."""
     mesh = Mesh(np.asarray(devices), (sharding.DATA_AXIS,))
     erasing = spec.config.augment.random_erasing > 0
-    return max(aot_memory.per_device_bytes(_batch_structs(mesh, spec.plan.global_batch, spec.config.image_size,
-                                                          eval_batch=evaluation, random_erasing=erasing), len(devices))
-               for evaluation in (False, True))
+    return max(aot_memory.per_device_bytes(_batch_structs(
+        mesh, spec.plan.eval_batch if evaluation else spec.plan.global_batch, spec.config.image_size,
+        eval_batch=evaluation, random_erasing=erasing), len(devices)) for evaluation in (False, True))
+
+
+def _step_costs(spec: run_spec.RunSpec, devices: list, train: StepCost) -> tuple[StepCost, int]:
+    """(the step whose FLOPs and bytes the report counts, times it counts them) for a whole optimizer
+    step. XLA's cost analysis of a loop counts its body once per copy the compiler lays out, not per
+    iteration (measured, libtpu 0.0.42: a 2-, 8- and 32-iteration scan came out at 1, 1/2 and 1/8 of
+    the work), so with k micro-batches the figures are k times those of the step without accumulation
+    at the micro-batch (one more compile; its optimizer update is then counted k times, not once)."""
+    k = spec.plan.grad_accum_steps
+    if k == 1 or train.out_of_memory or train.flops is None:
+        return train, 1
+    return compile_steps(spec.at_batch_size(spec.plan.micro_batch, 1), devices, which=("train",))["train"], k
+
+
+def _times(by_category: dict[str, Any] | None, k: int) -> dict[str, Any] | None:
+    """``hlo_bytes.bytes_by_category`` of k steps (its byte counts times k)."""
+    if by_category is None or k == 1:
+        return by_category
+    return {key: (_times(value, k) if isinstance(value, dict) else value * k if key.endswith("bytes") else value)
+            for key, value in by_category.items()}
 
 
 def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, Any]:
@@ -233,22 +259,26 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
     n = len(devices)
     spec = resolve(config, n)
     config, model, plan = spec.config, spec.model, spec.plan
-    per_device = plan.global_batch // n
-    logging.info("AOT: compiling %s (dw_init=%s, precision=%s) for %s: %d x %s, global batch %d (%d per device)",
-                 model.describe(), model.dw_init, config.precision, topology, n, kind, plan.global_batch, per_device)
+    per_device, k = plan.global_batch // n, plan.grad_accum_steps
+    logging.info("AOT: compiling %s (dw_init=%s, precision=%s) for %s: %d x %s, global batch %d (%d per device%s)",
+                 model.describe(), model.dw_init, config.precision, topology, n, kind, plan.global_batch, per_device,
+                 f", {k} micro-batches of {per_device // k}" if k > 1 else "")
     # The train step first: when it does not fit, the eval step's compile (minutes at paper scale)
     # would change nothing, so it is skipped and the search for a fitting batch starts at once.
     with record_choices() as choices:
         train = compile_steps(spec, devices, which=("train",))["train"]
         evaluation = (compile_steps(spec, devices, which=("eval",))["eval"]
                       if searched_memory(train, chip.hbm_bytes) <= chip.hbm_bytes else None)
+        costed, times = _step_costs(spec, devices, train)  # FLOPs and bytes of the whole optimizer step
     memory = max(train.memory_bytes, evaluation.memory_bytes if evaluation else 0)
     # Both loops hold the same number of batches on the device (eval batches: same size, plus a mask).
     batch_bytes = device_batch_bytes(spec, devices)
     live = aot_memory.live_memory(memory, batch_bytes, reserve_bytes=chip.reserve_bytes,
                                   capacity_bytes=chip.hbm_bytes, refused=bool(train.out_of_memory))
-    roofline = (None if train.out_of_memory or train.flops is None else  # refused, or no cost analysis (GPU)
-                max(train.flops / chip.peak_bf16_flops, train.bytes_accessed / chip.hbm_bytes_per_second))
+    flops = None if costed.flops is None else costed.flops * times
+    bytes_accessed = None if costed.bytes_accessed is None else costed.bytes_accessed * times
+    roofline = (None if train.out_of_memory or flops is None else  # refused, or no cost analysis (GPU)
+                max(flops / chip.peak_bf16_flops, bytes_accessed / chip.hbm_bytes_per_second))
     hosts = chip.hosts(n)
     report = {
         "topology": topology, "device_kind": kind,
@@ -257,21 +287,25 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
         "model_overrides": model.overrides, "precision": config.precision,
         "remat": model.remat, "image_size": config.image_size, "num_classes": plan.num_classes,
         "global_batch": plan.global_batch, "per_device_batch": per_device,
+        "grad_accum_steps": k, "micro_batch_per_device": per_device // k,
         "hbm_bytes_per_device": chip.hbm_bytes, "memory_bytes_per_device": memory,
         # What a run holds per device: the compiled step + the loop's other batches + the reserve.
         "compiled_bytes": live["compiled_bytes"], "input_buffer_bytes": live["input_buffer_bytes"],
         "input_batches_on_device": aot_memory.DEVICE_BATCHES, "reserve_bytes": live["reserve_bytes"],
         "total_bytes": live["total_bytes"], "margin_bytes": live["margin_bytes"],
         "margin_fraction": live["margin_fraction"], "fits": live["fits"],
-        "flops_per_step_per_device": train.flops, "bytes_accessed_per_step_per_device": train.bytes_accessed,
+        "flops_per_step_per_device": flops, "bytes_accessed_per_step_per_device": bytes_accessed,
         "collectives": train.collectives, "dog_jax_custom_calls": train.dog_jax_custom_calls,
-        "compile_seconds": train.compile_seconds + (evaluation.compile_seconds if evaluation else 0.0),
+        "compile_seconds": train.compile_seconds + (evaluation.compile_seconds if evaluation else 0.0)
+        + (costed.compile_seconds if times > 1 else 0.0),
         "roofline_step_seconds": roofline,
         "roofline_note": (f"estimate: max(FLOPs / {chip.peak_bf16_flops / 1e12:g} TFLOP/s peak bf16, XLA's "
                           f"cost-model bytes / {chip.hbm_bytes_per_second / 1e9:g} GB/s HBM) per {chip.name} chip "
                           f"({chip.source}); not a measured speed, not a bound"),
-        "bytes_by_category_per_step_per_device": train.bytes_by_category,
+        "bytes_by_category_per_step_per_device": _times(costed.bytes_by_category, times),
         "train_step": dataclasses.asdict(train), "eval_step": dataclasses.asdict(evaluation) if evaluation else None,
+        # With accumulation: the step without it at the micro-batch, whose figures times k are the costs above.
+        "micro_batch_step": dataclasses.asdict(costed) if times > 1 else None,
         # Which code made this report: the same record a training run keeps (dog_jax.provenance), with
         # libtpu's version (the compiler) and what "auto" chose for the TPU target.
         "provenance": {"code": provenance.code_version(),
@@ -294,6 +328,15 @@ def aot_report(config: ml_collections.ConfigDict, topology: str) -> dict[str, An
             spec, devices, budget, known=known, input_bytes_per_example=per_example)
         report["search_compile_seconds"] = time.perf_counter() - start
         report["probed_memory_bytes"] = {str(b): m for b, m in sorted(known.items())}
+        start = time.perf_counter()
+        accumulation, probed = aot_search.smallest_fitting_accumulation(
+            spec, budget, largest_per_device=report["largest_fitting_per_device_batch"], num_devices=n,
+            memory_of=lambda candidate: searched_memory(compile_steps(candidate, devices, which=("train",))["train"],
+                                                        budget) + aot_memory.input_buffer_bytes(
+                                                            device_batch_bytes(candidate, devices)))
+        report["smallest_fitting_grad_accum_steps"] = accumulation
+        report["grad_accum_search_compile_seconds"] = time.perf_counter() - start
+        report["grad_accum_probed_memory_bytes"] = {str(b): m for b, m in sorted(probed.items())}
     return report
 
 
@@ -304,69 +347,14 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _size(num_bytes: float) -> str:
-    return f"{num_bytes / 2**30:.2f} GiB" if num_bytes >= 2**30 else f"{num_bytes / 2**20:.1f} MiB"
-
-
-def _refusal(report: dict[str, Any]) -> str | None:
-    """XLA's out-of-HBM message when it refused to compile the train step, else None."""
-    return report["train_step"].get("out_of_memory")
-
-
-def format_report(report: dict[str, Any]) -> list[str]:
-    """The console lines of a report."""
-    lines = [
-        f"AOT {report['model']} on {report['topology']} ({report['num_devices']} x {report['device_kind']}, "
-        f"{report['num_hosts']} host(s)): global batch {report['global_batch']} = {report['per_device_batch']} per "
-        f"device, {report['precision']}{', remat' if report['remat'] else ''}",
-        f"  memory per device {'more than ' if _refusal(report) else ''}{_size(report['total_bytes'])} "
-        f"of {_size(report['hbm_bytes_per_device'])}: {'fits' if report['fits'] else 'DOES NOT FIT'} "
-        f"(margin {report['margin_fraction']:.0%}) = compiled step {_size(report['compiled_bytes'])} + "
-        f"{report['input_batches_on_device'] - 1} more batch(es) on the device {_size(report['input_buffer_bytes'])} "
-        f"+ reserve {_size(report['reserve_bytes'])}",
-    ]
-    if _refusal(report):
-        lines.append(f"  train step not compiled, XLA: {_refusal(report)}")
-    else:
-        lines.append(f"  train step per device: collectives {report['collectives'] or 'none'}; dog_jax custom calls "
-                     f"{report['dog_jax_custom_calls']}; HLO bytes by op: "
-                     f"{hlo_bytes.summary_line(report['bytes_by_category_per_step_per_device'])}")
-        if report["roofline_step_seconds"] is None:
-            lines.append("  no cost analysis from XLA for this target: no FLOPs, no roofline estimate")
-        else:
-            lines += [
-                f"  {report['flops_per_step_per_device'] / 1e9:.1f} GFLOP, "
-                f"{report['bytes_accessed_per_step_per_device'] / 1e9:.1f} GB accessed (XLA's cost model)",
-                f"  roofline estimate {report['roofline_step_seconds'] * 1e3:.1f} ms/step"
-                + (f", {report['roofline_epoch_seconds'] / 60:.1f} min/epoch, "
-                   f"{report['roofline_run_seconds'] / 3600:.2f} h for {report['num_epochs']:g} epochs"
-                   if "roofline_epoch_seconds" in report else "") + " (not a measured speed)"]
-    lines.append(f"  compile {report['compile_seconds']:.0f} s ("
-                 f"{'train + eval step' if report['eval_step'] else 'train step; eval step not compiled: no fit'})")
-    if "largest_fitting_per_device_batch" in report:
-        lines.append(f"  largest per-device batch that fits: {report['largest_fitting_per_device_batch']} (searched "
-                     f"by {len(report['probed_memory_bytes']) - 1} more compiles, "
-                     f"{report['search_compile_seconds']:.0f} s)")
-    return lines
-
-
 def run(config: ml_collections.ConfigDict, topology: str, report_path: str | None = None) -> str | None:
     """``train.py --aot_topology``: compile, log the report, write it as JSON; returns None if the batch
-    fits, else the one line naming the largest per-device batch that does."""
+    fits, else the one line naming the largest per-device batch that does (and the accumulation at which
+    the batch fits)."""
     report = aot_report(config, topology)
-    for line in format_report(report):
+    for line in aot_text.format_report(report):
         logging.info(line)
     if report_path:
         storage.write_text(report_path, json.dumps(report, indent=2))  # local or gs://
         logging.info("AOT report written to %s", report_path)
-    if report["fits"]:
-        return None
-    largest = report["largest_fitting_per_device_batch"]
-    remedy = (f"the largest per-device batch that fits is {largest} (--config.batch_size="
-              f"{largest * report['num_devices']})" if largest else "not even 8 per device fits")
-    needs = (f"needs more than {report['memory_bytes_per_device'] / 2**30:.2f} GiB per device (XLA refused to "
-             "compile it: out of HBM)" if _refusal(report) else
-             f"needs {report['total_bytes'] / 2**30:.2f} GiB per device with its input batches and the reserve")
-    return (f"global batch {report['global_batch']} ({report['per_device_batch']} per device) {needs}, more than the "
-            f"{report['hbm_bytes_per_device'] / 2**30:.0f} GiB of a {report['device_kind']} chip; {remedy}"
-            f"{'' if report['remat'] else ', or add --config.remat=true'}")
+    return aot_text.too_big(report)

@@ -37,6 +37,12 @@ def per_device_bytes(batch: dict[str, jax.ShapeDtypeStruct], num_devices: int) -
     return -(-total // num_devices)
 
 
+def input_buffer_bytes(batch_bytes: int) -> int:
+    """The loop's batches on a device besides the step's own (module docstring), for batches of
+    ``batch_bytes`` per device."""
+    return (DEVICE_BATCHES - 1) * batch_bytes
+
+
 def live_memory(compiled_bytes: int, batch_bytes: int, *, reserve_bytes: int, capacity_bytes: int,
                 refused: bool = False) -> dict[str, Any]:
     """The parts of a run's peak memory per device and whether they fit (units: bytes).
@@ -49,7 +55,7 @@ def live_memory(compiled_bytes: int, batch_bytes: int, *, reserve_bytes: int, ca
       reserve_bytes: HBM the program may not use (module docstring).
       capacity_bytes: the chip's memory.
     """
-    input_bytes = (DEVICE_BATCHES - 1) * batch_bytes
+    input_bytes = input_buffer_bytes(batch_bytes)
     total = compiled_bytes + input_bytes + reserve_bytes
     return {"compiled_bytes": compiled_bytes, "input_buffer_bytes": input_bytes, "reserve_bytes": reserve_bytes,
             "total_bytes": total, "capacity_bytes": capacity_bytes,
@@ -59,4 +65,4 @@ def live_memory(compiled_bytes: int, batch_bytes: int, *, reserve_bytes: int, ca
 
 def budget_for_step(batch_bytes: int, *, reserve_bytes: int, capacity_bytes: int) -> int:
     """The largest compiled-step figure that still fits beside the input buffers and the reserve."""
-    return capacity_bytes - reserve_bytes - (DEVICE_BATCHES - 1) * batch_bytes
+    return capacity_bytes - reserve_bytes - input_buffer_bytes(batch_bytes)

@@ -19,6 +19,10 @@ is locked by ``ml_collections``):
 ``train_split`` / ``eval_split``  tfds split strings
 ``image_size`` / ``eval_crop_pct``  train/eval resolution; eval centre-crop fraction
 ``batch_size``                    *global* batch over all devices and processes
+``grad_accum_steps``              micro-batches per optimizer step (gradient accumulation, the
+                                  ConvNeXt code's ``--update_freq``): the global batch stays
+                                  ``batch_size``, each micro-batch is ``batch_size / k``
+                                  (``dog_jax.train.accumulate``; 1 = off)
 ``num_epochs`` / ``num_train_steps``  length; steps win when > 0
 ``optimizer.*``                   AdamW: learning_rate, weight_decay, b1, b2, eps,
                                   grad_clip_norm (0 = off), schedule ("cosine" | "onecycle"),
@@ -97,6 +101,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.cache_data = False
 
     c.batch_size = 1024
+    c.grad_accum_steps = 1
     c.num_epochs = 50.0
     c.num_train_steps = 0
 
@@ -273,6 +278,16 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
              f"config.batch_size={config.batch_size} is not divisible by the {device_count} devices; "
              f"use a multiple of {device_count}, e.g. "
              f"--config.batch_size={max(1, config.batch_size // device_count) * device_count}.")
+    accum = config.get("grad_accum_steps", 1)  # configs saved before the field existed: 1
+    _require(isinstance(accum, int) and not isinstance(accum, bool) and accum > 0,
+             f"config.grad_accum_steps={accum!r} must be a positive int (micro-batches per optimizer step; 1 = off).")
+    if accum > 1:
+        unit = accum * device_count
+        _require(config.batch_size % unit == 0,
+                 f"config.batch_size={config.batch_size} is not divisible by config.grad_accum_steps={accum} x "
+                 f"{device_count} devices = {unit} (every micro-batch is split over the devices); use a multiple "
+                 f"of {unit}, e.g. --config.batch_size={max(1, config.batch_size // unit) * unit}, or a "
+                 f"grad_accum_steps that divides {config.batch_size // device_count}.")
     _require(config.batch_size % process_count == 0,
              f"config.batch_size={config.batch_size} is not divisible by the {process_count} processes.")
     _require(isinstance(config.data_shards, int) and config.data_shards >= 0,

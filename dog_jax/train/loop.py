@@ -152,9 +152,11 @@ def _set_up(config: ml_collections.ConfigDict, model: run_spec.ModelSpec, workdi
     builder, facts = run_setup.open_dataset(config)  # 2.
     spec = run_spec.resolve(config, model, facts, device_count=jax.device_count(), process_count=jax.process_count())
     plan = spec.plan
-    logging.info("Data: %s, %d train / %d eval examples, %d classes; %d steps (%d per epoch) at global batch %d",
+    logging.info("Data: %s, %d train / %d eval examples, %d classes; %d steps (%d per epoch) at global batch %d%s",
                  config.dataset, plan.train_examples, plan.eval_examples, plan.num_classes, plan.total_steps,
-                 plan.steps_per_epoch, plan.global_batch)
+                 plan.steps_per_epoch, plan.global_batch,
+                 f" = {plan.grad_accum_steps} accumulated micro-batches of {plan.micro_batch} (eval batch "
+                 f"{plan.eval_batch})" if plan.grad_accum_steps > 1 else "")
     stop.check_local(0)
     parts, state, train_step, eval_step = run_setup.make_steps(spec, mesh)  # 3.
     num_params = sum(x.size for x in jax.tree.leaves(state["params"]))

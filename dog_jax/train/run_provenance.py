@@ -22,9 +22,10 @@ _CODE_KEYS = ("code", "packages", "native_kernels", "auto_choices")
 
 def run_record(spec: RunSpec, mesh) -> dict[str, Any]:
     """:func:`dog_jax.provenance.record` with the auto choices of the run's model in train mode, traced
-    abstractly for ``mesh`` at the run's compute dtype, image shape and per-device batch."""
+    abstractly for ``mesh`` at the run's compute dtype, image shape and per-device batch (of a micro-batch
+    with gradient accumulation: what the model sees)."""
     model = spec.model.abstract(spec.plan.num_classes)
-    per_device = max(1, spec.plan.global_batch // mesh.size)
+    per_device = max(1, spec.plan.micro_batch // mesh.size)
     choices = provenance.auto_choices(model, (per_device, *spec.image_shape), spec.model.compute_dtype, target=mesh)
     return provenance.record(choices)
 

@@ -46,6 +46,7 @@ def make_step_functions(spec: run_spec.RunSpec, parts: steps.ModelParts, tx, sch
         parts, tx, schedule, num_classes=spec.plan.num_classes, compute_dtype=compute_dtype, seed=config.seed,
         mesh=mesh,
         skip_nonfinite=config.nonfinite_policy == "skip", ema_decay=config.ema_decay,
+        grad_accum_steps=spec.plan.grad_accum_steps,
         mix=data.MixConfig(mixup_alpha=config.augment.mixup_alpha, cutmix_alpha=config.augment.cutmix_alpha,
                            prob=config.augment.mix_prob, switch_prob=config.augment.switch_prob,
                            label_smoothing=config.augment.label_smoothing))
@@ -128,6 +129,7 @@ def input_streams(spec: run_spec.RunSpec, builder, mesh, start_step: int):
                                   shard_batch_size=plan.global_batch // shard_count, augmentation=augmentation,
                                   seed=config.seed, start_step=start_step,
                                   shuffle_buffer=-(-config.shuffle_buffer // shard_count), cache=config.cache_data)
-    eval_ds = eval_stream(builder, config.eval_split, local_batch_size=plan.local_batch_size,
+    # Evaluation is not accumulated: its batch is the micro-batch (run_spec.RunPlan).
+    eval_ds = eval_stream(builder, config.eval_split, local_batch_size=plan.local_eval_batch_size,
                           image_size=config.image_size, crop_pct=config.eval_crop_pct, cache=config.cache_data)
     return train_ds, eval_ds

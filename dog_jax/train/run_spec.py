@@ -117,6 +117,12 @@ class RunPlan:
     ``steps_per_epoch`` is :data:`NOMINAL_STEPS_PER_EPOCH`). Batches are in examples: ``global_batch``
     over all devices and processes, ``local_batch_size`` of this process. ``data_shards``: the
     training split's shards (``config.data_shards``, or one per device).
+
+    ``grad_accum_steps`` (k, ``config.grad_accum_steps``): each optimizer step's ``global_batch`` is
+    taken as k micro-batches of ``micro_batch`` examples (``dog_jax.train.accumulate``); steps count
+    optimizer steps. Evaluation is not accumulated: the eval batch is the micro-batch
+    (``eval_batch`` over all processes, ``local_eval_batch_size`` of this process), the largest batch
+    the train step's model pass is known to hold, so that evaluation needs no more memory than training.
     """
 
     num_classes: int
@@ -130,6 +136,22 @@ class RunPlan:
     global_batch: int
     local_batch_size: int
     data_shards: int
+    grad_accum_steps: int = 1
+
+    @property
+    def micro_batch(self) -> int:
+        """Examples per micro-batch over all devices: ``global_batch / grad_accum_steps``."""
+        return self.global_batch // self.grad_accum_steps
+
+    @property
+    def eval_batch(self) -> int:
+        """The global eval batch: the micro-batch (class docstring)."""
+        return self.micro_batch
+
+    @property
+    def local_eval_batch_size(self) -> int:
+        """This process's eval batch."""
+        return self.local_batch_size // self.grad_accum_steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,10 +185,13 @@ class RunSpec:
                 "params_key": "state/params", "ema_decay": c.ema_decay,
                 **({"ema_params_key": "state/ema/params"} if c.ema_decay > 0 else {})}
 
-    def at_batch_size(self, global_batch: int) -> RunSpec:
-        """This run at another global batch (the TPU compile's search for a batch that fits)."""
+    def at_batch_size(self, global_batch: int, grad_accum_steps: int | None = None) -> RunSpec:
+        """This run at another global batch and/or number of micro-batches (default: this run's); the TPU
+        compile's searches for a batch, or an accumulation, that fits."""
         config = self.config.copy_and_resolve_references()
-        config.batch_size = global_batch
+        with config.unlocked():  # a saved config of before the field has no grad_accum_steps
+            config.batch_size = global_batch
+            config.grad_accum_steps = self.plan.grad_accum_steps if grad_accum_steps is None else grad_accum_steps
         data = DataFacts(self.plan.num_classes, self.plan.train_examples or None, self.plan.eval_examples or None)
         return dataclasses.replace(self, config=config, plan=_plan(config, data, self.devices, self.processes))
 
@@ -231,7 +256,8 @@ def _plan(config: ml_collections.ConfigDict, data: DataFacts, devices: int, proc
         eval_every=config.eval_every_steps or steps_per_epoch,
         checkpoint_every=config.checkpoint_every_steps or steps_per_epoch,
         global_batch=config.batch_size, local_batch_size=config.batch_size // processes,
-        data_shards=config.data_shards or devices)  # default: one data shard per device
+        data_shards=config.data_shards or devices,  # default: one data shard per device
+        grad_accum_steps=config.get("grad_accum_steps", 1))  # configs saved before the field existed: 1
 
 
 def resolve(config: ml_collections.ConfigDict, model: ModelSpec, data: DataFacts, *, device_count: int,

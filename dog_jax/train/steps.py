@@ -13,7 +13,8 @@ The model's structure (``nnx.GraphDef``) is static: one graph for training
 (BatchNorm batch statistics, drop path on) and one for evaluation. Random numbers are
 derived from the step: mixup/cutmix use ``fold_in(key(seed), step)``, the random-erasing
 noise ``fold_in(erasing key, step)`` and each drop-path stream ``fold_in(its initial key,
-step)``, so nothing random is carried in the state.
+step)``, so nothing random is carried in the state. With gradient accumulation
+(``grad_accum_steps`` k > 1, ``dog_jax.train.accumulate``) micro-batch j folds j into each of these.
 
 Batches arrive as the input pipelines deliver them (``dog_jax.data.pipeline.batch_spec``):
 uint8 pixels, normalised inside the step (``dog_jax.data.device_augment``), in the same jitted
@@ -35,7 +36,7 @@ from jax.sharding import Mesh
 from dog_jax.data import device_augment
 from dog_jax.data.mixing import MixConfig, mix_batch
 from dog_jax.ops.auto import compile_target, target_of
-from dog_jax.train import sharding
+from dog_jax.train import accumulate, sharding
 
 TrainState = dict[str, Any]
 _FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -125,6 +126,12 @@ def _rng_for_step(rng_state: Any, step: jax.Array) -> Any:
     return jax.tree.map(derive, rng_state)
 
 
+def _rng_for_micro_batch(step_rngs: Any, index: jax.Array) -> Any:
+    """The streams of :func:`_rng_for_step` for micro-batch ``index`` (keys folded, counters kept at 0)."""
+    return jax.tree.map(lambda leaf: accumulate.micro_key(leaf, index)
+                        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key) else leaf, step_rngs)
+
+
 #: EMA warm-up constant c of ``ema_decay_at``: the decay used at update t is at most (1 + t)/(c + t).
 EMA_WARMUP_C = 10.0
 
@@ -147,7 +154,8 @@ def ema_decay_at(step: jax.Array | int, decay: float, warmup: bool = True) -> ja
 
 def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
                     num_classes: int, mix: MixConfig, compute_dtype: Any, seed: int, mesh: Mesh,
-                    skip_nonfinite: bool = False, ema_decay: float = 0.0, ema_warmup: bool = True):
+                    skip_nonfinite: bool = False, ema_decay: float = 0.0, ema_warmup: bool = True,
+                    grad_accum_steps: int = 1):
     """Returns ``train_step(state, batch, rng_state) -> (state, metrics)``, jitted with explicit shardings.
 
     ``rng_state`` is ``parts.rng_state`` (an argument, not a closure, so that it stays a
@@ -175,6 +183,12 @@ def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedul
     entry of the state, as timm's ``ModelEma`` in the ConvNeXt code), with
     ``d = ema_decay_at(step, ema_decay, ema_warmup)``. ``ema_warmup=False`` is the original's
     constant decay, which at 0.9999 over a 50-epoch run keeps ~21 % of the random init.
+
+    ``grad_accum_steps`` k > 1: the batch is taken as k micro-batches (``dog_jax.train.accumulate``:
+    the gradient is their float32 mean, BatchNorm statistics are updated once per micro-batch, mixing,
+    erasing and drop path are drawn per micro-batch), followed by the one optimizer update, EMA update
+    and schedule step above; ``loss`` and ``accuracy`` are the means over the micro-batches. B must be
+    divisible by k times the device count. k = 1 is the step without accumulation.
     """
     mix_key = jax.random.key(seed)
     # The erasing noise's own stream. Steps are int32 >= 0, so folding in 2**32 - 1 gives a key that
@@ -185,22 +199,39 @@ def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedul
         with compile_target(mesh):  # "auto" ops choose for the mesh's platform (dog_jax.ops.auto)
             return _train_step(state, batch, rng_state)
 
-    def _train_step(state: TrainState, batch: dict[str, jax.Array], rng_state: Any):
-        step = state["step"]
+    def gradients(params, batch_stats, batch, erasing, mixing, rngs):
+        """(loss, accuracy, batch_stats, grads) of one batch (or micro-batch); ``erasing``, ``mixing``:
+        its keys for the erasing noise and mixup/CutMix, ``rngs`` its drop-path streams."""
         images = device_augment.model_images(batch["image"])
         if "erase_box" in batch:
-            images = device_augment.erase(jax.random.fold_in(erase_key, step), images, batch["erase_box"])
-        images, targets = mix_batch(jax.random.fold_in(mix_key, step), images, batch["label"], num_classes, mix)
+            images = device_augment.erase(erasing, images, batch["erase_box"])
+        images, targets = mix_batch(mixing, images, batch["label"], num_classes, mix)
         images = images.astype(compute_dtype)
-        step_rngs = _rng_for_step(rng_state, step)
 
         def loss_fn(params):
-            model = nnx.merge(parts.train_graph, params, state["batch_stats"], step_rngs)
+            model = nnx.merge(parts.train_graph, params, batch_stats, rngs)
             logits = model(images).astype(jnp.float32)
             loss = jnp.mean(optax.softmax_cross_entropy(logits, targets))
             return loss, (logits, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
 
-        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
+        return loss, accuracy, batch_stats, grads
+
+    def _train_step(state: TrainState, batch: dict[str, jax.Array], rng_state: Any):
+        step = state["step"]
+        step_erase_key, step_mix_key = jax.random.fold_in(erase_key, step), jax.random.fold_in(mix_key, step)
+        step_rngs = _rng_for_step(rng_state, step)
+        if grad_accum_steps == 1:  # the step's own keys: a run without accumulation draws what it always drew
+            loss, accuracy, batch_stats, grads = gradients(state["params"], state["batch_stats"], batch,
+                                                           step_erase_key, step_mix_key, step_rngs)
+        else:
+            def micro_gradients(micro_batch, batch_stats, index):
+                return gradients(state["params"], batch_stats, micro_batch, accumulate.micro_key(step_erase_key, index),
+                                 accumulate.micro_key(step_mix_key, index), _rng_for_micro_batch(step_rngs, index))
+
+            loss, accuracy, batch_stats, grads = accumulate.accumulate_gradients(
+                micro_gradients, batch, state["batch_stats"], state["params"], grad_accum_steps, mesh)
         learning_rate = jnp.asarray(schedule(step), jnp.float32)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         updates = jax.tree.map(lambda update: learning_rate * update, updates)
@@ -218,7 +249,7 @@ def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, schedul
             new_state.update(jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept))
         metrics = {
             "loss": loss,
-            "accuracy": jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)),
+            "accuracy": accuracy,
             "grad_norm": grad_norm,
             "learning_rate": learning_rate,
             "nonfinite": 1.0 - finite.astype(jnp.float32),

@@ -79,6 +79,10 @@ CHIPS = {
 _SHAPES_2D = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
 _SHAPES_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8", 256: "4x8x8",
               512: "8x8x8"}
+# Slices of fewer chips than libtpu's default host (2x2) -- one v5e/v6e chip (``v5e-1``, a VM of one chip:
+# ct5lp-hightpu-1t) or two -- are described with a host of their own size (libtpu's
+# ``chips_per_host_bounds``; without it libtpu 0.0.42 refuses "v5e:1x1": "not divisible by ... 2x2x1").
+_SMALLER_THAN_A_HOST = {"1x1": [1, 1, 1], "1x2": [1, 2, 1], "2x1": [2, 1, 1]}
 _GENERATIONS = {"v4": "v4", "v5p": "v5p", "v5e": "v5e", "v5litepod": "v5e", "v6e": "v6e"}
 _MEGACORE = ("v4", "v5p")
 
@@ -123,7 +127,10 @@ def topology_devices(name: str) -> list:
     # Several processes may compile for TPU at once (pytest workers): libtpu's per-host lock file
     # guards real TPU chips, which a topology description never opens.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-    options = {"chip_config_name": "megacore"} if libtpu.split(":")[0] in _MEGACORE else {}
+    generation, _, shape = libtpu.partition(":")
+    options = {"chip_config_name": "megacore"} if generation in _MEGACORE else {}
+    if shape in _SMALLER_THAN_A_HOST:  # libtpu's default host of 2x2 chips does not divide these
+        options["chips_per_host_bounds"] = _SMALLER_THAN_A_HOST[shape]
     try:
         return list(topologies.get_topology_desc(platform="tpu", topology_name=libtpu, **options).devices)
     except Exception as error:  # noqa: BLE001 - libtpu raises plain RuntimeErrors/XlaRuntimeErrors

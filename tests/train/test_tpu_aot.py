@@ -20,7 +20,7 @@ from dog_jax import data
 from dog_jax.ops import depthwise_conv2d, layer_norm
 from dog_jax.ops.auto import Target, compile_target, record_choices
 from dog_jax.ops.native.library import NATIVE_AVAILABLE
-from dog_jax.train import aot, aot_memory, run_spec, tpu_topology
+from dog_jax.train import aot, aot_memory, aot_search, run_spec, tpu_topology
 from tests.support import train_cli
 from tests.support.configs import ROOT
 from tests.support.requires import LIBTPU, requires
@@ -70,7 +70,8 @@ def test_unknown_accelerator_types_are_one_line_errors(name):
 
 
 @needs_libtpu
-@pytest.mark.parametrize("name, count, kind", [("v5e-4", 4, "TPU v5 lite"), ("v4-8", 4, "TPU v4")])
+@pytest.mark.parametrize("name, count, kind", [("v5e-4", 4, "TPU v5 lite"), ("v4-8", 4, "TPU v4"),
+                                               ("v5e-1", 1, "TPU v5 lite")])
 def test_topology_gives_one_device_per_chip(name, count, kind):
     devices = tpu_topology.topology_devices(name)
     assert len(devices) == count and {d.device_kind for d in devices} == {kind}
@@ -124,6 +125,26 @@ def test_tpu_steps_have_no_dog_jax_call_and_no_all_gather(family, tmp_path):
     assert any("not a measured speed" in line for line in aot.format_report(report))
 
 
+@pytest.mark.slow
+@needs_libtpu
+def test_an_accumulated_step_compiles_without_moving_rows_between_devices(tmp_path):
+    """grad_accum_steps=2 on 4 chips: each micro-batch takes rows from every device, so the train step's
+    only collectives are the all-reduces (no all-gather, all-to-all or permute of the batch); its FLOPs
+    and bytes count both micro-batches (2 x the step without accumulation at the micro-batch)."""
+    config = tiny_config("convmixer", tmp_path, batch_size=32)
+    config.grad_accum_steps = 2
+    config.augment.mixup_alpha = config.augment.cutmix_alpha = 0.0  # mixing reverses a batch across devices
+    report = aot.aot_report(config, "v5e:2x2")
+    assert report["fits"] and (report["grad_accum_steps"], report["micro_batch_per_device"]) == (2, 4)
+    assert set(report["train_step"]["collectives"]) == {"all-reduce"}, report["train_step"]["collectives"]
+    micro = report["micro_batch_step"]
+    assert report["flops_per_step_per_device"] == 2 * micro["flops"]
+    assert report["bytes_accessed_per_step_per_device"] == 2 * micro["bytes_accessed"]
+    assert report["bytes_by_category_per_step_per_device"]["total_bytes"] == 2 * micro["bytes_by_category"][
+        "total_bytes"]
+    assert "in 2 micro-batches of 4" in aot.format_report(report)[0]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_same_model_on_a_cpu_target_uses_cpu_paths(family, tmp_path):
     """The contrast that makes the TPU test meaningful: "auto" does change with the target."""
@@ -159,7 +180,8 @@ def test_largest_fitting_batch_search_settles_on_the_boundary(monkeypatch):
         def __init__(self, global_batch=0):
             self.plan = dataclasses.make_dataclass("Plan", ["global_batch"])(global_batch)
 
-        def at_batch_size(self, global_batch):
+        def at_batch_size(self, global_batch, grad_accum_steps=None):
+            assert grad_accum_steps == 1  # the plain step: a probe's batch need not split into micro-batches
             return AtBatch(global_batch)
 
     def fake_compile(spec, devices, which=("train", "eval")):
@@ -189,6 +211,28 @@ def test_xla_refusing_a_step_for_lack_of_hbm_is_read_as_does_not_fit():
     assert cost.out_of_memory.startswith("RESOURCE_EXHAUSTED") and cost.compile_seconds == 25.0
     assert aot.searched_memory(cost, 40 * 2**30) == 40 * 2**30 + 1  # refused: above any capacity
     assert aot.out_of_hbm(jax.errors.JaxRuntimeError("INTERNAL: something else"), 1.0) is None
+
+
+def test_accumulation_search_bisects_the_divisors_above_the_micro_batch_that_fits():
+    """The smallest k at which a per-device batch of 96 fits, on a known memory curve: only divisors whose
+    micro-batch is at most the 40 that fit without accumulation are compiled, the smallest (k = 3) first."""
+    class Spec:  # stands in for a RunSpec: the fake compile reads k only
+        def __init__(self, k=1):
+            self.plan = dataclasses.make_dataclass("Plan", ["global_batch", "grad_accum_steps"])(4 * 96, k)
+
+        def at_batch_size(self, global_batch, grad_accum_steps):
+            assert global_batch == 4 * 96  # the batch is kept
+            return Spec(grad_accum_steps)
+
+    def memory_of(spec):  # the whole batch and the gradient sum, then the micro-batch's activations
+        return 500 + 10 * 96 // spec.plan.grad_accum_steps
+
+    assert aot_search.accumulation_candidates(96, 1, 40) == [3, 4, 6, 8, 12, 16, 24, 32, 48, 96]
+    for capacity, expected, most in ((900, 3, 1), (700, 6, 5), (560, 16, 5), (500, None, 4)):
+        k, probed = aot_search.smallest_fitting_accumulation(Spec(), capacity, largest_per_device=40, num_devices=4,
+                                                             memory_of=memory_of)
+        assert k == expected and len(probed) <= most and min(probed) == 3
+        assert all(memory > capacity for key, memory in probed.items() if expected is None or key < expected)
 
 
 @pytest.mark.slow
@@ -243,6 +287,15 @@ def test_train_py_names_the_largest_batch_that_fits(monkeypatch, tmp_path):
     assert isinstance(message, str) and message.startswith("error: global batch 256") and "\n" not in message
     assert "XLA refused to compile it: out of HBM" in message
     assert f"largest per-device batch that fits is {largest} (--config.batch_size={4 * largest})" in message
+    # Keeping the batch, the accumulation search compiled k = 4 first (the smallest divisor of 64 whose
+    # micro-batch, 16, is at most the 24 that fits), then bisected up to k = 64: none fits this tiny
+    # model, whose step is mostly fixed costs (the whole batch and the gradient sum come on top).
+    accumulation = {int(k): memory for k, memory in report["grad_accum_probed_memory_bytes"].items()}
+    assert min(accumulation) == 4 and set(accumulation) <= {4, 8, 16, 32, 64} and 64 in accumulation
+    assert report["smallest_fitting_grad_accum_steps"] is None and min(accumulation.values()) > chip_bytes
+    assert "grad_accum_steps" not in message
+    assert any(line.startswith("  no grad_accum_steps makes global batch 256 fit")
+               for line in aot.format_report(report))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
