@@ -62,6 +62,11 @@ try:
 except ImportError:  # torch is a test-only dependency; tests that need it say so (tests/support/requires.py)
     pass
 
+# Before JAX is imported anywhere: the suite's XLA:CPU compile flags (tests/support/subprocesses.py).
+from tests.support.subprocesses import FAST_COMPILE_XLA_FLAGS  # noqa: E402
+
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_XLA_FLAGS}".strip()
+
 # libtpu (installed for the TPU compile tests) makes every JAX start probe for TPU chips and take a
 # per-host lock file; the tests run on CPU and reach TPU devices only through topology descriptions.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")

@@ -39,7 +39,7 @@ _SCRIPT = textwrap.dedent("""
 
 
 def _native_calls(devices: int) -> list[str]:
-    env_flag = f"--xla_force_host_platform_device_count={devices}"
+    env_flag = subprocesses.xla_flags(devices)
     out = subprocesses.run([sys.executable, "-c", _SCRIPT], timeout=subprocesses.TIMEOUT_S,
                            env={**os.environ, "XLA_FLAGS": env_flag, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-2000:]

@@ -54,7 +54,7 @@ def _command(tmp_path, data_dir, workdir, **changes):
     cwd.mkdir(exist_ok=True)
     # TensorFlow's GCS client retries 10 times, up to 32 s apart, by default: once is enough here.
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", GCS_RETRY_CONFIG_MAX_RETRIES="1")
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = subprocesses.xla_flags()
     return [sys.executable, os.path.join(ROOT, "train.py"), f"--config={config}", f"--workdir={workdir}"], env, cwd
 
 

@@ -104,7 +104,7 @@ def write_config(directory: str, data_dir: str) -> str:
 
 def environment(**extra: str) -> dict[str, str]:
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", GCS_RETRY_CONFIG_MAX_RETRIES="1", **extra)
-    env.pop("XLA_FLAGS", None)  # one device, whatever the test process uses
+    env["XLA_FLAGS"] = subprocesses.xla_flags()  # one device, whatever the test process uses
     return env
 
 

@@ -223,7 +223,7 @@ def _start(tmp_path, data_dir, workdir, *extra, go=""):
     config = tmp_path / "lease_config.py"
     config.write_text(_CONFIG_FILE.format(root=ROOT, data_dir=data_dir))
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", GO_FILE=go)
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = subprocesses.xla_flags()
     script = _DRIVER.format(root=ROOT, config=config, workdir=workdir, extra=list(extra))
     return subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -75,7 +75,7 @@ def _start(tmp, data_dir, workdir, mode="", at=0, flags=()):
         with open(config, "w") as f:
             f.write(_CONFIG_FILE.format(root=ROOT, data_dir=data_dir, steps=TOTAL_STEPS))
     env = dict(os.environ, JAX_PLATFORMS="cpu", KILL_MODE=mode, KILL_AT=str(at), TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("XLA_FLAGS", None)  # one device, whatever the test process uses
+    env["XLA_FLAGS"] = subprocesses.xla_flags()  # one device, whatever the test process uses
     script = _DRIVER.format(root=ROOT, config=config, workdir=workdir, extra=list(flags))
     return subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -62,7 +62,7 @@ _WORKER = textwrap.dedent("""
 
 def _start(devices, data_dir, workdir, data_shards, stop_at=0):
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+               XLA_FLAGS=subprocesses.xla_flags(devices))
     script = _WORKER.format(root=ROOT, devices=devices, data_dir=data_dir, workdir=workdir,
                             data_shards=data_shards, stop_at=stop_at)
     return subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT, stdout=subprocess.PIPE,

@@ -81,7 +81,7 @@ def _run_processes(data_dir, workdir, logs, signalled_process=None, processes=2,
 
 def _start_and_wait(data_dir, workdir, log_base, signalled_process, processes, port, attempt):
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // processes}")
+               XLA_FLAGS=subprocesses.xla_flags(4 // processes))
     # Output to files, not pipes: a process blocked on a full pipe would hang the other in a collective.
     logs = [open(f"{log_base}.process{process}.attempt{attempt}.log", "w+") for process in range(processes)]
     procs = [subprocess.Popen(

@@ -175,7 +175,7 @@ def test_sigterm_during_dataset_preparation_exits_75_with_nothing_written(tmp_pa
     config = tmp_path / "config.py"
     config.write_text(_CONFIG_FILE.format(root=ROOT, data_dir=data_dir))
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = subprocesses.xla_flags()
     result = subprocesses.run([sys.executable, "-c", _DRIVER.format(root=ROOT, config=config, workdir=workdir)],
                               env=env, cwd=ROOT, timeout=subprocesses.TIMEOUT_S)
     assert result.returncode == EXIT_PREEMPTED, result.stderr[-3000:]
