@@ -206,7 +206,7 @@ def table() -> str:
                      f"{r['roofline_step_seconds'] * 1e3:.0f} | {r['roofline_epoch_seconds'] / 60:.1f} | "
                      f"{r['roofline_run_seconds'] / 3600:.1f} | "
                      f"{rate:,.0f} ({rate / PIPELINE_IMAGES_PER_CPU_SECOND:.0f})")
-        units = "GPUs" if r.get("libtpu_topology", "") is None else "chips"
+        units = ("GPU" if r.get("libtpu_topology", "") is None else "chip") + ("s" if r["num_devices"] > 1 else "")
         rows.append(
             f"| {r['model']} | {r['topology']} ({r['num_devices']} {units}, {r['num_hosts']} host"
             f"{'s' if r['num_hosts'] > 1 else ''}) | {r['precision']} | "
