@@ -25,6 +25,9 @@ def test_the_cache_is_on_for_this_process_and_its_subprocesses():
     directory = os.environ.get("JAX_COMPILATION_CACHE_DIR")
     assert directory == scratch("jax_cache")  # inherited by every process the tests start
     assert jax.config.jax_compilation_cache_dir == directory and jax.config.jax_enable_compilation_cache
+    # Every compile is kept (JAX's default keeps those over 1 s: under the suite's flags, few).
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == 0
+    assert os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0"
 
 
 @pytest.fixture

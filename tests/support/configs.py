@@ -59,6 +59,12 @@ def tiny_config(data_dir, **changes):
 # (the ``short_reference`` fixture of tests/conftest.py).
 SHORT_RUN = dict(num_train_steps=4, eval_every_steps=2, checkpoint_every_steps=2, log_every_steps=1)
 
+# The storage-fault and preemption tests' run: 8 steps, a checkpoint every 2 (2 kept), one evaluation
+# and one log line at the end (a failing run's console fits in 12 lines). Its uninterrupted run is the
+# ``fault_reference`` fixture (tests/conftest.py), shared by those tests.
+FAULT_RUN = dict(num_train_steps=8, eval_every_steps=8, checkpoint_every_steps=2, keep_checkpoints=2,
+                 log_every_steps=8)
+
 
 def write_imagenet_metadata(data_dir, train=24, validation=24):
     """The metadata a prepared imagenet2012 would have (split sizes), so the real code path runs."""

@@ -28,19 +28,18 @@ import time
 from typing import Iterator
 
 from tests.support import subprocesses
-from tests.support.configs import ROOT
+from tests.support.configs import FAULT_RUN, ROOT
 
-STEPS = 8
+STEPS = FAULT_RUN["num_train_steps"]
 MAX_CONSOLE_LINES = 12  # issue 36: a storage fault ends in at most 12 console lines
 
 _CONFIG_FILE = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
-    from tests.support.configs import tiny_config
+    from tests.support.configs import FAULT_RUN, tiny_config
 
     def get_config():
-        return tiny_config({data_dir!r}, num_train_steps={steps}, eval_every_steps={steps}, checkpoint_every_steps=2,
-                           keep_checkpoints=2, log_every_steps={steps})
+        return tiny_config({data_dir!r}, **FAULT_RUN)
 """)
 
 _DRIVER = textwrap.dedent("""
@@ -98,7 +97,7 @@ _DRIVER = textwrap.dedent("""
 def write_config(directory: str, data_dir: str) -> str:
     path = os.path.join(directory, "fault_config.py")
     with open(path, "w") as f:
-        f.write(_CONFIG_FILE.format(root=ROOT, data_dir=data_dir, steps=STEPS))
+        f.write(_CONFIG_FILE.format(root=ROOT, data_dir=data_dir))
     return path
 
 

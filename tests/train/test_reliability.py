@@ -3,8 +3,9 @@ rerunning the same ``train.py`` command, end bitwise identical to an uninterrupt
 
 Every run is a real ``train.py`` subprocess (signals, exit codes, orbax's temporary directories
 are the point). The interruptions are chained in one workdir so that each restart also
-resumes from whatever the previous kill left behind; the uninterrupted reference runs in
-parallel with the chain to save wall time.
+resumes from whatever the previous kill left behind. The uninterrupted reference is the storage-fault
+tests' (``fault_reference``: the same config but for one log line instead of one per step, which
+must not change a bit of the train state), trained once per pytest run.
 """
 
 import json
@@ -18,24 +19,20 @@ import pytest
 
 from tests.support import subprocesses
 from tests.support.checkpoints import assert_bitwise_equal, load_state
-from tests.support.configs import ROOT
+from tests.support.configs import FAULT_RUN, ROOT
 from tests.support.console import third_party_info_lines
 
-TOTAL_STEPS = 8
+TOTAL_STEPS = FAULT_RUN["num_train_steps"]
 EXIT_PREEMPTED = 75  # documented in docs/reliability.md and dog_jax/train/preemption.py
 
+# The fault tests' run (``FAULT_RUN``), with a log line -- and so a poll for a stop -- at every step.
 _CONFIG_FILE = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
-    from tests.support.configs import tiny_config
+    from tests.support.configs import FAULT_RUN, tiny_config
 
     def get_config():
-        c = tiny_config({data_dir!r})
-        c.num_train_steps = {steps}
-        c.checkpoint_every_steps = 2
-        c.eval_every_steps = {steps}
-        c.keep_checkpoints = 2
-        return c
+        return tiny_config({data_dir!r}, **{{**FAULT_RUN, "log_every_steps": 1}})
 """)
 
 # Runs train.py's real main(); KILL_MODE/KILL_AT make the process signal itself at an exact
@@ -73,7 +70,7 @@ def _start(tmp, data_dir, workdir, mode="", at=0, flags=()):
     config = os.path.join(tmp, "reliability_config.py")
     if not os.path.exists(config):
         with open(config, "w") as f:
-            f.write(_CONFIG_FILE.format(root=ROOT, data_dir=data_dir, steps=TOTAL_STEPS))
+            f.write(_CONFIG_FILE.format(root=ROOT, data_dir=data_dir))
     env = dict(os.environ, JAX_PLATFORMS="cpu", KILL_MODE=mode, KILL_AT=str(at), TF_CPP_MIN_LOG_LEVEL="2")
     env["XLA_FLAGS"] = subprocesses.xla_flags()  # one device, whatever the test process uses
     script = _DRIVER.format(root=ROOT, config=config, workdir=workdir, extra=list(flags))
@@ -93,7 +90,7 @@ def _steps(workdir):
 
 
 @pytest.mark.slow
-def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_path, tiny_data_dir):
+def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_path, tiny_data_dir, fault_reference):
     """One test (not a shared fixture): under pytest-xdist a module fixture would run once per worker.
 
     Chain in one workdir, each a fresh ``train.py`` with the same command line:
@@ -102,12 +99,13 @@ def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_p
       3. SIGTERM at step 5: checkpoint of step 5, exit code 75;
       4. SIGKILL at step 7 (after the SIGTERM run's resume and step 6's checkpoint);
       5. the same command again, to the end.
-    Two uninterrupted runs go alongside: the reference, and a second one for determinism.
+    A second uninterrupted run goes alongside, for determinism; both end bitwise where the shared
+    reference run does.
     """
     tmp, data_dir = str(tmp_path), tiny_data_dir
-    reference_dir, again_dir, chain_dir = (os.path.join(tmp, name) for name in ("reference", "again", "chain"))
-    started = [_start(tmp, data_dir, reference_dir)]
-    chain = []
+    reference_dir = fault_reference[1]
+    again_dir, chain_dir = (os.path.join(tmp, name) for name in ("again", "chain"))
+    started, chain = [], []
     try:
         for mode, at in (("kill", 3), ("kill_in_save", 4), ("term", 5), ("kill", 7), ("", 0)):
             started.append(_start(tmp, data_dir, chain_dir, mode, at))
@@ -116,11 +114,9 @@ def test_preemption_resume_is_bitwise_identical_and_runs_are_deterministic(tmp_p
             if mode == "kill_in_save":  # start the second reference now: spreads the load over the chain
                 again = _start(tmp, data_dir, again_dir, flags=["--verbose"])  # (the console's other setting)
                 started.append(again)
-        consoles = []
-        for proc in (started[0], again):
-            code, err = _finish(proc)
-            assert code == 0, err[-3000:]
-            consoles.append(err)
+        code, err = _finish(again)
+        assert code == 0, err[-3000:]
+        consoles = [chain[-1][4], err]  # the last run of the chain (default console), and --verbose
     finally:
         subprocesses.kill_all(started)
 
