@@ -119,26 +119,32 @@ def test_interrupted_run_ends_like_an_uninterrupted_one(family, tiny_data_dir, t
     the finished run changes none of them. Every run (evaluations every 2 steps, checkpoints,
     a stop, a resume) traces its train and eval steps once (``one_trace_per_run``).
 
-    The stopped-and-resumed run is also profiled (``profile_steps="4:6"``): the stop at step 5
-    ends the trace inside its window (steps 4-5 saved), the resumed run traces the rest (step 6),
-    and the final state is still bitwise the unprofiled reference's."""
+    For ConvMixer the stopped-and-resumed run is also profiled (``profile_steps="4:6"``; the
+    profiler is the same for every family, and costs a HorNet run ~9 s): the stop at step 5 ends the
+    trace inside its window (steps 4-5 saved), the resumed run traces the rest (step 6), and the
+    final state is still bitwise the unprofiled reference's."""
     config = _family_config(family, tiny_data_dir)
     reference = train_and_evaluate(config, str(tmp_path / "reference"))
     profiled = config.copy_and_resolve_references()
-    profiled.profile_steps = "4:6"
+    if family == "convmixer":
+        profiled.profile_steps = "4:6"
     workdir = str(tmp_path / "resumed")
     stopped = train_and_evaluate(profiled, workdir, stop_requested=lambda step: step == 5)
     assert stopped["interrupted"] and stopped["final_step"] == 5
     sessions = os.path.join(workdir, "profile", "plugins", "profile")
-    assert os.listdir(sessions) == ["train_steps_4-5"]
+    if profiled.profile_steps:
+        assert os.listdir(sessions) == ["train_steps_4-5"]
+    else:
+        assert not os.path.exists(sessions)
     resumed = train_and_evaluate(profiled, workdir)
     assert resumed["start_step"] == 5 and resumed["final_step"] == 8 and not resumed["interrupted"]
     assert_bitwise_equal(load_state(workdir, 8), load_state(str(tmp_path / "reference"), 8))
-    assert sorted(os.listdir(sessions)) == ["train_steps_4-5", "train_steps_6-6"]
-    for session, steps_traced in (("train_steps_4-5", [4, 5]), ("train_steps_6-6", [6])):
-        traces = [name for name in os.listdir(os.path.join(sessions, session)) if name.endswith(".xplane.pb")]
-        assert len(traces) == 1
-        assert _annotated_steps(os.path.join(sessions, session, traces[0])) == steps_traced
+    if profiled.profile_steps:
+        assert sorted(os.listdir(sessions)) == ["train_steps_4-5", "train_steps_6-6"]
+        for session, steps_traced in (("train_steps_4-5", [4, 5]), ("train_steps_6-6", [6])):
+            traces = [name for name in os.listdir(os.path.join(sessions, session)) if name.endswith(".xplane.pb")]
+            assert len(traces) == 1
+            assert _annotated_steps(os.path.join(sessions, session, traces[0])) == steps_traced
     expected = _comparable_summary(reference)
     assert [entry["step"] for entry in expected["eval_history"]] == [2, 4, 6, 8]
     assert [entry["step"] for entry in expected["train_history"]] == [3, 6, 8]

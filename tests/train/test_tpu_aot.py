@@ -246,7 +246,7 @@ def test_train_py_names_the_largest_batch_that_fits(monkeypatch, tmp_path):
     config.batch_size = 4 * 24
     spec, devices = aot.resolve(config, 4), tpu_topology.topology_devices("v5e:2x2")
     fitting = aot.compile_steps(spec, devices, which=("train",))
-    capacity = fitting["train"].memory_bytes  # XLA's usable HBM here: per-device batch 24 fits exactly, 64 does not
+    capacity = fitting["train"].memory_bytes  # XLA's usable HBM here: per-device batch 24 fits exactly, 32 does not
     # The chip: that, plus the loop's other batches at 24 per device (aot_memory), and no reserve.
     input_bytes = (aot_memory.DEVICE_BATCHES - 1) * aot.device_batch_bytes(spec, devices)
     chip_bytes = capacity + input_bytes
@@ -269,32 +269,32 @@ def test_train_py_names_the_largest_batch_that_fits(monkeypatch, tmp_path):
     monkeypatch.setattr(jax.stages.Lowered, "compile", compile_with_less_hbm)
     out = tmp_path / "report.json"
     message = train_cli.exit_message(monkeypatch, [
-        "train.py", "--config=" + os.path.join(ROOT, "configs/convmixer.py:demo"), "--config.batch_size=256",
+        "train.py", "--config=" + os.path.join(ROOT, "configs/convmixer.py:demo"), "--config.batch_size=128",
         f"--config.data_dir={tmp_path}", *(f"--config.model_overrides.{key}={value}"
                                             for key, value in config.model_overrides.items()),
         "--aot_topology=v5e-4", f"--aot_report={out}"])
     report = json.loads(out.read_text())
-    assert report["topology"] == "v5e-4" and report["per_device_batch"] == 64 and not report["fits"]
+    assert report["topology"] == "v5e-4" and report["per_device_batch"] == 32 and not report["fits"]
     assert report["eval_step"] is None and report["roofline_step_seconds"] is None
     assert report["train_step"]["out_of_memory"].startswith("RESOURCE_EXHAUSTED: Ran out of memory on HBM")
     assert report["memory_bytes_per_device"] > capacity  # what XLA said the step needs
     assert report["search_compile_seconds"] > 0
     largest = report["largest_fitting_per_device_batch"]
-    assert 24 <= largest < 64 and largest % 8 == 0
+    assert largest == 24  # one probe: the search's own logic is tested above, with a stand-in compiler
     probed = {int(batch): memory for batch, memory in report["probed_memory_bytes"].items()}
     # The search files each batch's compiled memory plus its input buffers against the chip.
     assert probed[largest] <= chip_bytes and min(b for b, m in probed.items() if m > chip_bytes) == largest + 8
-    assert isinstance(message, str) and message.startswith("error: global batch 256") and "\n" not in message
+    assert isinstance(message, str) and message.startswith("error: global batch 128") and "\n" not in message
     assert "XLA refused to compile it: out of HBM" in message
     assert f"largest per-device batch that fits is {largest} (--config.batch_size={4 * largest})" in message
-    # Keeping the batch, the accumulation search compiled k = 4 first (the smallest divisor of 64 whose
-    # micro-batch, 16, is at most the 24 that fits), then bisected up to k = 64: none fits this tiny
+    # Keeping the batch, the accumulation search compiled k = 2 first (the smallest divisor of 32 whose
+    # micro-batch, 16, is at most the 24 that fits), then bisected up to k = 32: none fits this tiny
     # model, whose step is mostly fixed costs (the whole batch and the gradient sum come on top).
     accumulation = {int(k): memory for k, memory in report["grad_accum_probed_memory_bytes"].items()}
-    assert min(accumulation) == 4 and set(accumulation) <= {4, 8, 16, 32, 64} and 64 in accumulation
+    assert min(accumulation) == 2 and set(accumulation) <= {2, 4, 8, 16, 32} and 32 in accumulation
     assert report["smallest_fitting_grad_accum_steps"] is None and min(accumulation.values()) > chip_bytes
     assert "grad_accum_steps" not in message
-    assert any(line.startswith("  no grad_accum_steps makes global batch 256 fit")
+    assert any(line.startswith("  no grad_accum_steps makes global batch 128 fit")
                for line in aot.format_report(report))
 
 
