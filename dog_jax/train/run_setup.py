@@ -86,6 +86,18 @@ def capacity_notice(saved: dict[str, Any], devices: int, shard_count: int, fixed
             "uninterrupted run to float rounding, not bitwise.")
 
 
+def accumulation_notice(saved: dict[str, Any], grad_accum_steps: int) -> str | None:
+    """One line saying what a resume with another ``config.grad_accum_steps`` changes; None if the
+    same (or the checkpoint predates the field: ``saved`` is its ``model_info``)."""
+    before = saved.get("grad_accum_steps")
+    if before is None or before == grad_accum_steps:
+        return None
+    return (f"Resuming with config.grad_accum_steps={grad_accum_steps} from a checkpoint written with {before}: "
+            "parameters, batch statistics and optimizer state are restored exactly and the global batch and "
+            "data order are unchanged, but BatchNorm statistics are taken and per-example randomness (mixup/CutMix, "
+            "erasing, drop path) drawn per micro-batch: later steps differ from an uninterrupted run's.")
+
+
 def restore(ckpt: checkpoint_lib.Checkpointer, state, spec: run_spec.RunSpec):
     """(start step, state, resumed?) from the newest readable checkpoint, into ``state``'s shardings."""
     restored = ckpt.restore_latest(steps.abstract_train_state(state), spec.model_info(0, run_facts=False))
@@ -93,10 +105,11 @@ def restore(ckpt: checkpoint_lib.Checkpointer, state, spec: run_spec.RunSpec):
         return 0, state, False
     start_step, state = restored
     logging.info("Resumed from %s at step %d", ckpt.directory, start_step)
-    notice = capacity_notice(ckpt.restore_model_info(start_step), spec.devices, spec.plan.data_shards,
-                             fixed_shards=bool(spec.config.data_shards))
-    if notice:
-        logging.warning(notice)
+    saved = ckpt.restore_model_info(start_step)
+    for notice in (capacity_notice(saved, spec.devices, spec.plan.data_shards, fixed_shards=bool(spec.config.data_shards)),
+                   accumulation_notice(saved, spec.plan.grad_accum_steps)):
+        if notice:
+            logging.warning(notice)
     return start_step, state, True
 
 

@@ -174,11 +174,12 @@ class RunSpec:
         """What a reader needs to rebuild the model of a checkpoint (saved next to it; a resume compares
         its ``model`` / ``model_overrides`` / ``num_classes`` with the checkpoint's).
 
-        ``run_facts``: with the run's device and data shard counts, so that a resume on another device
-        count can say what changes.
+        ``run_facts``: with the run's device and data shard counts and its micro-batches per step, so
+        that a resume on another device count or accumulation can say what changes.
         """
         c = self.config
-        run = {"devices": self.devices, "data_shards": self.plan.data_shards} if run_facts else {}
+        run = {"devices": self.devices, "data_shards": self.plan.data_shards,
+               "grad_accum_steps": self.plan.grad_accum_steps} if run_facts else {}
         return {**run, "model": self.model.name, "model_overrides": dict(self.model.overrides),
                 "num_classes": self.plan.num_classes, "dw_init": self.model.dw_init, "dog": dict(self.model.dog),
                 "image_size": c.image_size, "dataset": c.dataset, "step": step,

@@ -12,6 +12,7 @@ from dog_jax.data import fashion_mnist
 from dog_jax.train import train_and_evaluate
 from tests.support.configs import load
 from tests.support.requires import require
+from tests.support.shared import once
 
 
 def require_packaged_files(files_dir=fashion_mnist.PACKAGED_DIR):
@@ -22,11 +23,15 @@ def require_packaged_files(files_dir=fashion_mnist.PACKAGED_DIR):
 
 
 @pytest.fixture(scope="module")
-def fashion_data_dir(tmp_path_factory):
+def fashion_data_dir():
+    """Fashion-MNIST prepared (70,000 images, ~16 s) once per pytest run for every worker
+    (tests/support/shared.py): read-only."""
     require_packaged_files()
-    data_dir = str(tmp_path_factory.mktemp("tfds_fashion"))
-    data.get_builder("fashion_mnist", data_dir)
-    return data_dir
+
+    def prepare(directory: str) -> None:
+        data.get_builder("fashion_mnist", directory)
+
+    return once("tfds_fashion_mnist", prepare)[0]
 
 
 def test_prepared_offline_into_tfds_own_builder(fashion_data_dir):

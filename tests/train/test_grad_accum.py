@@ -4,8 +4,10 @@ accumulation, a run with it logs, checkpoints and resumes per optimizer step, an
 split is refused in one line."""
 
 import json
+import logging
 import os
 import re
+import shutil
 
 import chex
 import jax
@@ -20,6 +22,7 @@ from dog_jax.data import device_augment
 from dog_jax.data.mixing import mix_batch
 from dog_jax.train import accumulate, optim, run_spec, sharding, steps, train_and_evaluate
 from dog_jax.train import config as config_lib
+from dog_jax.train.run_setup import accumulation_notice
 from tests.support.checkpoints import assert_bitwise_equal, load_state
 from tests.support.configs import load, tiny_config
 
@@ -163,7 +166,7 @@ def test_a_batch_that_accumulation_cannot_split_is_one_line(changes, message):
 
 
 @pytest.mark.slow
-def test_an_accumulated_run_logs_checkpoints_and_resumes_per_optimizer_step(tiny_data_dir, tmp_path):
+def test_an_accumulated_run_logs_checkpoints_and_resumes_per_optimizer_step(tiny_data_dir, tmp_path, caplog):
     """ConvMixer (BatchNorm) with mixup/CutMix and erasing, 16 examples per step as 2 micro-batches of 8:
     3 optimizer steps logged one by one; stopped after step 1 and resumed, it ends bitwise as the
     uninterrupted run, and its config.json records the setting."""
@@ -175,6 +178,14 @@ def test_an_accumulated_run_logs_checkpoints_and_resumes_per_optimizer_step(tiny
     workdir = str(tmp_path / "resumed")
     stopped = train_and_evaluate(config, workdir, stop_requested=lambda step: step == 1)
     assert stopped["interrupted"] and stopped["final_step"] == 1
+    # The same checkpoint resumed without accumulation (e.g. on a larger slice): allowed, and said.
+    shutil.copytree(workdir, tmp_path / "unaccumulated")
+    with caplog.at_level(logging.WARNING):
+        plain = train_and_evaluate(tiny_config(tiny_data_dir, num_train_steps=2, eval_every_steps=2,
+                                               checkpoint_every_steps=1), str(tmp_path / "unaccumulated"))
+    assert plain["start_step"] == 1 and plain["final_step"] == 2
+    assert [r.getMessage() for r in caplog.records if "grad_accum_steps" in r.getMessage()] == [
+        accumulation_notice({"grad_accum_steps": 2}, 1)]
     resumed = train_and_evaluate(config, workdir)
     assert resumed["start_step"] == 1 and resumed["final_step"] == 3
     assert_bitwise_equal(load_state(workdir, 3), load_state(str(tmp_path / "reference"), 3))
@@ -183,3 +194,11 @@ def test_an_accumulated_run_logs_checkpoints_and_resumes_per_optimizer_step(tiny
     with open(os.path.join(workdir, "config.json")) as f:
         saved = json.load(f)
     assert saved["grad_accum_steps"] == 2 and saved["provenance"]
+
+
+def test_a_resume_with_other_micro_batches_is_said_in_one_line():
+    assert accumulation_notice({"grad_accum_steps": 4}, 4) is None
+    assert accumulation_notice({}, 2) is None  # a checkpoint written before the field
+    line = accumulation_notice({"grad_accum_steps": 4}, 2)
+    assert "\n" not in line and line.startswith("Resuming with config.grad_accum_steps=2 from a checkpoint written with 4")
+    assert "global batch and data order are unchanged" in line and "later steps differ" in line
