@@ -28,7 +28,7 @@ def resolved(config, num_classes: int = 10, *, device_count: int = 1):
 def tiny_config(data_dir, **changes):
     """A ConvMixer with BatchNorm, crop/flip, random erasing and mixup/CutMix, a few steps.
 
-    No RandAugment: building its tf.data graph takes ~2.5 s in every new process, and the
+    No RandAugment: building its tf.data graph takes ~1 s more in every new process, and the
     reliability tests start tens of trainer processes with this config. RandAugment in a run is
     covered by the family demo configs of tests/train/test_resume.py (resume bitwise, every
     family) and the ImageNet config in tests/train/test_loop.py; its own maths by tests/data/.
