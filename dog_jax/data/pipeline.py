@@ -182,7 +182,8 @@ def train_dataset(sources: Sequence[Source], *, shard_indices: Sequence[int], sh
     if len(streams) == 1:
         stream = streams[0]
     else:  # shard_batch_size examples from each local shard in turn.
-        choice = tf.data.Dataset.range(len(streams) * shard_batch_size).map(_as_written(lambda i: i // shard_batch_size))
+        which_shard = _as_written(lambda i: i // shard_batch_size)
+        choice = tf.data.Dataset.range(len(streams) * shard_batch_size).map(which_shard)
         stream = tf.data.Dataset.choose_from_datasets(streams, choice.repeat())
 
     size = augmentation.image_size

@@ -192,7 +192,8 @@ def local_source(builder: tfds.core.DatasetBuilder, split: str, *, shard_index: 
         dataset = builder.as_dataset(split=subsplit, decoders=decoders, shuffle_files=False,
                                      read_config=read_config)
         count = split_size(builder, subsplit)
-    dataset = dataset.map(tf.autograph.experimental.do_not_convert(_select_features))  # a cast: not worth a parallel map
+    # A cast: not worth a parallel map. Traced as written, without AutoGraph (dog_jax/data/pipeline.py).
+    dataset = dataset.map(tf.autograph.experimental.do_not_convert(_select_features))
     return Source(dataset, count)
 
 

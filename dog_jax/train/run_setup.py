@@ -106,7 +106,8 @@ def restore(ckpt: checkpoint_lib.Checkpointer, state, spec: run_spec.RunSpec):
     start_step, state = restored
     logging.info("Resumed from %s at step %d", ckpt.directory, start_step)
     saved = ckpt.restore_model_info(start_step)
-    for notice in (capacity_notice(saved, spec.devices, spec.plan.data_shards, fixed_shards=bool(spec.config.data_shards)),
+    fixed_shards = bool(spec.config.data_shards)
+    for notice in (capacity_notice(saved, spec.devices, spec.plan.data_shards, fixed_shards=fixed_shards),
                    accumulation_notice(saved, spec.plan.grad_accum_steps)):
         if notice:
             logging.warning(notice)

@@ -200,5 +200,6 @@ def test_a_resume_with_other_micro_batches_is_said_in_one_line():
     assert accumulation_notice({"grad_accum_steps": 4}, 4) is None
     assert accumulation_notice({}, 2) is None  # a checkpoint written before the field
     line = accumulation_notice({"grad_accum_steps": 4}, 2)
-    assert "\n" not in line and line.startswith("Resuming with config.grad_accum_steps=2 from a checkpoint written with 4")
+    assert "\n" not in line
+    assert line.startswith("Resuming with config.grad_accum_steps=2 from a checkpoint written with 4")
     assert "global batch and data order are unchanged" in line and "later steps differ" in line
