@@ -175,6 +175,13 @@ def _exchange(client: _Reader, upstream: _Reader) -> bool:
     return keep and (_header(response, b"connection") or b"").lower() != b"close"
 
 
+def _no_delay(sock: socket.socket) -> socket.socket:
+    """``sock`` with Nagle's algorithm off: a message goes out as several writes (head, then body), and
+    with Nagle each later write waited for the peer's delayed ACK of the first, up to 40 ms per message."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 class TlsBridge:
     """The proxy: ``https_proxy=http://127.0.0.1:{port}``, ``CURL_CA_BUNDLE={ca_file}``.
 
@@ -198,6 +205,7 @@ class TlsBridge:
                 connection, _ = self._server.accept()
             except OSError:
                 return  # closed
+            _no_delay(connection)
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
     def _serve(self, connection: socket.socket) -> None:
@@ -211,7 +219,7 @@ class TlsBridge:
                 return
             connection.sendall(b"HTTP/1.1 200 Connection established" + _HEAD_END)
             client = _Reader(self._context.wrap_socket(connection, server_side=True))
-            upstream = _Reader(socket.create_connection(self.emulator))
+            upstream = _Reader(_no_delay(socket.create_connection(self.emulator)))
             while _exchange(client, upstream):
                 pass
         except (_Closed, OSError, ValueError, IndexError):
