@@ -88,6 +88,9 @@ from tests.support.requires import (  # noqa: E402, F401
 )
 from tests.support.requires import pytest_configure as _requires_configure  # noqa: E402
 
+# A worker that dies of a fatal signal: its signal and stacks in the run's summary (tests/support/fatal_errors.py).
+pytest_plugins = ["tests.support.fatal_errors"]
+
 hypothesis.settings.register_profile("dog_jax", database=None)
 hypothesis.settings.load_profile("dog_jax")
 
