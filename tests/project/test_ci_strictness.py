@@ -21,14 +21,14 @@ _MISSING = "dog_jax_no_such_module"
 _LINE = f"{_MISSING} is not installed: pip install {_MISSING}"
 
 
-def _pytest(tmp_path, source, *args, ci=None, plugins=("tests.support.requires",), env=None):
+def _pytest(tmp_path, source, *args, ci=None, plugins=("tests.support.requires",), extra_env=None):
     """(exit code, output) of pytest on ``source`` written to tmp_path/test_generated.py; entry-point
-    plugins are not loaded (faster), the named ones are; CI is set to ``ci`` or unset; ``env`` adds
-    variables."""
+    plugins are not loaded (faster), the named ones are; CI is set to ``ci`` or unset; ``extra_env``
+    adds variables."""
     (tmp_path / "test_generated.py").write_text(textwrap.dedent(source))
-    extra = env or {}
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_") and key != "CI"}
-    env.update(PYTHONPATH=ROOT, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", **({"CI": ci} if ci is not None else {}), **extra)
+    env.update(PYTHONPATH=ROOT, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", **({"CI": ci} if ci is not None else {}),
+               **(extra_env or {}))
     plugin_args = [arg for name in plugins for arg in ("-p", name)]
     command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *plugin_args,
                "--rootdir", str(tmp_path), *args, "test_generated.py"]
@@ -191,7 +191,7 @@ def test_a_worker_killed_by_a_fatal_signal_is_named_with_its_signal_in_the_summa
     """
     scratch = tmp_path / "scratch"  # this run's own: the outer suite's summary must not show its crash
     code, output = _pytest(tmp_path, source, "-p", "xdist", "-n", "1", plugins=("tests.support.fatal_errors",),
-                           env={"DOG_JAX_TEST_SCRATCH": str(scratch)})
+                           extra_env={"DOG_JAX_TEST_SCRATCH": str(scratch)})
     assert code == 1 and "1 failed, 1 passed" in output, output
     assert "worker 'gw0' crashed while running 'test_generated.py::test_crashes'" in output, output
     summary = output[output.index("fatal error in test process gw0-pid"):]

@@ -55,17 +55,20 @@ def pytest_terminal_summary(terminalreporter):
 
 def shortened(report: list[str]) -> list[str]:
     """A faulthandler report with at most ``_FRAMES_PER_THREAD`` frames per thread, the rest counted."""
-    kept, frames, omitted = [], 0, 0
-    for line in report + [""]:
+    kept, frames = [], 0
+
+    def count_omitted():
+        if frames > _FRAMES_PER_THREAD:
+            kept.append(f"  ... {frames - _FRAMES_PER_THREAD} outer frames")
+
+    for line in report:
         if line.startswith("  File "):
             frames += 1
             if frames <= _FRAMES_PER_THREAD:
                 kept.append(line)
-            else:
-                omitted += 1
             continue
-        if omitted:
-            kept.append(f"  ... {omitted} outer frames")
-        frames = omitted = 0
+        count_omitted()
+        frames = 0
         kept.append(line)
-    return kept[:-1]
+    count_omitted()
+    return kept
