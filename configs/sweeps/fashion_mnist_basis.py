@@ -1,7 +1,7 @@
 """Free vs basis-parameterised depthwise kernels (``dw_param``) on Fashion-MNIST.
 
 The reference- and DoG-initialised runs of ``fashion_mnist.py`` (demo-scale ConvMixer and ConvNeXt,
-3 epochs, three seeds) beside the same runs with every depthwise kernel constrained to the
+3 epochs, seeds 0-2 of its eight) beside the same runs with every depthwise kernel constrained to the
 Gaussian-derivative + DoG basis of ``dog_jax.models.basis`` (9 numbers per channel instead of
 k² = 49 weights). With the DoG init both parameterisations start from the same kernels, so the
 constraint is the only difference. The free runs have the same labels, configs and overrides as in
@@ -26,7 +26,9 @@ SWEEP = Sweep(
         "Gaussian-derivative + DoG basis (dw_param='basis')."),
     entries=[variant for entry in _COMPARED for variant in (
         entry, Entry(entry.config, {**entry.overrides, "dw_param": "basis"}, name=f"{entry.name}_basis"))],
-    seeds=_FREE.seeds,
+    # Three seeds, the study's recipe since it was first run: its question (what the constraint costs)
+    # is not the headline one, and each seed adds four runs.
+    seeds=(0, 1, 2),
     analysis=True,
     comparisons=[(f"{entry.name}_basis", entry.name) for entry in _COMPARED],
 )

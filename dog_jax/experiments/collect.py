@@ -29,7 +29,7 @@ from dog_jax.storage import run_path, write_text
 
 CSV_FIELDS = ("label", "seed", "status", "config", "overrides", "experiment", "group", "dw_init", "scale",
               "final_top1", "final_top5", "final_loss", "best_top1", "best_step", "final_step", "total_steps",
-              "wall_time_s", "num_params", "paper_row_top1", "workdir", "commit", "impl")
+              "wall_time_s", "cpu_time_s", "num_params", "paper_row_top1", "workdir", "commit", "impl")
 
 
 def config_info(config_path: str, config_arg: str) -> dict[str, Any]:
@@ -81,7 +81,8 @@ def run_row(run: Run, info: dict[str, Any], out_dir: str | os.PathLike = ".") ->
         "final_loss": final.get("eval_loss"),
         "best_top1": best.get("eval_top1"), "best_step": best.get("step"),
         "final_step": summary.get("final_step"), "total_steps": summary.get("total_steps"),
-        "wall_time_s": summary.get("wall_time_s"), "num_params": summary.get("num_params"),
+        "wall_time_s": summary.get("wall_time_s"), "cpu_time_s": summary.get("cpu_time_s"),
+        "num_params": summary.get("num_params"),
         "paper_row_top1": info.get("paper_row_top1"), "workdir": relative_to(run.workdir, out_dir),
         "commit": commit, "impl": impl,
     }

@@ -137,6 +137,7 @@ def publish(runs: Sequence[Run], root: str | os.PathLike, target: str | os.PathL
                 written.append(_copy(path, target / "analysis" / label / path.relative_to(label_dir)))
     summaries = [read_summary(run.workdir) or {} for run in runs]
     total = sum(s.get("wall_time_s") or 0.0 for s in summaries)
+    cpu = sum(s.get("cpu_time_s") or 0.0 for s in summaries)
     finished = sum(1 for s in summaries if s)
     outside = not _inside(resolved(root), _repository(train_script))
     lines = [
@@ -144,7 +145,9 @@ def publish(runs: Sequence[Run], root: str | os.PathLike, target: str | os.PathL
         f"Published {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on: {_machine()}.", "",
         *_code_lines(rows, published_by),
         f"{finished} of {len(runs)} runs have a summary; their trainer wall times add up to "
-        f"{format_duration(total)} (without process start-up and the kernel analysis).", "",
+        f"{format_duration(total)} (without process start-up and the kernel analysis)"
+        + (f"; their processes used {format_duration(cpu)} of CPU time (start-up and compiles included)."
+           if cpu else "."), "",
         "Sweep command (rerun it to reproduce; finished runs are skipped):", "", "```bash",
         _relative(sweep_command, train_script, root), "```", "",
         f"Published with: `{_relative(published_with, train_script, root)}`", "",

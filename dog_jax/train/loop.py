@@ -296,7 +296,10 @@ def _summary(run: _Run, step: int, interrupted: bool, compile_time: float | None
         "best_checkpoint_step": run.ckpt.best_step(),
         "eval_history": reporter.history, "train_history": reporter.train_history,
         "skipped_steps": reporter.skipped_steps, "nonfinite_policy": run.spec.config.nonfinite_policy,
-        "wall_time_s": wall_time, "compile_time_s": compile_time, "num_params": run.num_params,
+        "wall_time_s": wall_time, "compile_time_s": compile_time,
+        # CPU seconds of this train.py process, all threads, start-up and compiles included: what a
+        # sweep costs on a shared machine, where wall time measures the other jobs too.
+        "cpu_time_s": time.process_time(), "num_params": run.num_params,
         "num_classes": run.plan.num_classes, "devices": jax.device_count(), "processes": jax.process_count(),
         "config": run.spec.config.to_dict(), **run.provenance,
     }

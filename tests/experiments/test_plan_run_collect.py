@@ -44,7 +44,8 @@ def fake_summary(workdir: str, top1: float, *, interrupted: bool = False, histor
     os.makedirs(workdir, exist_ok=True)
     summary = {"final_step": 2 if interrupted else 4, "total_steps": 4, "interrupted": interrupted,
                "final_eval": {"eval_top1": top1, "eval_top5": 1.0, "eval_loss": 1.0},
-               "best_eval": {"eval_top1": top1, "step": 4}, "wall_time_s": 60.0, "num_params": 10,
+               "best_eval": {"eval_top1": top1, "step": 4}, "wall_time_s": 60.0, "cpu_time_s": 90.0,
+               "num_params": 10,
                "train_history": history or [{"step": 2, "loss": 2.0}, {"step": 4, "loss": 1.5}],
                "eval_history": [{"step": 4, "eval_top1": top1}], "config": {"dw_init": "dog"},
                **({"provenance": record} if record else {})}
@@ -310,7 +311,8 @@ def test_cli_dry_run_and_collect(tmp_path, capsys, monkeypatch):
     assert "1 of 6 runs finished" in (root / "results.md").read_text()
     assert (published / "results.md").read_text() == (root / "results.md").read_text()
     commands = (published / "commands.md").read_text()
-    assert "1 of 6 runs have a summary; their trainer wall times add up to 1m00s" in commands
+    assert ("1 of 6 runs have a summary; their trainer wall times add up to 1m00s (without process start-up and "
+            "the kernel analysis); their processes used 1m30s of CPU time") in commands
     assert "python train.py --config=configs/paper.py:table2_kaiming-reference,demo --workdir=$ROOT/kaiming/seed_0" \
         in commands and "--workdir-root $ROOT" in commands
     assert str(root) not in commands and str(ROOT) not in commands

@@ -34,6 +34,7 @@ def test_imagenet2012_code_path_under_mock_data(tmp_path):
     assert summary["num_classes"] == 1000 and summary["final_step"] == 2
     assert summary["final_eval"]["eval_examples"] == 24
     assert np.isfinite(summary["train_history"][-1]["loss"])
+    assert 0 < summary["cpu_time_s"] < 3600 and summary["wall_time_s"] > 0
 
 
 @pytest.mark.slow
