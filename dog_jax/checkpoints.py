@@ -366,7 +366,8 @@ def _read_orbax(path: Path, progress: Progress) -> Checkpoint:
 
 def _materialize_basis(arrays: dict[str, np.ndarray], step_dir: Path) -> dict[str, np.ndarray]:
     """``dog_jax.models.basis.materialize`` for a trainer step directory: the kernel size comes from
-    the step's ``model`` JSON item (model name and overrides, written by ``train.py``)."""
+    the step's ``model`` JSON item (``dw_kernel_size``, written by ``train.py``; checkpoints written
+    before that field existed name the model and overrides, from which the registry tells it)."""
     from dog_jax.models import basis, registry  # the models (and JAX) only for basis checkpoints
 
     info_file = step_dir / "model" / "metadata"
@@ -374,8 +375,9 @@ def _materialize_basis(arrays: dict[str, np.ndarray], step_dir: Path) -> dict[st
         raise CheckpointError(f"{step_dir}: basis-parameterised depthwise layers but no model/metadata JSON to read "
                               "their kernel size from; pass a train.py checkpoint step directory.")
     info = json.loads(info_file.read_text())
-    config = registry.get_model_config(info["model"], **info.get("model_overrides", {}))
-    return basis.materialize(arrays, config.kernel_size)
+    size = info.get("dw_kernel_size") or registry.depthwise_kernel_size(info["model"],
+                                                                        **info.get("model_overrides", {}))
+    return basis.materialize(arrays, size)
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from dog_jax.models.convnext import ConvNeXt, ConvNeXtConfig
 from dog_jax.models.hornet import HorNet, HorNetConfig
 from dog_jax.models.layers import Initializer
 
-__all__ = ["create_model", "get_model_config", "list_models", "resolve_dw_init"]
+__all__ = ["create_model", "depthwise_kernel_size", "get_model_config", "list_models", "resolve_dw_init"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +100,12 @@ def get_model_config(name: str, **overrides: Any):
         raise ValueError(f"{name} does not take {', '.join(unknown)}; architecture overrides it accepts: "
                          f"{', '.join(allowed)}.")
     return family.config_cls(**{**defaults, **overrides})
+
+
+def depthwise_kernel_size(name: str, **overrides: Any) -> int | tuple[int, int]:
+    """The depthwise kernel size (pixels) of ``create_model(name, **overrides)``: what reading a
+    basis-parameterised checkpoint needs besides its parameters."""
+    return get_model_config(name, **overrides).kernel_size
 
 
 def resolve_dw_init(spec: str | Initializer, reference: Initializer) -> Initializer:

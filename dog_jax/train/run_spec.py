@@ -181,6 +181,8 @@ class RunSpec:
         run = {"devices": self.devices, "data_shards": self.plan.data_shards,
                "grad_accum_steps": self.plan.grad_accum_steps} if run_facts else {}
         return {**run, "model": self.model.name, "model_overrides": dict(self.model.overrides),
+                # A reader of basis-parameterised kernels needs the size, which the parameters lack.
+                "dw_kernel_size": self.model.architecture.kernel_size,
                 "num_classes": self.plan.num_classes, "dw_init": self.model.dw_init, "dog": dict(self.model.dog),
                 "image_size": c.image_size, "dataset": c.dataset, "step": step,
                 "params_key": "state/params", "ema_decay": c.ema_decay,

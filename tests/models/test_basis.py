@@ -206,7 +206,10 @@ def test_parameter_count_table_in_docs_matches_the_models():
         assert (free, basis) == parameter_counts(name), name
 
 
-def test_analysis_reads_a_basis_checkpoint_as_materialised_kernels(tmp_path):
+@pytest.mark.parametrize("record", ["kernel size", "model and overrides only"])
+def test_analysis_reads_a_basis_checkpoint_as_materialised_kernels(tmp_path, record):
+    """The kernel size comes from the checkpoint's model record: its ``dw_kernel_size`` (the model's
+    registered 9 would give 9x9 kernels), or, in records written before that field, the overrides."""
     import orbax.checkpoint as ocp
 
     from dog_jax.analysis import extract_depthwise_kernels
@@ -215,7 +218,10 @@ def test_analysis_reads_a_basis_checkpoint_as_materialised_kernels(tmp_path):
     model = create_model("convmixer_512_12", num_classes=3, dw_init="dog", rngs=nnx.Rngs(0),
                          dw_param="basis", **overrides)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    info = {"model": "convmixer_512_12", "model_overrides": {**overrides, "dw_param": "basis"}}
+    if record == "kernel size":
+        info = {"model": "convmixer_512_12", "model_overrides": {"dw_param": "basis"}, "dw_kernel_size": 5}
+    else:
+        info = {"model": "convmixer_512_12", "model_overrides": {**overrides, "dw_param": "basis"}}
     with ocp.CheckpointManager(tmp_path / "ckpt", item_names=("state", "model")) as mgr:
         mgr.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params}),
                                             model=ocp.args.JsonSave(info)))

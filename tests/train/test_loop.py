@@ -63,6 +63,7 @@ def test_demo_run_writes_checkpoints_logs_and_summary(tiny_data_dir, tmp_path):
     assert steps[-1] == 40 and len(steps) <= c.keep_checkpoints + 1
     model_json = json.load(open(os.path.join(workdir, "checkpoints", "40", "model", "metadata")))
     assert model_json["model"] == "convmixer_512_12" and model_json["num_classes"] == 10
+    assert model_json["dw_kernel_size"] == c.model_overrides.get("kernel_size", 9)  # convmixer_512_12: 9x9
     check_provenance(workdir, c, expected_depthwise=c.model_overrides.depth)
     # Rerunning the finished run resumes at the end and only evaluates.
     again = train_and_evaluate(c, workdir)
