@@ -47,9 +47,9 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow imports Keras 3 when it is imported (and Keras imports scikit-learn and matplotlib),
 # unless TF_USE_LEGACY_KERAS asks for the tf_keras package instead, which is not installed: then no
-# Keras at all. Nothing in dog_jax or its tests uses tf.keras; every process the tests start (tens of
-# train.py runs) saves ~20 % of its import time. tests/analysis/test_trained_checkpoint.py runs its
-# train.py and analysis commands without it, as users do.
+# Keras at all. Nothing in dog_jax or its tests uses tf.keras; every process the tests start saves
+# ~20 % of its import time. train.py sets it for itself (tests/project/test_train_script.py);
+# tests/analysis/test_trained_checkpoint.py runs its analysis commands without it, as users do.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 if "DOG_JAX_TEST_SCRATCH" not in os.environ:

@@ -12,7 +12,7 @@ from tests.support import subprocesses
 from tests.support.console import third_party_info_lines
 
 REPO = Path(__file__).resolve().parents[2]
-# As users run them: TensorFlow imports Keras (which the other tests' processes skip, tests/conftest.py).
+# As users run them: without the suite's TF_USE_LEGACY_KERAS (tests/conftest.py; train.py sets it itself).
 _USER_ENV = {key: value for key, value in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
 
 

@@ -90,7 +90,7 @@ _DRIVER = textwrap.dedent("""
         return started
 
     checkpoint.Checkpointer.save = save
-    train.app.run(train.main, flags_parser=train._parse_flags)
+    train.run()
 """)
 
 

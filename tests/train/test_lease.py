@@ -206,7 +206,7 @@ _DRIVER = textwrap.dedent("""
         return taken
 
     lease.acquire = acquire
-    train.app.run(train.main, flags_parser=train._parse_flags)
+    train.run()
 """)
 
 _CONFIG_FILE = textwrap.dedent("""

@@ -62,7 +62,7 @@ _DRIVER = textwrap.dedent("""
 
     preemption.StopOnSignal.__call__ = poll
     checkpoint.Checkpointer.save = save
-    train.app.run(train.main, flags_parser=train._parse_flags)
+    train.run()
 """)
 
 

@@ -157,7 +157,7 @@ _DRIVER = textwrap.dedent("""
             yield example
 
     demo_dataset.DogJaxDemo._generate_examples = generate
-    train.app.run(train.main, flags_parser=train._parse_flags)
+    train.run()
 """)
 
 _CONFIG_FILE = textwrap.dedent("""
