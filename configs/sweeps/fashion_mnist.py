@@ -8,7 +8,10 @@ He normal, reference or the paper's DoG, eight seeds: 48 runs.
 Eight seeds, compared paired by seed (a seed fixes the data order, every augmentation and the train
 step's random draws; only the depthwise init differs between a seed's runs): with three seeds the
 ConvMixer DoG - reference gap's 95 % interval was +/- 0.97 points (per-seed gap std 0.39), which
-cannot tell a 1-point gain from none; eight seeds give about t(0.975, 7) * 0.39 / sqrt(8) = +/- 0.33.
+cannot tell a 1-point gain from none. Expected before the rerun, from the 3-seed stds: eight seeds
+give half-widths of t(0.975, 7) / sqrt(8) * std = 0.84 * std, i.e. +/- 0.33 points for ConvMixer
+DoG - reference (std 0.39), +/- 0.26 for ConvMixer DoG - He (0.31), +/- 0.69 for ConvNeXt
+DoG - reference (0.83) and +/- 0.53 for ConvNeXt DoG - He (0.63).
 
 Cost: a few minutes per run on the project's idle 2-core CPU (each row's ``cpu_time_s`` and
 ``wall_time_s`` say), a few hours for the sweep; it is resumable, so it can be spread over

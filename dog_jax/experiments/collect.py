@@ -177,6 +177,25 @@ def _t_quantile_975(df: int) -> float:
     return float(stats.t.ppf(0.975, df))
 
 
+def t_interval(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, half-width of its 95 % t interval) of a sample; the half-width is nan below two values."""
+    mean, std = mean_std(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, _t_quantile_975(len(values) - 1) * std / math.sqrt(len(values))
+
+
+def seeds_to_exclude_zero(mean: float, std: float, most: int = 1000) -> int | None:
+    """The fewest seeds whose 95 % t interval would exclude 0 if the per-seed gaps kept this mean and
+    sample std (a planning figure, not a promise); None if no count up to ``most`` would."""
+    if not mean or math.isnan(std):
+        return None
+    for n in range(2, most + 1):
+        if _t_quantile_975(n - 1) * std / math.sqrt(n) < abs(mean):
+            return n
+    return None
+
+
 def _finished(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
     return {(r["label"], r["seed"]): r for r in rows if r["status"] == "done" and r["final_top1"] is not None}
 
@@ -195,7 +214,7 @@ def paired_table(rows: Sequence[dict[str, Any]], comparisons: Sequence[tuple[str
     their mean ± sample std, the 95 % t interval of the mean, and how many seeds favour the label;
     below the table one warning line per comparison of runs made by different code."""
     lines = ["| config | minus | seeds | per seed (points) | mean ± std (points) | 95 % interval | "
-             "seeds ahead |", "|---|---|---|---|---|---|---|"]
+             "seeds ahead | seeds to exclude 0 |", "|---|---|---|---|---|---|---|---|"]
     warnings = []
     for label, baseline in comparisons:
         diffs, used = paired_gaps(rows, label, baseline)
@@ -203,19 +222,20 @@ def paired_table(rows: Sequence[dict[str, Any]], comparisons: Sequence[tuple[str
         if warning:
             warnings.append(warning)
         if not diffs:
-            lines.append(f"| `{label}` | `{baseline}` | 0 | — | — | — | — |")
+            lines.append(f"| `{label}` | `{baseline}` | 0 | — | — | — | — | — |")
             continue
-        mean, std = mean_std(diffs)
+        (mean, std), (_, half) = mean_std(diffs), t_interval(diffs)
         if len(diffs) > 1:
-            half = _t_quantile_975(len(diffs) - 1) * std / math.sqrt(len(diffs))
             interval = f"[{mean - half:+.2f}, {mean + half:+.2f}]"
             summary = f"{mean:+.2f} ± {std:.2f}"
         else:
             interval, summary = "—", f"{mean:+.2f}"
+        needed = seeds_to_exclude_zero(mean, std)
+        needed_text = "—" if len(diffs) < 2 else str(needed) if needed else "> 1000"
         per_seed = ", ".join(f"{d:+.1f}" for d in diffs)
         ahead = sum(d > 0 for d in diffs)
         lines.append(f"| `{label}` | `{baseline}` | {len(diffs)} | {per_seed} | {summary} | {interval} | "
-                     f"{ahead} of {len(diffs)} |")
+                     f"{ahead} of {len(diffs)} | {needed_text} |")
     return "\n".join(lines + ([""] + warnings if warnings else []))
 
 

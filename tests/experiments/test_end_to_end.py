@@ -61,6 +61,14 @@ def test_tiny_sweep_trains_collects_analyses_and_skips_on_rerun(tmp_path, capsys
     # and the figure of the shares over training.
     assert "| `dog` | step 2 | 1 × 32 |" in table and "| `dog` | step 4 |" not in table
     assert "| `dog` | null (trained, pixels shuffled) | 1 × 32 |" in table
+    # The emergence table: the trained kernels' centre–surround share (paper naming) and DoG-template share,
+    # each beside its null (one seed: means without an interval).
+    from dog_jax.experiments.kernel_report import checkpoint_shares
+
+    shares, null = checkpoint_shares(trained)["dog/seed_3/checkpoints/4"]
+    cells = [100 * (s["paper_excitatory"] + s["paper_inhibitory"]) for s in (shares, null)]
+    cells += [100 * s["dog_templates"] for s in (shares, null)]
+    assert "| `dog` | 1 | " + " | ".join(f"{c:.0f}" for c in cells) + " |" in table
     during = json.loads((root / "analysis" / "dog" / "during" / "summary.json").read_text())
     assert [c["path"] for c in during["checkpoints"]] == ["dog/seed_3/checkpoints/2"]
     assert (root / "analysis" / "trajectory.png").stat().st_size > 10_000
@@ -72,3 +80,11 @@ def test_tiny_sweep_trains_collects_analyses_and_skips_on_rerun(tmp_path, capsys
     assert "dog/seed_3: finished earlier, skipped" in capsys.readouterr().out
     for name in ("analysis.md", "analysis/trajectory.png", "analysis/dog/during/summary.json", "commands.md"):
         assert (published / name).is_file(), name
+
+
+def test_the_emergence_tables_intervals_are_t_intervals_over_seeds():
+    from dog_jax.experiments.kernel_report import _interval_cell
+
+    # Shares 0.3, 0.4, 0.5: mean 40 %, std 10 %, t(0.975, 2) = 4.303 -> half width 24.8 %.
+    assert _interval_cell([0.3, 0.4, 0.5]) == "40 [15, 65]"
+    assert _interval_cell([0.25]) == "25" and _interval_cell([]) == "—"

@@ -170,9 +170,26 @@ def test_paired_differences_by_seed(tmp_path):
             fake_summary(run.workdir, top1)
     collect(runs, sweep, tmp_path / "root", title="T", curves=False, say=lambda _: None)
     table = (tmp_path / "root" / "results.md").read_text()
-    # Differences +6 and +3 points: mean 4.5, std 2.12, t(0.975, 1) = 12.706 -> half width 19.06.
+    # Differences +6 and +3 points: mean 4.5, std 2.12, t(0.975, 1) = 12.706 -> half width 19.06. With the
+    # same mean and std, 4 seeds would exclude 0 (t(0.975, 3) = 3.182: half width 3.37), 3 not (5.27).
     assert ("| `paper.table2_gamma0-0.5_onoff.demo` | `kaiming` | 2 | +6.0, +3.0 | +4.50 ± 2.12 | "
-            "[-14.56, +23.56] | 2 of 2 |") in table
+            "[-14.56, +23.56] | 2 of 2 | 4 |") in table
+
+
+@pytest.mark.parametrize("mean, std", [(4.5, 2.12), (0.93, 0.39), (-0.18, 0.63), (0.05, 1.0)])
+def test_seeds_to_exclude_zero_is_the_fewest_whose_interval_excludes_it(mean, std):
+    from scipy import stats
+
+    from dog_jax.experiments.collect import seeds_to_exclude_zero
+
+    def excludes_zero(n):
+        return stats.t.ppf(0.975, n - 1) * std / n ** 0.5 < abs(mean)
+
+    n = seeds_to_exclude_zero(mean, std)
+    if n is None:
+        assert not excludes_zero(1000)
+    else:
+        assert excludes_zero(n) and (n == 2 or not excludes_zero(n - 1))
 
 
 PAIRED = SIMPLE.replace("seeds=(0, 1, 2),", "seeds=(0, 1, 2), comparisons=[('paper.table2_gamma0-0.5_onoff.demo', "
