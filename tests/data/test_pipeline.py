@@ -39,7 +39,7 @@ def test_demo_images_are_deterministic_and_classes_differ_by_structure_not_colou
 
 def test_demo_builder_prepares_without_download(tiny_builder):
     assert data.num_classes(tiny_builder) == 10
-    assert data.split_size(tiny_builder, "train") == 1200 and data.split_size(tiny_builder, "test") == 300
+    assert data.split_size(tiny_builder, "train") == 1200 and data.split_size(tiny_builder, "test") == 96
 
 
 def _train(builder, start_step=0, seed=0):
@@ -114,21 +114,21 @@ def test_processes_read_disjoint_shards(tiny_builder):
         source = data.local_source(tiny_builder, "test", shard_index=index, shard_count=2, drop_remainder=False)
         counts.append(source.num_examples)
         labels.append([ex["image"] for ex in source.dataset.as_numpy_iterator()])
-    assert counts == [150, 150]
+    assert counts == [48, 48]
     assert not set(labels[0]) & set(labels[1])
 
 
 def test_eval_stream_covers_every_example_once_with_padding(tiny_builder):
     source = data.local_source(tiny_builder, "test", shard_index=0, shard_count=1, drop_remainder=False)
-    num_batches = data.eval_num_batches(300, 1, 128)
+    num_batches = data.eval_num_batches(96, 1, 40)
     assert num_batches == 3
-    batches = list(data.eval_dataset(source, local_batch_size=128, num_batches=num_batches, image_size=32,
+    batches = list(data.eval_dataset(source, local_batch_size=40, num_batches=num_batches, image_size=32,
                                      crop_pct=1.0).as_numpy_iterator())
     spec = data.batch_spec(32, train=False)
     assert {key: (value.shape[1:], value.dtype) for key, value in batches[0].items()} == spec
     masks = np.concatenate([b["mask"] for b in batches])
-    assert len(batches) == 3 and masks.sum() == 300 and masks[:300].all() and not masks[300:].any()
-    again = list(data.eval_dataset(source, local_batch_size=128, num_batches=num_batches, image_size=32,
+    assert len(batches) == 3 and masks.sum() == 96 and masks[:96].all() and not masks[96:].any()
+    again = list(data.eval_dataset(source, local_batch_size=40, num_batches=num_batches, image_size=32,
                                    crop_pct=1.0).as_numpy_iterator())
     np.testing.assert_array_equal(batches[0]["image"], again[0]["image"])
 

@@ -95,7 +95,7 @@ def test_a_run_in_a_bucket_then_evaluate_export_and_analyse_it(bucket, gcs_serve
 
     # Evaluation reads the checkpoint and the dataset from the bucket, and writes its result there.
     metrics = evaluate_checkpoint(workdir)
-    assert metrics["step"] == 4 and metrics["eval_examples"] == 300 and metrics["checkpoint"] == workdir
+    assert metrics["step"] == 4 and metrics["eval_examples"] == 96 and metrics["checkpoint"] == workdir
     write_json(default_output(metrics), metrics)
     assert "eval/test_step4.json" in _objects(gcs_server, workdir)
 

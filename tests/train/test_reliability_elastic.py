@@ -57,6 +57,8 @@ _WORKER = textwrap.dedent("""
     summary = train_and_evaluate(config, {workdir!r}, stop_requested=stop)
     print("SUMMARY" + json.dumps({{"checked": checked, "start_step": summary["start_step"],
                                    "final_step": summary["final_step"], "history": summary["train_history"]}}))
+    from tests.support.subprocesses import exit_without_finalization
+    exit_without_finalization(0)
 """)
 
 
