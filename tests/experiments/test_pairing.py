@@ -11,7 +11,8 @@ from flax import nnx
 from dog_jax.train import run_setup, run_spec, sharding
 from tests.support.configs import load, resolved, tiny_config
 
-_TINY_OVERRIDES = {"convmixer": {"width": 16, "depth": 2}, "convnext": {"dims": (8, 16, 24, 32), "depths": (1, 1, 1, 1)}}
+_TINY_OVERRIDES = {"convmixer": {"width": 16, "depth": 2},
+                   "convnext": {"dims": (8, 16, 24, 32), "depths": (1, 1, 1, 1)}}
 
 
 def _model_state(family: str, dw_init: str, seed: int):
