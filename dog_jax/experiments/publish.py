@@ -146,7 +146,8 @@ def publish(runs: Sequence[Run], root: str | os.PathLike, target: str | os.PathL
         *_code_lines(rows, published_by),
         f"{finished} of {len(runs)} runs have a summary; their trainer wall times add up to "
         f"{format_duration(total)} (without process start-up and the kernel analysis)"
-        + (f"; their processes used {format_duration(cpu)} of CPU time (start-up and compiles included)."
+        + (f"; their processes used {format_duration(cpu)} of CPU time (start-up and compiles included; "
+           "of a resumed run, its last start)."
            if cpu else "."), "",
         "Sweep command (rerun it to reproduce; finished runs are skipped):", "", "```bash",
         _relative(sweep_command, train_script, root), "```", "",
