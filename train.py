@@ -28,7 +28,7 @@ class _ExitWithoutFinalization:
     """Ends the process as soon as every atexit handler has run, skipping Python's finalisation.
 
     Finalising the interpreter after a run -- collecting TensorFlow's and XLA's modules and tearing
-    down their runtimes -- takes ~1.5 s on a 2-core CPU (measured 2026-12-07), after the run has
+    down their runtimes -- takes ~2 s on a 2-core CPU (docs/performance.md), after the run has
     written everything and closed its files: seconds per run of a sweep, and of every test that
     starts train.py. Only an exit through ``SystemExit`` (absl's ``app.run`` ends so, with the run's
     exit code) is shortened; an uncaught exception or Ctrl-C finalises as usual.
@@ -51,8 +51,8 @@ class _ExitWithoutFinalization:
 _EXIT = _ExitWithoutFinalization()
 
 # TensorFlow (here only for tf.data) imports Keras 3 -- and through it scikit-learn and SciPy -- when it
-# is imported: ~1.5 s of every run's start on a 2-core CPU, for nothing a run uses. TensorFlow skips
-# that when asked for the legacy tf_keras and that is not installed.
+# is imported: ~1 s of every run's start on a 2-core CPU (docs/performance.md), for nothing a run uses.
+# TensorFlow skips that when asked for the legacy tf_keras and that is not installed.
 if "TF_USE_LEGACY_KERAS" not in os.environ and importlib.util.find_spec("tf_keras") is None:
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
 

@@ -39,7 +39,7 @@ def xla_flags(devices: int | None = None) -> str:
 def exit_without_finalization(code: int) -> NoReturn:
     """Ends a test's driver process (a ``python -c`` script) with ``code`` as train.py ends a run: every
     atexit handler first (JAX's shuts a distributed run down), then no interpreter finalisation, which
-    costs ~1.5 s a process for tearing down TensorFlow and XLA."""
+    costs ~2 s a process for tearing down TensorFlow and XLA."""
     atexit._run_exitfuncs()  # noqa: SLF001 - the stdlib's way to run them before os._exit
     sys.stdout.flush()
     sys.stderr.flush()
