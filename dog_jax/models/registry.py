@@ -24,6 +24,7 @@ from dog_jax.models.convmixer import ConvMixer, ConvMixerConfig
 from dog_jax.models.convnext import ConvNeXt, ConvNeXtConfig
 from dog_jax.models.hornet import HorNet, HorNetConfig
 from dog_jax.models.layers import Initializer
+from dog_jax.models.tracing import quiet_sharding_probes
 
 __all__ = ["create_model", "depthwise_kernel_size", "get_model_config", "list_models", "resolve_dw_init"]
 
@@ -164,8 +165,9 @@ def create_model(name: str, *, num_classes: int = 1000, dw_init: str | Initializ
         raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}.")
     config = get_model_config(name, **overrides)
     init = resolve_dw_init(dw_init, family.reference_dw_init())
-    return family.model_cls(config, num_classes=num_classes, dw_init=init, drop_path_rate=drop_path_rate,
-                            dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    with quiet_sharding_probes():  # linear, not quadratic, under nnx.eval_shape / jax.jit (models/tracing.py)
+        return family.model_cls(config, num_classes=num_classes, dw_init=init, drop_path_rate=drop_path_rate,
+                                dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 def parameter_counts(name: str, **overrides: Any) -> tuple[int, int]:
