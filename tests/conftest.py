@@ -173,6 +173,17 @@ def short_reference(tiny_data_dir):
     return reference_run(tiny_config(tiny_data_dir, **SHORT_RUN))
 
 
+@pytest.fixture(scope="session")
+def four_shard_reference(tiny_data_dir):
+    """``(workdir, summary)`` of the uninterrupted run of ``tiny_config(tiny_data_dir, **FOUR_SHARD_RUN)``
+    on the test process's one device, trained once per pytest run: the losses that multi-process and
+    elastic runs of that config must reproduce (same batches; float rounding of other device counts)."""
+    from tests.support.configs import FOUR_SHARD_RUN, tiny_config
+    from tests.support.shared import reference_run
+
+    return reference_run(tiny_config(tiny_data_dir, **FOUR_SHARD_RUN))
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``slow`` (tens of seconds each: trainer subprocesses, resumes, TPU compiles) come first.
 

@@ -59,6 +59,12 @@ def tiny_config(data_dir, **changes):
 # (the ``short_reference`` fixture of tests/conftest.py).
 SHORT_RUN = dict(num_train_steps=4, eval_every_steps=2, checkpoint_every_steps=2, log_every_steps=1)
 
+# The multi-process and elastic tests' run: 4 steps on 4 data shards (so one device, 2, or 4 -- in one
+# process or two -- train on the same global batches), evaluations at 2 and 4, a checkpoint at 4. Its
+# uninterrupted run on the test process's one device is the ``four_shard_reference`` fixture
+# (tests/conftest.py), what those runs' losses are compared with.
+FOUR_SHARD_RUN = dict(num_train_steps=4, eval_every_steps=2, checkpoint_every_steps=4, data_shards=4)
+
 # The storage-fault and preemption tests' run: 8 steps, a checkpoint every 2 (2 kept), one evaluation
 # and one log line at the end (a failing run's console fits in 12 lines). Its uninterrupted run is the
 # ``fault_reference`` fixture (tests/conftest.py), shared by those tests.

@@ -14,10 +14,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from dog_jax.train import train_and_evaluate
 from dog_jax.train.run_setup import capacity_notice
 from tests.support import subprocesses
-from tests.support.configs import ROOT, tiny_config
+from tests.support.configs import ROOT
 
 _WORKER = textwrap.dedent("""
     import json, sys
@@ -27,7 +26,7 @@ _WORKER = textwrap.dedent("""
     assert jax.device_count() == {devices}, jax.devices()
     from dog_jax.train import checkpoint, train_and_evaluate
     from tests.support.checkpoints import assert_bitwise_equal, load_state
-    from tests.support.configs import tiny_config
+    from tests.support.configs import FOUR_SHARD_RUN, tiny_config
 
     def named(tree):  # {{orbax-style dotted path: host array}}: the raw read has dicts for tuples
         def name(key):
@@ -51,8 +50,7 @@ _WORKER = textwrap.dedent("""
         return restored
 
     checkpoint.Checkpointer.restore_latest = restore_latest
-    config = tiny_config({data_dir!r}, num_train_steps=4, eval_every_steps=4, checkpoint_every_steps=4,
-                         data_shards={data_shards})
+    config = tiny_config({data_dir!r}, **{{**FOUR_SHARD_RUN, "eval_every_steps": 4, "data_shards": {data_shards}}})
     stop = (lambda step: step == {stop_at}) if {stop_at} else None
     summary = train_and_evaluate(config, {workdir!r}, stop_requested=stop)
     print("SUMMARY" + json.dumps({{"checked": checked, "start_step": summary["start_step"],
@@ -82,14 +80,12 @@ def _notices(err):
 
 
 @pytest.mark.slow
-def test_resume_on_another_device_count(tmp_path, tiny_data_dir):
+def test_resume_on_another_device_count(tmp_path, tiny_data_dir, four_shard_reference):
     """Steps 1-2 on 4 devices, step 3 on 2, step 4 on 4 again (stops at 2 and 3)."""
     data_dir = tiny_data_dir
     workdir = str(tmp_path / "run")
     first = _start(4, data_dir, workdir, data_shards=4, stop_at=2)
-    # The uninterrupted reference, on this process's single device, meanwhile.
-    reference = train_and_evaluate(tiny_config(data_dir, num_train_steps=4, eval_every_steps=4,
-                                               checkpoint_every_steps=4, data_shards=4), str(tmp_path / "ref"))
+    reference = four_shard_reference[1]  # the uninterrupted run on this process's single device
     runs = [_finish(first)]
     runs.append(_finish(_start(2, data_dir, workdir, data_shards=4, stop_at=3)))
     runs.append(_finish(_start(4, data_dir, workdir, data_shards=4)))

@@ -3,8 +3,8 @@ localhost (gloo CPU collectives), with data and workdir in a Cloud Storage bucke
 as on a pod slice: disjoint data shards, identical metrics on both processes, a SIGTERM received by
 one process only (in the middle of an evaluation) stops both at the same step with exit code 75, the
 checkpoint is written once and both processes restore it (redoing the evaluation); the resumed run
-ends bit for bit where an uninterrupted one does, and its losses equal those of one process with
-four devices.
+ends bit for bit where an uninterrupted one does, and its losses equal those of one process on one
+device (the same global batches; float rounding of another device count).
 """
 
 import json
@@ -35,14 +35,14 @@ _WORKER = textwrap.dedent("""
     if {processes} > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize("localhost:{port}", num_processes={processes}, process_id={process})
-    from tests.support.configs import tiny_config
+    from tests.support.configs import FOUR_SHARD_RUN, tiny_config
     from dog_jax.train import steps, train_and_evaluate
     from dog_jax.train.preemption import EXIT_PREEMPTED, StopOnSignal
     assert jax.process_count() == {processes} and jax.device_count() == 4
     if {signal}:
         from tests.support.signals import sigterm_at_eval_batch
         sigterm_at_eval_batch(steps, 2)
-    config = tiny_config({data_dir!r}, num_train_steps=4, eval_every_steps=2, checkpoint_every_steps=4)
+    config = tiny_config({data_dir!r}, **FOUR_SHARD_RUN)
     with StopOnSignal() as stop:
         summary = train_and_evaluate(config, {workdir!r}, stop_requested=stop)
     print("SUMMARY" + json.dumps({{key: summary[key] for key in ("start_step", "final_step", "interrupted",
@@ -142,7 +142,7 @@ def _checkpoint_names(workdir):
 
 
 @pytest.mark.slow
-def test_two_processes_train_stop_together_and_share_one_checkpoint(tmp_path, bucket):
+def test_two_processes_train_stop_together_and_share_one_checkpoint(tmp_path, bucket, four_shard_reference):
     """Data and workdir in a Cloud Storage bucket (a local server), as on a pod slice."""
     data_dir = f"{bucket}/tensorflow_datasets"
     builder = data.get_builder("dog_jax_demo/tiny", data_dir)
@@ -176,10 +176,6 @@ def test_two_processes_train_stop_together_and_share_one_checkpoint(tmp_path, bu
     losses = [h["loss"] for h in second[0]["train_history"]]
     assert len(losses) == 4 and np.all(np.isfinite(losses))
 
-    # One process driving all four devices, uninterrupted, trains on the same global batches
-    # (bitwise: tests/data/test_pipeline.py). Only the order in which the gradient all-reduce
-    # adds the devices' parts differs (in-process vs gloo across processes), which moves
-    # float32 results by an ulp or so.
     # The same two processes uninterrupted: the interrupted and resumed run ends bit for bit where it does.
     reference = f"{bucket}/reference"
     codes, uninterrupted = zip(*_run_processes(data_dir, reference, str(tmp_path / "reference")))
@@ -187,13 +183,14 @@ def test_two_processes_train_stop_together_and_share_one_checkpoint(tmp_path, bu
     assert _metrics(uninterrupted[0]) == _metrics(second[0])
     assert_bitwise_equal(load_state(workdir, 4), load_state(reference, 4))
 
-    ((code, single),) = _run_processes(data_dir, str(tmp_path / "single"), str(tmp_path / "single"), processes=1)
-    assert code == 0
+    # One process on one device (the shared four-shard reference, the same local data as the bucket's)
+    # trains on the same global batches: the same metrics up to the float rounding of another device count.
+    single = four_shard_reference[1]
     two = _metrics(second[0])
-    for key in ("step", "accuracy", "learning_rate", "skipped"):
+    for key in ("step", "learning_rate", "skipped"):
         assert [h[key] for h in _metrics(single)] == [h[key] for h in two]
-    for key in ("loss", "grad_norm"):
-        np.testing.assert_allclose([h[key] for h in _metrics(single)], [h[key] for h in two], rtol=2e-6)
+    for key in ("loss", "grad_norm", "accuracy"):
+        np.testing.assert_allclose([h[key] for h in _metrics(single)], [h[key] for h in two], rtol=2e-4)
     single_eval = {k: v for k, v in single["final_eval"].items() if k != "eval_time_s"}
     np.testing.assert_allclose([single_eval[k] for k in sorted(single_eval)],
-                               [evals[0][k] for k in sorted(single_eval)], rtol=1e-6)
+                               [evals[0][k] for k in sorted(single_eval)], rtol=2e-4)

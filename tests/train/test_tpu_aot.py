@@ -242,6 +242,19 @@ def test_train_py_names_the_largest_batch_that_fits(monkeypatch, tmp_path):
     ConvMixer's batch does not fit: XLA refuses such a step (as libtpu does at full size, below), and
     train.py exits with one line naming the largest batch found by compiling, the report written and
     the eval step (moot) not compiled."""
+    compile_for_real = jax.stages.Lowered.compile
+    compiled_programs, compile_calls = {}, []
+
+    def compile_once(lowered, *args, **kwargs):
+        """A program compiled before is not compiled again (the search probes per-device batch 24,
+        which this test compiles first): every TPU compile here takes seconds."""
+        key = (lowered.as_text(), repr(args), repr(sorted(kwargs.items())))
+        compile_calls.append(key)
+        if key not in compiled_programs:
+            compiled_programs[key] = compile_for_real(lowered, *args, **kwargs)
+        return compiled_programs[key]
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", compile_once)
     config = tiny_config("convmixer", tmp_path)
     config.batch_size = 4 * 24
     spec, devices = aot.resolve(config, 4), tpu_topology.topology_devices("v5e:2x2")
@@ -253,12 +266,10 @@ def test_train_py_names_the_largest_batch_that_fits(monkeypatch, tmp_path):
     real = tpu_topology.CHIPS["TPU v5 lite"]
     monkeypatch.setitem(tpu_topology.CHIPS, "TPU v5 lite",
                         dataclasses.replace(real, hbm_bytes=chip_bytes, usable_hbm_bytes=None))
-    compile_for_real = jax.stages.Lowered.compile
-
     def compile_with_less_hbm(lowered, *args, **kwargs):
         """As XLA's TPU compiler does with a step that exceeds the chip's HBM (its wording, libtpu 0.0.42,
         from ConvNeXt-T at 1024 images per v5e chip)."""
-        compiled = compile_for_real(lowered, *args, **kwargs)
+        compiled = compile_once(lowered, *args, **kwargs)
         needed = aot.analyse(compiled, 0.0).memory_bytes
         if needed > capacity:
             raise jax.errors.JaxRuntimeError(
@@ -279,6 +290,8 @@ def test_train_py_names_the_largest_batch_that_fits(monkeypatch, tmp_path):
     assert report["train_step"]["out_of_memory"].startswith("RESOURCE_EXHAUSTED: Ran out of memory on HBM")
     assert report["memory_bytes_per_device"] > capacity  # what XLA said the step needs
     assert report["search_compile_seconds"] > 0
+    # Compiled: 96 (above), 128, and k = 2, 16, 32 at 128; the search's 24 per device is the first again.
+    assert len(compile_calls) == 6 and len(compiled_programs) == 5 and compile_calls.count(compile_calls[0]) == 2
     largest = report["largest_fitting_per_device_batch"]
     assert largest == 24  # one probe: the search's own logic is tested above, with a stand-in compiler
     probed = {int(batch): memory for batch, memory in report["probed_memory_bytes"].items()}
