@@ -78,10 +78,12 @@ def _family_config(family, data_dir):
     """A tiny demo run of ``family``: 8 steps, evals at 2/4/6/8, checkpoints every 2 steps, a log
     line every 3 (so a stop at step 5 falls inside a logging window)."""
     c = load(family, "demo")
+    # Two stages (a stem, one downsampling, blocks with every kind of parameter and state): what a
+    # resume carries is the same at any depth, and each stage costs a run seconds of tracing and compiling.
     if family == "convnext":
-        c.model_overrides.depths, c.model_overrides.dims = (1, 1, 1, 1), (8, 16, 24, 32)
+        c.model_overrides.depths, c.model_overrides.dims = (1, 1), (8, 16)
     elif family == "hornet":
-        c.model_overrides.depths, c.model_overrides.dims = (1, 1, 1, 1), (8, 16, 32, 64)
+        c.model_overrides.depths, c.model_overrides.dims, c.model_overrides.orders = (1, 1), (8, 16), (2, 3)
     else:
         c.model_overrides.width, c.model_overrides.depth = 16, 2
     c.dataset, c.data_dir, c.cache_data = "dog_jax_demo/tiny", data_dir, False
