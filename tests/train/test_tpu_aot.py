@@ -48,8 +48,15 @@ FAMILIES = ("convmixer", "convnext", "convnextv2", "hornet")
 
 
 def tiny_config(family: str, tmp_path, batch_size: int = 16):
-    """The family's demo config with a tiny architecture; dataset metadata read from an empty dir."""
+    """The family's demo config with a tiny architecture; dataset metadata read from an empty dir.
+
+    ConvNeXt and HorNet with two stages (stem, one downsampling, every kind of block layer): the
+    program's kinds of operation are those of four, and each TPU compile of a stage costs seconds."""
     config = tiny_family_config(family)
+    if family != "convmixer":
+        config.model_overrides.depths, config.model_overrides.dims = (1, 1), (8, 16)
+    if family == "hornet":
+        config.model_overrides.orders = (2, 3)
     config.batch_size = batch_size
     config.data_dir = str(tmp_path)  # nothing is generated or read: AOT needs only the class count
     return config
