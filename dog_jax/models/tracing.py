@@ -6,9 +6,9 @@ model's construction probes once per initialised parameter. Under a trace the va
 tracer, whose ``sharding`` property (JAX 0.10.2) raises AttributeError -- as it should, so that the
 probe answers None -- but builds the error's message first: it walks every equation traced so far
 and pretty-prints the ones that produced the value. Built under ``nnx.eval_shape``, a model's
-construction is therefore quadratic in its size: HorNet-T spent 86 % of its abstract construction
-on messages nobody reads (6.6 s of 7.7 s, benchmarks/abstract_model.py). The same walk was removed
-from JAX upstream (jax-ml/jax pull request 40041).
+construction is therefore quadratic in its size: HorNet-T's abstract construction took 2.07 s with
+JAX's probe and 0.39 s without the messages nobody reads (benchmarks/abstract_model.py, docs/performance.md).
+The same walk was removed from JAX upstream (jax-ml/jax pull request 40041).
 
 :func:`quiet_sharding_probes` gives tracers, for the duration of a block, a ``sharding`` property
 that raises the same AttributeError without that message: probes answer exactly as before, only
