@@ -28,6 +28,7 @@ import jax
 
 __all__ = ["quiet_sharding_probes", "replaces_sharding_probe"]
 
+
 def _quiet_sharding(tracer):
     raise AttributeError(f"The 'sharding' attribute is not available on a {type(tracer).__name__} "
                          "(a traced value has no concrete sharding).")
