@@ -32,9 +32,8 @@ _WORKER = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {root!r})
     import jax
-    if {processes} > 1:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize("localhost:{port}", num_processes={processes}, process_id={process})
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize("localhost:{port}", num_processes={processes}, process_id={process})
     from tests.support.configs import FOUR_SHARD_RUN, tiny_config
     from dog_jax.train import steps, train_and_evaluate
     from dog_jax.train.preemption import EXIT_PREEMPTED, StopOnSignal
@@ -60,17 +59,18 @@ def _free_port():
         return s.getsockname()[1]
 
 
+_PROCESSES = 2  # each simulates 2 of the run's 4 CPU devices
 _BIND_FAILED = "Failed to start RPC server"  # jax.distributed.initialize's error when the port is taken
 _TIMEOUT_S = subprocesses.TIMEOUT_S
 
 
-def _run_processes(data_dir, workdir, logs, signalled_process=None, processes=2, attempts=3):
-    """Trains with ``processes`` processes sharing 4 CPU devices; returns each one's (exit code, summary).
+def _run_processes(data_dir, workdir, logs, signalled_process=None, attempts=3):
+    """Trains with two processes sharing 4 CPU devices; returns each one's (exit code, summary).
 
     Retries (on a new port) when the coordinator could not bind its port; a process still running
     after the timeout fails the test as a hang."""
     for attempt in range(attempts):
-        outputs = _start_and_wait(data_dir, workdir, logs, signalled_process, processes, _free_port(), attempt)
+        outputs = _start_and_wait(data_dir, workdir, logs, signalled_process, _free_port(), attempt)
         if not any(_BIND_FAILED in output for _, output in outputs) or attempt == attempts - 1:
             break
     summaries = []
@@ -80,16 +80,16 @@ def _run_processes(data_dir, workdir, logs, signalled_process=None, processes=2,
     return summaries
 
 
-def _start_and_wait(data_dir, workdir, log_base, signalled_process, processes, port, attempt):
+def _start_and_wait(data_dir, workdir, log_base, signalled_process, port, attempt):
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
-               XLA_FLAGS=subprocesses.xla_flags(4 // processes))
+               XLA_FLAGS=subprocesses.xla_flags(4 // _PROCESSES))
     # Output to files, not pipes: a process blocked on a full pipe would hang the other in a collective.
-    logs = [open(f"{log_base}.process{process}.attempt{attempt}.log", "w+") for process in range(processes)]
+    logs = [open(f"{log_base}.process{process}.attempt{attempt}.log", "w+") for process in range(_PROCESSES)]
     procs = [subprocess.Popen(
-        [sys.executable, "-c", _WORKER.format(root=ROOT, port=port, process=process, processes=processes,
+        [sys.executable, "-c", _WORKER.format(root=ROOT, port=port, process=process, processes=_PROCESSES,
                                               data_dir=data_dir, workdir=workdir,
                                               signal=process == signalled_process)],
-        env=env, cwd=ROOT, stdout=logs[process], stderr=subprocess.STDOUT, text=True) for process in range(processes)]
+        env=env, cwd=ROOT, stdout=logs[process], stderr=subprocess.STDOUT, text=True) for process in range(_PROCESSES)]
     try:
         deadline = time.monotonic() + _TIMEOUT_S
         while any(proc.poll() is None for proc in procs):
