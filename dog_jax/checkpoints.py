@@ -9,15 +9,15 @@ are restored as raw pytrees, without a target.
 * :func:`read_state_dict` — a file as its nested ``{name: numpy array}`` mapping (what conversion needs);
 * :func:`read_checkpoint` — any format as one flat mapping of its floating arrays (what analysis needs).
 
+Orbax items are restored by :mod:`dog_jax.orbax_items` (shared with the trainer's restore).
+
 Every failure is raised as :class:`CheckpointError` with a one-line message that says what was wrong
 and how to fix it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import re
 import struct
 import tempfile
@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 from etils import epath
 
+from dog_jax.checkpoint_error import CheckpointError, first_line
+from dog_jax.orbax_items import is_item, is_step, latest_step_dir, restore_pytree
 from dog_jax.storage import is_url, run_path
 
 Path = epath.Path  # every path here may be local or gs:// (dog_jax.storage)
@@ -38,14 +40,6 @@ FILE_FORMATS = ".pth/.pt/.bin/.ckpt/.tar (PyTorch), .safetensors or .npz"
 SUPPORTED = f"an orbax checkpoint directory, {FILE_FORMATS}"
 
 Progress = Callable[[str], None]
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be read, written or resumed; ``str(error)`` is one line for the user.
-
-    The one checkpoint error of the package: raised by this reader (conversion, analysis, export,
-    evaluation) and by the trainer's checkpoints (``dog_jax.train.checkpoint`` re-exports it).
-    """
 
 
 @dataclass(frozen=True)
@@ -208,9 +202,9 @@ def _read_torch(path: Path, progress: Progress) -> Any:
                 f"{path}: the pickle needs to run Python code{what} and is refused (weights_only=True); "
                 "re-save it as a plain state dict (torch.save(model.state_dict(), ...)) or as .safetensors."
             ) from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(text)}).") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({first_line(text)}).") from None
     except Exception as e:  # torch.load raises many types (IndexError, RuntimeError, ...) on garbage.
-        detail = _first_line(str(e))
+        detail = first_line(str(e))
         detail = detail if len(detail) > 20 else f"{type(e).__name__} while unpickling"
         raise CheckpointError(f"{path}: not a PyTorch checkpoint written by torch.save ({detail}).") from None
 
@@ -226,11 +220,6 @@ def _read_torch(path: Path, progress: Progress) -> Any:
         return tree
 
     return to_numpy(obj)
-
-
-def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else "unreadable"
-    return line[:160]
 
 
 # ----------------------------------------------------------------------------- safetensors
@@ -290,50 +279,23 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         if "allow_pickle" in str(e):
             raise CheckpointError(f"{path}: the .npz holds pickled Python objects, which are refused; "
                                   "save plain numeric arrays (np.savez(path, **arrays)).") from None
-        raise CheckpointError(f"{path}: not a readable .npz file ({_first_line(str(e))}).") from None
+        raise CheckpointError(f"{path}: not a readable .npz file ({first_line(str(e))}).") from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise CheckpointError(f"{path}: not a readable .npz file ({_first_line(str(e))}).") from None
+        raise CheckpointError(f"{path}: not a readable .npz file ({first_line(str(e))}).") from None
     return arrays
 
 
 # ----------------------------------------------------------------------------- orbax
 
-_STEP_DIR = re.compile(r"^(?:.*_)?(\d+)$")
-
-
-# orbax 0.12 has no public "is this directory a checkpoint?" call for a path given by a user, so the
-# reader recognises the files its format guide documents: an item (PyTree) directory holds
-# `_METADATA` (or an OCDBT `manifest.ocdbt`), a CheckpointManager step `_CHECKPOINT_METADATA`, and an
-# unfinished save is a `<step>.orbax-checkpoint-tmp-*` directory (tests/analysis/test_readers.py).
-def _is_orbax_item(path: Path) -> bool:
-    return (path / "_METADATA").is_file() or (path / "manifest.ocdbt").is_file()
-
-
-def _is_orbax_step(path: Path) -> bool:
-    return (path / "_CHECKPOINT_METADATA").is_file() or any(
-        _is_orbax_item(p) for p in path.iterdir() if p.is_dir())
-
-
-def latest_step_dir(root: Path) -> Path | None:
-    """The finished step directory with the largest step number under a CheckpointManager root."""
-    steps = []
-    for p in root.iterdir():
-        m = _STEP_DIR.match(p.name)
-        # Unfinished saves are written to "<step>.orbax-checkpoint-tmp-*" and do not match.
-        if m and p.is_dir() and _is_orbax_step(p):
-            steps.append((int(m.group(1)), p))
-    return max(steps)[1] if steps else None
-
-
 def _read_orbax(path: Path, progress: Progress) -> Checkpoint:
     """Read an item directory, a step directory, a CheckpointManager root or a run directory
     whose single subdirectory is a CheckpointManager root (``train.py``'s ``<workdir>``)."""
-    if _is_orbax_item(path):
+    if is_item(path):
         items = {"": path}
         step_dir = path
     else:
         step_dir = path
-        if not _is_orbax_step(path):
+        if not is_step(path):
             step_dir = latest_step_dir(path)
             if step_dir is None:
                 # A training run directory (train.py --workdir) holds the manager root one level down.
@@ -349,7 +311,7 @@ def _read_orbax(path: Path, progress: Progress) -> Checkpoint:
                     f"{path}: a directory, but not an orbax checkpoint (no _METADATA / _CHECKPOINT_METADATA "
                     f"and no step subdirectories); expected {SUPPORTED}.")
             progress(f"{path}: CheckpointManager root, reading the latest step {step_dir.name}")
-        items = {p.name: p for p in sorted(step_dir.iterdir()) if p.is_dir() and _is_orbax_item(p)}
+        items = {p.name: p for p in sorted(step_dir.iterdir()) if p.is_dir() and is_item(p)}
         if not items:
             raise CheckpointError(f"{step_dir}: orbax step directory without readable pytree items.")
     arrays: dict[str, np.ndarray] = {}
@@ -378,53 +340,3 @@ def _materialize_basis(arrays: dict[str, np.ndarray], step_dir: Path) -> dict[st
     size = info.get("dw_kernel_size") or registry.depthwise_kernel_size(info["model"],
                                                                         **info.get("model_overrides", {}))
     return basis.materialize(arrays, size)
-
-
-@contextlib.contextmanager
-def quiet_absl(level: int = logging.ERROR) -> Iterator[None]:
-    """Raise the absl logger's level to ``level`` for the duration (restored afterwards): orbax's
-    expected warnings, or its traceback of a failure that reaches the user as one line."""
-    logger = logging.getLogger("absl")
-    previous = logger.level
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
-
-
-def restore_pytree(item_dir: Path, keys: tuple[str, ...] | None = None) -> Any:
-    """Restore one orbax pytree item as host numpy arrays, with no target and no sharding.
-
-    ``keys``: restore only these top-level entries of a dict item (e.g. ``("params",
-    "batch_stats")`` of a train state, leaving the optimizer state on disk); missing ones are
-    left out of the result.
-    """
-    import jax
-    import orbax.checkpoint as ocp
-    from orbax.checkpoint import metadata as ocp_metadata
-
-    # orbax reads a relative directory's metadata as empty (no error), so hand it an absolute one.
-    item_dir = run_path(item_dir)
-    checkpointer = ocp.PyTreeCheckpointer()
-    try:
-        with quiet_absl():  # orbax warns that an item directory has no step metadata: expected here.
-            meta = checkpointer.metadata(item_dir)
-            tree = getattr(getattr(meta, "item_metadata", None), "tree", None) or getattr(meta, "tree", None)
-            if not tree:
-                raise CheckpointError(f"{item_dir}: its orbax metadata describes no arrays (a corrupt or unfinished "
-                                      "save, or not a PyTree/Standard checkpoint).")
-            if keys is not None:
-                tree = {key: value for key, value in tree.items() if key in keys}
-            restore_args = jax.tree.map(
-                lambda m: ocp.RestoreArgs(restore_type=np.ndarray)
-                if isinstance(m, ocp_metadata.ArrayMetadata) else ocp.RestoreArgs(),
-                tree)
-            args = ocp.args.PyTreeRestore(item=tree, restore_args=restore_args, partial_restore=True) \
-                if keys is not None else ocp.args.PyTreeRestore(restore_args=restore_args)
-            return checkpointer.restore(item_dir, args=args)
-    except CheckpointError:
-        raise
-    except Exception as e:  # orbax raises many types; the user needs one line, not a stack.
-        raise CheckpointError(f"{item_dir}: could not restore the orbax checkpoint ({type(e).__name__}: "
-                              f"{_first_line(str(e))}).") from None

@@ -4,16 +4,14 @@ kernel analysis, tests/analysis/; conversion, tests/test_convert.py; the trainer
 tests/train/.)"""
 
 import json
-import logging
 import re
 import struct
 
 import numpy as np
 import pytest
 
-from dog_jax.checkpoints import (CheckpointError, flatten_names, latest_step_dir, quiet_absl, read_checkpoint,
-                                 read_state_dict, restore_pytree)
-from dog_jax.storage import run_path
+from dog_jax.checkpoints import CheckpointError, flatten_names, read_checkpoint, read_state_dict
+from tests.support.checkpoints import save_orbax_states
 
 
 def _arrays(seed=0):
@@ -93,35 +91,6 @@ def test_pickled_npz_missing_paths_and_directories_are_refused(tmp_path):
         read_checkpoint(tmp_path / "empty")
 
 
-def test_latest_step_dir_takes_the_largest_finished_step(tmp_path):
-    for name, finished in (("5", True), ("40", True), ("ckpt_12", True), ("70", False),
-                           ("90.orbax-checkpoint-tmp-1", True)):
-        (tmp_path / name).mkdir()
-        if finished:
-            (tmp_path / name / "_CHECKPOINT_METADATA").write_text("{}")
-    assert latest_step_dir(run_path(tmp_path)).name == "40"  # 70 unfinished, 90 a temporary save
-    assert latest_step_dir(run_path(tmp_path / "5")) is None
-
-
-def test_quiet_absl_restores_the_level_also_after_an_error():
-    logger = logging.getLogger("absl")
-    before = logger.level
-    with pytest.raises(RuntimeError):
-        with quiet_absl():
-            assert logger.level == logging.ERROR
-            raise RuntimeError("inside")
-    assert logger.level == before
-
-
-def _save_states(root, states):
-    import orbax.checkpoint as ocp
-
-    with ocp.CheckpointManager(root) as manager:
-        for step, state in states.items():
-            manager.save(step, args=ocp.args.StandardSave(state))
-        manager.wait_until_finished()
-
-
 def test_orbax_root_step_and_item_directories_read_the_same_arrays(tmp_path, monkeypatch):
     import jax.numpy as jnp
 
@@ -129,7 +98,7 @@ def test_orbax_root_step_and_item_directories_read_the_same_arrays(tmp_path, mon
         return {"params": {name: jnp.asarray(value) for name, value in _arrays(seed).items()},
                 "opt_state": {"mu": jnp.zeros((2,))}, "step": jnp.asarray(seed)}
 
-    _save_states(tmp_path / "ckpt", {10: state(10), 20: state(20)})
+    save_orbax_states(tmp_path / "ckpt", {10: state(10), 20: state(20)})
     (tmp_path / "ckpt" / "30.orbax-checkpoint-tmp-123").mkdir()  # an unfinished save is ignored
     latest = read_checkpoint(tmp_path / "ckpt")
     assert latest.format == "orbax" and latest.path.name == "20" and latest.layout == "HWIO"
@@ -144,22 +113,10 @@ def test_orbax_root_step_and_item_directories_read_the_same_arrays(tmp_path, mon
     assert sorted(read_checkpoint("ckpt/20").arrays) == sorted(latest.arrays)
 
 
-def test_restore_pytree_reads_only_the_keys_asked_for(tmp_path):
-    import jax.numpy as jnp
-
-    _save_states(tmp_path / "ckpt", {1: {"params": {"w": jnp.ones((2, 3))}, "opt_state": {"mu": jnp.zeros(4)}}})
-    item = run_path(tmp_path / "ckpt" / "1" / "default")
-    assert set(restore_pytree(item)) == {"params", "opt_state"}
-    partial = restore_pytree(item, keys=("params", "batch_stats"))
-    assert set(partial) == {"params"} and isinstance(partial["params"]["w"], np.ndarray)
-    with pytest.raises(CheckpointError, match="could not restore the orbax checkpoint|describes no arrays"):
-        restore_pytree(run_path(tmp_path / "ckpt" / "1"))  # a step directory is not an item
-
-
 def test_a_basis_checkpoint_without_its_model_record_is_refused(tmp_path):
     import jax.numpy as jnp
 
-    _save_states(tmp_path / "ckpt", {1: {"params": {"dw": {"basis_coeffs": jnp.ones((3, 8)),
+    save_orbax_states(tmp_path / "ckpt", {1: {"params": {"dw": {"basis_coeffs": jnp.ones((3, 8)),
                                                            "basis_log_scale": jnp.zeros(8),
                                                            "basis_gamma": jnp.ones(8)}}}})
     with pytest.raises(CheckpointError, match="basis-parameterised depthwise layers but no model/metadata JSON"):

@@ -41,7 +41,7 @@ from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
 from dog_jax.checkpoints import CheckpointError  # the package's one checkpoint error (re-exported)
-from dog_jax.checkpoints import quiet_absl
+from dog_jax.orbax_items import quiet_absl
 from dog_jax.storage import absolute, join, make_dirs, move, run_path
 from dog_jax.train.config import comparable
 from dog_jax.train.failure_report import BackgroundErrors, is_storage_error, short_reason

@@ -22,7 +22,8 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from dog_jax.checkpoints import CheckpointError, flatten_names, latest_step_dir, restore_pytree
+from dog_jax.checkpoints import CheckpointError, flatten_names
+from dog_jax.orbax_items import latest_step_dir, restore_pytree
 from dog_jax.storage import run_path
 from dog_jax.train.run_provenance import split_config_json
 from dog_jax.train.run_spec import ModelSpec, model_spec

@@ -19,6 +19,14 @@ def load_state(workdir, step):
         return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
 
 
+def save_orbax_states(root, states):
+    """Saves ``{step: state}`` under ``root`` with an orbax CheckpointManager (item "default"); waits for it."""
+    with ocp.CheckpointManager(root) as manager:
+        for step, state in states.items():
+            manager.save(step, args=ocp.args.StandardSave(state))
+        manager.wait_until_finished()
+
+
 def assert_bitwise_equal(got, expected):
     """The same tree, and every leaf of the same dtype, shape and bytes (chex names the first leaf that differs)."""
     chex.assert_trees_all_equal_comparator(_same_bits, _bits_differ, got, expected)
