@@ -42,7 +42,7 @@ from typing import Any, Sequence
 
 from scipy import stats
 
-from dog_jax.experiments.collect import welch_interval
+from dog_jax.experiments.collect import seeds_to_exclude_zero, welch_interval
 from dog_jax.experiments.kernel_report import checkpoint_shares
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
@@ -83,6 +83,12 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
 def ahead(values: Sequence[float]) -> tuple[int, int]:
     """(how many are > 0, how many): "3 of 3 seeds ahead"."""
     return sum(v > 0 for v in values), len(values)
+
+
+def seeds_needed(values: Sequence[float]) -> int | None:
+    """The fewest seeds whose 95 % interval would exclude 0 at this mean and std (results.md's
+    "seeds to exclude 0")."""
+    return seeds_to_exclude_zero(mean(values), std(values))
 
 
 def pct(value: float) -> float:
@@ -155,6 +161,11 @@ class Study:
         return sum(float(r["wall_time_s"]) for r in self.rows if r["status"] == "done"
                    and (labels is None or r["label"] in labels)) / 60
 
+    def cpu_hours(self, labels: Sequence[str] | None = None) -> float:
+        """Summed process CPU time (``cpu_time_s``) of the finished runs (of ``labels``), in hours."""
+        return sum(float(r["cpu_time_s"]) for r in self.rows if r["status"] == "done"
+                   and (labels is None or r["label"] in labels)) / 3600
+
     def commits(self) -> str:
         (commit,) = {r.get("commit") or "unrecorded" for r in self.rows}
         return commit
@@ -193,12 +204,12 @@ class Study:
         return float(rows[0][column])
 
     def namespace(self) -> dict[str, Any]:
-        names = {name: getattr(self, name) for name in ("top1", "gap", "params", "wall_minutes", "commits",
+        names = {name: getattr(self, name) for name in ("top1", "gap", "params", "wall_minutes", "cpu_hours", "commits",
                                                          "share", "centre_surround", "fit", "csv", "of")}
         helpers = {"mean": mean, "std": std, "mean_std": mean_std, "ci": ci, "welch": welch, "ahead": ahead,
-                   "pct": pct, "min": min, "max": max, "abs": abs, "len": len, "sum": sum, "sorted": sorted,
-                   "round": round, "zip": zip, "int": int, "float": float, "tpu": tpu,
-                   "tpu_cases": tpu_cases, **UNITS}
+                   "seeds_needed": seeds_needed, "pct": pct, "min": min, "max": max, "abs": abs, "len": len,
+                   "sum": sum, "sorted": sorted, "round": round, "zip": zip, "int": int, "float": float,
+                   "tpu": tpu, "tpu_cases": tpu_cases, **UNITS}
         return {**helpers, **names, **{study: _STUDIES[study] for study in STUDIES}}
 
 
