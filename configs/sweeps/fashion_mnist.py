@@ -1,6 +1,6 @@
 """DoG vs Kaiming on real photographs: Fashion-MNIST (offline from Debian's dataset-fashion-mnist).
 
-The demo-scale ConvMixer (96/4, 7x7, patch 2 at 32 px) and ConvNeXt (1-1-2-1, 32-256, 7x7) of
+The demo-scale ConvMixer (96/4, 7x7, patch 4 at 32 px: 8x8 maps) and ConvNeXt (1-1-2-1, 32-256, 7x7) of
 ``demo_repro.py`` on Fashion-MNIST's 60,000 / 10,000 28 px grayscale product photos (resized to
 32 px, grey replicated into three channels), 3 epochs (1,404 steps at batch 128), depthwise init
 He normal, reference or the paper's DoG, eight seeds: 48 runs.
