@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from dog_jax import provenance
 from dog_jax._paths import relative_to
-from dog_jax.experiments.sweep import Run, Sweep, find_repo_root, read_summary, run_status
+from dog_jax.experiments.sweep import Run, Sweep, find_repo_root, read_summary, run_cpu_time, run_status
 from dog_jax.storage import run_path, write_text
 
 CSV_FIELDS = ("label", "seed", "status", "config", "overrides", "experiment", "group", "dw_init", "scale",
@@ -81,7 +81,7 @@ def run_row(run: Run, info: dict[str, Any], out_dir: str | os.PathLike = ".") ->
         "final_loss": final.get("eval_loss"),
         "best_top1": best.get("eval_top1"), "best_step": best.get("step"),
         "final_step": summary.get("final_step"), "total_steps": summary.get("total_steps"),
-        "wall_time_s": summary.get("wall_time_s"), "cpu_time_s": summary.get("cpu_time_s"),
+        "wall_time_s": summary.get("wall_time_s"), "cpu_time_s": run_cpu_time(summary),
         "num_params": summary.get("num_params"),
         "paper_row_top1": info.get("paper_row_top1"), "workdir": relative_to(run.workdir, out_dir),
         "commit": commit, "impl": impl,

@@ -29,7 +29,7 @@ from dog_jax._paths import relative_to, resolved
 from dog_jax.storage import run_path
 from dog_jax.experiments.runner import train_command
 from dog_jax.train.reporting import format_duration
-from dog_jax.experiments.sweep import Run, read_summary
+from dog_jax.experiments.sweep import Run, read_summary, run_cpu_time
 
 _ANALYSIS_FILES = ("summary.json", "clusters.csv", "*.png")
 _DURING_FILES = ("during/summary.json",)
@@ -137,7 +137,7 @@ def publish(runs: Sequence[Run], root: str | os.PathLike, target: str | os.PathL
                 written.append(_copy(path, target / "analysis" / label / path.relative_to(label_dir)))
     summaries = [read_summary(run.workdir) or {} for run in runs]
     total = sum(s.get("wall_time_s") or 0.0 for s in summaries)
-    cpu = sum(s.get("cpu_time_s") or 0.0 for s in summaries)
+    cpu = sum(run_cpu_time(s) or 0.0 for s in summaries)
     finished = sum(1 for s in summaries if s)
     outside = not _inside(resolved(root), _repository(train_script))
     lines = [
@@ -147,7 +147,8 @@ def publish(runs: Sequence[Run], root: str | os.PathLike, target: str | os.PathL
         f"{finished} of {len(runs)} runs have a summary; their trainer wall times add up to "
         f"{format_duration(total)} (without process start-up and the kernel analysis)"
         + (f"; their processes used {format_duration(cpu)} of CPU time (start-up and compiles included; "
-           "of a resumed run, its last start)."
+           "a resumed run's earlier starts count up to the checkpoint it resumed from, or not at all if "
+           "its summary.json has no cpu_time_total_s)."
            if cpu else "."), "",
         "Sweep command (rerun it to reproduce; finished runs are skipped):", "", "```bash",
         _relative(sweep_command, train_script, root), "```", "",

@@ -224,6 +224,12 @@ def read_summary(workdir: str | os.PathLike) -> dict[str, Any] | None:
         return None
 
 
+def run_cpu_time(summary: dict[str, Any]) -> float | None:
+    """The run's CPU seconds over all its starts where recorded, else its last start's."""
+    total = summary.get("cpu_time_total_s")
+    return total if total is not None else summary.get("cpu_time_s")
+
+
 def run_status(workdir: str | os.PathLike) -> str:
     """"done" (finished summary), "partial" (checkpoints to resume from) or "pending"."""
     summary = read_summary(workdir)

@@ -288,6 +288,7 @@ def _summary(run: _Run, step: int, interrupted: bool, compile_time: float | None
              ) -> dict[str, Any]:
     """``summary.json``: the run's outcome, its whole (resumed) history and its settings."""
     reporter = run.reporter
+    cpu_now = time.process_time()
     return {
         "final_step": step, "total_steps": run.plan.total_steps, "start_step": run.start_step,
         "interrupted": interrupted,
@@ -298,8 +299,9 @@ def _summary(run: _Run, step: int, interrupted: bool, compile_time: float | None
         "skipped_steps": reporter.skipped_steps, "nonfinite_policy": run.spec.config.nonfinite_policy,
         "wall_time_s": wall_time, "compile_time_s": compile_time,
         # CPU seconds of this train.py process, all threads, start-up and compiles included: what a
-        # sweep costs on a shared machine, where wall time measures the other jobs too.
-        "cpu_time_s": time.process_time(), "num_params": run.num_params,
+        # sweep costs on a shared machine, where wall time measures the other jobs too. The total adds
+        # a resumed run's earlier starts (None if its checkpoint predates that record).
+        "cpu_time_s": cpu_now, "cpu_time_total_s": reporter.cpu_time_total(cpu_now), "num_params": run.num_params,
         "num_classes": run.plan.num_classes, "devices": jax.device_count(), "processes": jax.process_count(),
         "config": run.spec.config.to_dict(), **run.provenance,
     }

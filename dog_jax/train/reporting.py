@@ -70,6 +70,9 @@ class Reporter:
         self.global_batch_size = global_batch_size
         self.nonfinite_policy = nonfinite_policy
         self.skipped_steps = 0
+        # CPU seconds that earlier starts of this run spent up to the checkpoint it resumed from (0 for a
+        # fresh run; None when that checkpoint predates the record): see cpu_time_total.
+        self.cpu_time_before_s: float | None = 0.0
         self.is_writer = jax.process_index() == 0
         self._writer = tf.summary.create_file_writer(join(workdir, "tensorboard")) if self.is_writer else None
         self._pending: list[tuple[int, dict[str, jax.Array]]] = []
@@ -164,13 +167,23 @@ class Reporter:
         pending = [{"step": step, **{key: float(value) for key, value in metrics.items()}}
                    for step, metrics in jax.device_get(self._pending)]
         return {"eval_history": self.history, "train_history": self.train_history, "pending": pending,
-                "skipped_steps": self.skipped_steps}
+                "skipped_steps": self.skipped_steps, "cpu_time_s": self.cpu_time_total()}
+
+    def cpu_time_total(self, process_cpu_s: float | None = None) -> float | None:
+        """CPU seconds of the whole run so far: this process's (``process_cpu_s``, default
+        ``time.process_time()``: all threads, start-up included) plus what earlier starts spent up to
+        the checkpoint this one resumed from (their work after it, redone here, is not counted twice);
+        None if that is unknown."""
+        if self.cpu_time_before_s is None:
+            return None
+        return self.cpu_time_before_s + (time.process_time() if process_cpu_s is None else process_cpu_s)
 
     def load_history(self, snapshot: dict[str, Any]) -> None:
         """Continues from a :meth:`history_snapshot` (taken at the step being resumed)."""
         self.history = list(snapshot["eval_history"])
         self.train_history = list(snapshot["train_history"])
         self.skipped_steps = int(snapshot["skipped_steps"])
+        self.cpu_time_before_s = snapshot.get("cpu_time_s")  # absent from checkpoints written before 2026-12-07
         # float32 again, so the next log line averages exactly what it would have without the break.
         self._pending = [(entry["step"], {key: np.float32(value) for key, value in entry.items() if key != "step"})
                          for entry in snapshot["pending"]]

@@ -15,7 +15,7 @@ import pytest
 from dog_jax.experiments import (SweepError, collect, load_sweep, mean_std, parse_shard, plan_runs,
                                  run_status, run_sweep, select_runs)
 from dog_jax.experiments.__main__ import main
-from dog_jax.experiments.sweep import format_flag_value
+from dog_jax.experiments.sweep import format_flag_value, run_cpu_time
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -385,3 +385,10 @@ def test_bucket_log_keeps_earlier_content_and_uploads_whole(tmp_path):
     assert path.read_text() == "first start\n==== second start\nstep 1\n"
     assert _tail(path, 2) == ["==== second start", "step 1"]
     assert _tail(tmp_path / "missing.log", 2) == []
+
+
+def test_a_runs_cpu_time_is_its_total_over_starts_where_recorded():
+    assert run_cpu_time({"cpu_time_s": 90.0, "cpu_time_total_s": 150.0}) == 150.0
+    assert run_cpu_time({"cpu_time_s": 90.0, "cpu_time_total_s": None}) == 90.0  # a checkpoint from before the record
+    assert run_cpu_time({"cpu_time_s": 90.0}) == 90.0  # a summary from before the record
+    assert run_cpu_time({}) is None

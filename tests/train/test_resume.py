@@ -140,6 +140,10 @@ def test_interrupted_run_ends_like_an_uninterrupted_one(family, tiny_data_dir, t
         assert not os.path.exists(sessions)
     resumed = train_and_evaluate(profiled, workdir)
     assert resumed["start_step"] == 5 and resumed["final_step"] == 8 and not resumed["interrupted"]
+    # The run's CPU total adds what the stopped start had spent by its checkpoint (in-process here, so
+    # "this process" is pytest's: the difference is bounded by the stopped start's own total).
+    assert reference["cpu_time_total_s"] == reference["cpu_time_s"]
+    assert 0 < resumed["cpu_time_total_s"] - resumed["cpu_time_s"] <= stopped["cpu_time_total_s"]
     assert_bitwise_equal(load_state(workdir, 8), load_state(str(tmp_path / "reference"), 8))
     if profiled.profile_steps:
         assert sorted(os.listdir(sessions)) == ["train_steps_4-5", "train_steps_6-6"]
@@ -200,3 +204,20 @@ def test_after_a_skipped_update_the_applied_learning_rate_is_the_logged_one():
     counts = [int(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(state["opt_state"])[0]
               if "count" in jax.tree_util.keystr(path)]
     assert counts and set(counts) == {2}, counts
+
+
+def test_cpu_time_before_a_resume_travels_in_the_history_snapshot(tmp_path):
+    """The CPU total continues from a snapshot; a snapshot from before the record leaves it unknown."""
+    from dog_jax.train.reporting import Reporter
+
+    first = Reporter(str(tmp_path / "a"), total_steps=8, global_batch_size=4)
+    snapshot = first.history_snapshot()
+    assert snapshot["cpu_time_s"] > 0
+    later = Reporter(str(tmp_path / "b"), total_steps=8, global_batch_size=4)
+    later.load_history(snapshot)
+    assert later.cpu_time_total(10.0) == snapshot["cpu_time_s"] + 10.0
+    older = {key: value for key, value in snapshot.items() if key != "cpu_time_s"}
+    later.load_history(older)
+    assert later.cpu_time_total(10.0) is None
+    for reporter in (first, later):
+        reporter.close()
