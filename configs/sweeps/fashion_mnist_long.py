@@ -4,7 +4,13 @@ The demo-scale ConvMixer (96/4, 7x7) of ``fashion_mnist.py`` with the reference 
 depthwise init, trained 12 epochs (5,616 steps at batch 128; the one-cycle schedule stretched to the
 12 epochs) instead of 3, seeds 0-3, paired by seed as in ``fashion_mnist.py``: 8 runs. The paper
 trains 50 epochs; a gap that shrinks to nothing here is an early-training effect, not a better
-end point. Evaluated and checkpointed every epoch::
+end point. Evaluated and checkpointed every epoch.
+
+Expected before the DoG runs were trained (written 2026-12-07, from the 3-epoch study's eight seeds,
+DoG - reference +1.33 points, per-seed std 0.42): four seeds give a half-width of
+t(0.975, 3) / sqrt(4) * std = 1.59 * std, about +/- 0.67 points if the spread stays as it was; an
+interval excluding 0 then needs a 12-epoch gap above ~0.7 points, and a gap that halves would be
+within noise (more seeds would be needed to tell it from none)::
 
   python -m dog_jax.experiments configs/sweeps/fashion_mnist_long.py --workdir-root workdirs/sweeps/fashion_mnist_long
 """
