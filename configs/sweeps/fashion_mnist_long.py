@@ -6,8 +6,9 @@ depthwise init, trained 12 epochs (5,616 steps at batch 128; the one-cycle sched
 trains 50 epochs; a gap that shrinks to nothing here is an early-training effect, not a better
 end point. Evaluated and checkpointed every epoch.
 
-Expected before the DoG runs were trained (written 2026-12-07, from the 3-epoch study's eight seeds,
-DoG - reference +1.33 points, per-seed std 0.42): four seeds give a half-width of
+Expected before any DoG result was seen (written 2026-12-07 22:45 UTC with the first DoG run in
+progress, from the 3-epoch study's eight seeds: DoG - reference +1.33 points, per-seed std 0.42):
+four seeds give a half-width of
 t(0.975, 3) / sqrt(4) * std = 1.59 * std, about +/- 0.67 points if the spread stays as it was; an
 interval excluding 0 then needs a 12-epoch gap above ~0.7 points, and a gap that halves would be
 within noise (more seeds would be needed to tell it from none)::
