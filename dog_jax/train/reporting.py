@@ -167,16 +167,13 @@ class Reporter:
         pending = [{"step": step, **{key: float(value) for key, value in metrics.items()}}
                    for step, metrics in jax.device_get(self._pending)]
         return {"eval_history": self.history, "train_history": self.train_history, "pending": pending,
-                "skipped_steps": self.skipped_steps, "cpu_time_s": self.cpu_time_total()}
+                "skipped_steps": self.skipped_steps, "cpu_time_s": self.cpu_time_total(time.process_time())}
 
-    def cpu_time_total(self, process_cpu_s: float | None = None) -> float | None:
-        """CPU seconds of the whole run so far: this process's (``process_cpu_s``, default
-        ``time.process_time()``: all threads, start-up included) plus what earlier starts spent up to
-        the checkpoint this one resumed from (their work after it, redone here, is not counted twice);
-        None if that is unknown."""
-        if self.cpu_time_before_s is None:
-            return None
-        return self.cpu_time_before_s + (time.process_time() if process_cpu_s is None else process_cpu_s)
+    def cpu_time_total(self, process_cpu_s: float) -> float | None:
+        """CPU seconds of the whole run so far: this process's ``process_cpu_s`` (``time.process_time()``:
+        all threads, start-up included) plus what earlier starts spent up to the checkpoint this one
+        resumed from (their work after it, redone here, is not counted twice); None if that is unknown."""
+        return None if self.cpu_time_before_s is None else self.cpu_time_before_s + process_cpu_s
 
     def load_history(self, snapshot: dict[str, Any]) -> None:
         """Continues from a :meth:`history_snapshot` (taken at the step being resumed)."""

@@ -75,8 +75,7 @@ AWAITING_ONE_COMMIT = {"fashion_mnist_basis": "its 12 basis runs are being rerun
 @pytest.mark.parametrize("name", [name for name in STUDIES if (RESULTS / name / "results.csv").is_file()])
 def test_every_published_sweep_names_one_clean_commit(name):
     """Every results.csv names the commit that made its runs: one commit per study, none dirty."""
-    rows = Study(name).rows
-    commits = {row.get("commit") or "" for row in rows}
+    commits = Study(name).commits()
     if name in AWAITING_ONE_COMMIT:
         assert commits == {""}, f"{name} now names its commits: remove it from AWAITING_ONE_COMMIT"
         return

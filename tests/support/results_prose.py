@@ -156,19 +156,21 @@ class Study:
         (count,) = {int(r["num_params"]) for r in self._done(label)}
         return count
 
+    def _summed(self, column: str, labels: Sequence[str] | None) -> float:
+        return sum(float(r[column]) for r in self.rows if r["status"] == "done"
+                   and (labels is None or r["label"] in labels))
+
     def wall_minutes(self, labels: Sequence[str] | None = None) -> float:
         """Summed trainer wall time of the finished runs (of ``labels``), in minutes."""
-        return sum(float(r["wall_time_s"]) for r in self.rows if r["status"] == "done"
-                   and (labels is None or r["label"] in labels)) / 60
+        return self._summed("wall_time_s", labels) / 60
 
     def cpu_hours(self, labels: Sequence[str] | None = None) -> float:
         """Summed process CPU time (``cpu_time_s``) of the finished runs (of ``labels``), in hours."""
-        return sum(float(r["cpu_time_s"]) for r in self.rows if r["status"] == "done"
-                   and (labels is None or r["label"] in labels)) / 3600
+        return self._summed("cpu_time_s", labels) / 3600
 
-    def commits(self) -> str:
-        (commit,) = {r.get("commit") or "unrecorded" for r in self.rows}
-        return commit
+    def commits(self) -> set[str]:
+        """The ``commit`` column's values over all rows ("" where a row has none)."""
+        return {r.get("commit") or "" for r in self.rows}
 
     def share(self, label: str, column: str, when: str | int = "trained") -> list[float]:
         """analysis.md's ``column`` (``dog_templates``, ``paper_inhibitory``, ``r2``, ...) per seed: shares in
@@ -204,7 +206,7 @@ class Study:
         return float(rows[0][column])
 
     def namespace(self) -> dict[str, Any]:
-        names = {name: getattr(self, name) for name in ("top1", "gap", "params", "wall_minutes", "cpu_hours", "commits",
+        names = {name: getattr(self, name) for name in ("top1", "gap", "params", "wall_minutes", "cpu_hours",
                                                          "share", "centre_surround", "fit", "csv", "of")}
         helpers = {"mean": mean, "std": std, "mean_std": mean_std, "ci": ci, "welch": welch, "ahead": ahead,
                    "seeds_needed": seeds_needed, "pct": pct, "min": min, "max": max, "abs": abs, "len": len,
