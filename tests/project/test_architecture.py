@@ -18,6 +18,7 @@ FLOORS = {
     "dog_jax.provenance": 1,
     "dog_jax.models": 1, "dog_jax.data": 1,
     "dog_jax.checkpoint_error": 2, "dog_jax.orbax_items": 2, "dog_jax.checkpoints": 2, "dog_jax.convert": 2,
+    "dog_jax.torch_keys": 2,
     "dog_jax.train": 3, "dog_jax.analysis": 3,
     "dog_jax.evaluate": 4, "dog_jax.export": 4, "dog_jax.experiments": 4, "dog_jax.timm_models": 4,
     "dog_jax.tpu_vm": 4,
