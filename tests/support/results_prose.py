@@ -46,7 +46,8 @@ from dog_jax.experiments.collect import seeds_to_exclude_zero, welch_interval
 from dog_jax.experiments.kernel_report import checkpoint_shares
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
-STUDIES = ("demo_repro", "demo_bias", "demo_basis", "fashion_mnist", "fashion_mnist_basis", "basis_fit")
+STUDIES = ("demo_repro", "demo_bias", "demo_basis", "fashion_mnist", "fashion_mnist_long", "fashion_mnist_basis",
+           "basis_fit")
 
 _CHECK = re.compile(r"<!--\s*check\b(.*?)-->", re.S)
 _NUMBER = re.compile(r"(?<![\w.,/:^-])[+−-]?\d+(?:,\d{3})*(?:\.\d+)?(?![\w])")
