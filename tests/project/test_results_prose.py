@@ -68,17 +68,10 @@ def test_the_prose_check_fails_on_wrong_or_unchecked_numbers(tmp_path, readme, p
         assert any(problem in line for line in problems), problems
 
 
-# A study republished from one commit leaves this list; a stale entry fails the test below.
-AWAITING_ONE_COMMIT = {"fashion_mnist_basis": "its 12 basis runs are being rerun by the Fashion-MNIST study's commit"}
-
-
-@pytest.mark.parametrize("name", [name for name in STUDIES if (RESULTS / name / "results.csv").is_file()])
+@pytest.mark.parametrize("name", sorted(path.parent.name for path in RESULTS.glob("*/results.csv")))
 def test_every_published_sweep_names_one_clean_commit(name):
     """Every results.csv names the commit that made its runs: one commit per study, none dirty."""
     commits = Study(name).commits()
-    if name in AWAITING_ONE_COMMIT:
-        assert commits == {""}, f"{name} now names its commits: remove it from AWAITING_ONE_COMMIT"
-        return
     assert len(commits) == 1, f"{name}/results.csv mixes commits: {sorted(commits)}"
     (commit,) = commits
     assert commit and "+dirty" not in commit and " < " not in commit, f"{name}/results.csv: commit {commit!r}"
