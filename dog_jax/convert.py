@@ -123,9 +123,7 @@ def _to_model_layout(kind: str, value: np.ndarray) -> np.ndarray | None:
 
 def _pick_naming(model: nnx.Module, keys: set[str], naming: str) -> tuple[str, KeyTable]:
     if naming != "auto":
-        if naming not in namings_for(model):
-            key_table(model, naming)  # raises the specific error
-        return naming, key_table(model, naming)
+        return naming, key_table(model, naming)  # raises for a naming the model does not have
     candidates = [(n, key_table(model, n)) for n in namings_for(model)]
     return max(candidates, key=lambda c: len(keys & set(c[1].slots)))
 
